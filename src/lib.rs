@@ -1,0 +1,7 @@
+//! meshwatch: the shared library of the mesh. Generated proto code, ECS
+//! telemetry with W3C trace propagation, the spec-exact gRPC health service,
+//! heartbeats, the one-call service runtime, Kafka helpers, and the `meshctl`
+//! CLI's logic.
+#![forbid(unsafe_code)]
+
+pub mod proto;
