@@ -37,6 +37,12 @@ pub mod admin {
     }
 }
 
+pub mod monitor {
+    pub mod v1 {
+        tonic::include_proto!("meshwatch.monitor.v1");
+    }
+}
+
 pub mod health {
     pub mod v1 {
         tonic::include_proto!("grpc.health.v1");
