@@ -4,4 +4,7 @@
 //! CLI's logic.
 #![forbid(unsafe_code)]
 
+pub mod ecs;
+pub mod health;
+pub mod heartbeat;
 pub mod proto;
