@@ -8,3 +8,6 @@ pub mod ecs;
 pub mod health;
 pub mod heartbeat;
 pub mod proto;
+pub mod kafka;
+#[cfg(feature = "testkit")]
+pub mod testkit;
