@@ -1,1 +1,9 @@
-//! placeholder
+//! The meshwatch monitor: failure detection from Kafka heartbeats, the
+//! spec-exact `grpc.health.v1` view of the mesh, anomaly alerts from Kafka
+//! logs, and the `meshwatch.monitor.v1.Monitor` gRPC service.
+#![forbid(unsafe_code)]
+
+pub mod alert;
+pub mod anomaly;
+pub mod detector;
+pub mod registry;

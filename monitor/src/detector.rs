@@ -1,0 +1,271 @@
+//! Failure detection for one service instance: a phi-accrual detector
+//! (Hayashibara et al., as in Akka) over heartbeat arrival gaps, bounded by a
+//! hard silence limit, plus what the instance last said about itself.
+//!
+//! Everything here is a pure function of the heartbeats seen and the
+//! `tokio::time::Instant` passed in, so tests drive it with paused time.
+
+use std::collections::VecDeque;
+use std::time::{Duration, SystemTime};
+
+use meshwatch::heartbeat::{Heartbeat, HeartbeatStatus};
+use tokio::time::Instant;
+
+/// Akka's default suspicion threshold.
+pub const DEFAULT_THRESHOLD: f64 = 8.0;
+/// Akka's default bound on remembered gaps.
+pub const DEFAULT_MAX_SAMPLE_SIZE: usize = 1000;
+/// Floor of the standard deviation. Akka uses 500 ms with a 3 s acceptable
+/// pause, which detects a 1 s heartbeat's silence only after ~6.5 s; the
+/// meshwatch target is < 2 s, so the floor is lower and the learned deviation
+/// (which grows with real jitter) does the rest.
+pub const DEFAULT_MIN_STD_DEVIATION: Duration = Duration::from_millis(100);
+/// Extra silence tolerated on top of the mean gap before phi starts to rise.
+pub const DEFAULT_ACCEPTABLE_PAUSE: Duration = Duration::from_millis(250);
+/// Hard bound = this many announced intervals + the acceptable pause.
+pub const DEFAULT_HARD_BOUND_INTERVALS: u32 = 3;
+/// A heartbeat older than this when it arrives (replayed from the topic at
+/// start, or held up somewhere) says nothing about the instance being alive now.
+pub const DEFAULT_STALE_AFTER: Duration = Duration::from_secs(10);
+/// Intervals shorter than this are treated as this (a zero interval would
+/// make every gap infinitely suspicious).
+const MIN_INTERVAL: Duration = Duration::from_millis(10);
+
+/// Detector parameters, shared by every instance.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DetectorConfig {
+    /// Suspected when phi exceeds this (phi 8 ≈ 1e-8 probability of a false suspicion).
+    pub threshold: f64,
+    /// At most this many gaps are remembered (oldest dropped first).
+    pub max_sample_size: usize,
+    pub min_std_deviation: Duration,
+    pub acceptable_pause: Duration,
+    pub hard_bound_intervals: u32,
+    pub stale_after: Duration,
+}
+
+impl Default for DetectorConfig {
+    fn default() -> Self {
+        Self {
+            threshold: DEFAULT_THRESHOLD,
+            max_sample_size: DEFAULT_MAX_SAMPLE_SIZE,
+            min_std_deviation: DEFAULT_MIN_STD_DEVIATION,
+            acceptable_pause: DEFAULT_ACCEPTABLE_PAUSE,
+            hard_bound_intervals: DEFAULT_HARD_BOUND_INTERVALS,
+            stale_after: DEFAULT_STALE_AFTER,
+        }
+    }
+}
+
+impl DetectorConfig {
+    /// The longest silence tolerated for an instance announcing `interval`,
+    /// whatever phi says.
+    pub fn hard_bound(&self, interval: Duration) -> Duration {
+        interval.max(MIN_INTERVAL) * self.hard_bound_intervals + self.acceptable_pause
+    }
+}
+
+/// What the monitor concludes about one instance.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Liveness {
+    /// Heartbeats on time, saying "up".
+    Alive,
+    /// Heartbeats on time, saying "not_ready".
+    NotReady,
+    /// Silent for too long (phi above the threshold or past the hard bound),
+    /// or only stale heartbeats seen.
+    Suspected,
+    /// Said goodbye with a "down" heartbeat.
+    Down,
+}
+
+impl Liveness {
+    /// Whether the instance can take requests.
+    pub fn is_serving(self) -> bool {
+        self == Self::Alive
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Alive => "alive",
+            Self::NotReady => "not_ready",
+            Self::Suspected => "suspected",
+            Self::Down => "down",
+        }
+    }
+}
+
+/// Gaps between heartbeats in milliseconds, bounded, with running sums.
+#[derive(Clone, Debug)]
+struct GapHistory {
+    gaps: VecDeque<f64>,
+    max: usize,
+    sum: f64,
+    sum_sq: f64,
+}
+
+impl GapHistory {
+    fn new(max: usize) -> Self {
+        let max = max.max(2);
+        Self {
+            gaps: VecDeque::with_capacity(max.min(64)),
+            max,
+            sum: 0.0,
+            sum_sq: 0.0,
+        }
+    }
+
+    fn push(&mut self, gap_ms: f64) {
+        if self.gaps.len() == self.max {
+            if let Some(old) = self.gaps.pop_front() {
+                self.sum -= old;
+                self.sum_sq -= old * old;
+            }
+        }
+        self.gaps.push_back(gap_ms);
+        self.sum += gap_ms;
+        self.sum_sq += gap_ms * gap_ms;
+    }
+
+    fn mean(&self) -> f64 {
+        self.sum / self.gaps.len().max(1) as f64
+    }
+
+    fn std_deviation(&self) -> f64 {
+        let mean = self.mean();
+        (self.sum_sq / self.gaps.len().max(1) as f64 - mean * mean)
+            .max(0.0)
+            .sqrt()
+    }
+}
+
+/// phi for a silence of `elapsed_ms` given gaps of `mean_ms` ± `std_ms`:
+/// -log10 of the probability that the next heartbeat is still to come, with
+/// the logistic approximation of the normal CDF that Akka uses.
+pub fn phi(elapsed_ms: f64, mean_ms: f64, std_ms: f64) -> f64 {
+    let y = (elapsed_ms - mean_ms) / std_ms;
+    let e = (-y * (1.5976 + 0.070566 * y * y)).exp();
+    if elapsed_ms > mean_ms {
+        -(e / (1.0 + e)).log10()
+    } else {
+        -(1.0 - 1.0 / (1.0 + e)).log10()
+    }
+}
+
+/// One instance's detector. Created from its first heartbeat.
+#[derive(Clone, Debug)]
+pub struct InstanceDetector {
+    history: GapHistory,
+    interval: Duration,
+    last_arrival: Instant,
+    last_sent: SystemTime,
+    last_status: HeartbeatStatus,
+    last_sequence: u64,
+    version: String,
+    /// The newest heartbeat seen was already stale when it arrived.
+    stale: bool,
+}
+
+impl InstanceDetector {
+    /// Starts from `hb`, received at `now` when it was already `age` old.
+    /// Like Akka, the history is seeded with the announced interval ± a quarter.
+    pub fn new(hb: &Heartbeat, now: Instant, age: Duration, cfg: &DetectorConfig) -> Self {
+        let interval = hb.interval.max(MIN_INTERVAL);
+        let mut history = GapHistory::new(cfg.max_sample_size);
+        let estimate = interval.as_secs_f64() * 1000.0;
+        history.push(estimate * 0.75);
+        history.push(estimate * 1.25);
+        Self {
+            history,
+            interval,
+            last_arrival: now,
+            last_sent: hb.timestamp,
+            last_status: hb.status,
+            last_sequence: hb.sequence,
+            version: hb.version.clone(),
+            stale: age > cfg.stale_after,
+        }
+    }
+
+    /// Records `hb`, received at `now` when it was already `age` old.
+    /// Duplicates and reordered heartbeats (sequence not above the last one)
+    /// are ignored: at-least-once delivery may repeat them.
+    pub fn heartbeat(&mut self, hb: &Heartbeat, now: Instant, age: Duration, cfg: &DetectorConfig) {
+        if hb.sequence <= self.last_sequence {
+            return;
+        }
+        let stale = age > cfg.stale_after;
+        if !stale {
+            // The sender's own spacing covers heartbeats that arrive bunched
+            // (replay, consumer catching up); the arrival gap covers delays
+            // on the way. The larger of the two is the gap the detector has
+            // to tolerate.
+            let arrival_gap = now.saturating_duration_since(self.last_arrival);
+            let sent_gap = hb
+                .timestamp
+                .duration_since(self.last_sent)
+                .unwrap_or(Duration::ZERO);
+            let gap = arrival_gap.max(sent_gap);
+            self.history.push(gap.as_secs_f64() * 1000.0);
+        }
+        self.stale = stale;
+        self.interval = hb.interval.max(MIN_INTERVAL);
+        self.last_arrival = now;
+        self.last_sent = hb.timestamp;
+        self.last_status = hb.status;
+        self.last_sequence = hb.sequence;
+        if self.version != hb.version {
+            self.version.clone_from(&hb.version);
+        }
+    }
+
+    /// Current suspicion level: 0 right after a heartbeat, rising with silence.
+    pub fn phi(&self, now: Instant, cfg: &DetectorConfig) -> f64 {
+        let elapsed = self.silent_for(now).as_secs_f64() * 1000.0;
+        let mean = self.history.mean() + cfg.acceptable_pause.as_secs_f64() * 1000.0;
+        let std = self
+            .history
+            .std_deviation()
+            .max(cfg.min_std_deviation.as_secs_f64() * 1000.0)
+            .max(f64::EPSILON);
+        phi(elapsed, mean, std)
+    }
+
+    /// The verdict at `now`. A "down" heartbeat wins at once; otherwise
+    /// silence (phi or the hard bound) wins over what the instance last said.
+    pub fn liveness(&self, now: Instant, cfg: &DetectorConfig) -> Liveness {
+        if self.last_status == HeartbeatStatus::Down {
+            return Liveness::Down;
+        }
+        if self.stale
+            || self.silent_for(now) > cfg.hard_bound(self.interval)
+            || self.phi(now, cfg) > cfg.threshold
+        {
+            return Liveness::Suspected;
+        }
+        match self.last_status {
+            HeartbeatStatus::Up => Liveness::Alive,
+            HeartbeatStatus::NotReady | HeartbeatStatus::Down => Liveness::NotReady,
+        }
+    }
+
+    /// Time since the last heartbeat arrived.
+    pub fn silent_for(&self, now: Instant) -> Duration {
+        now.saturating_duration_since(self.last_arrival)
+    }
+
+    pub fn version(&self) -> &str {
+        &self.version
+    }
+
+    pub fn interval(&self) -> Duration {
+        self.interval
+    }
+
+    pub fn last_sequence(&self) -> u64 {
+        self.last_sequence
+    }
+}
+
+#[cfg(test)]
+mod tests;

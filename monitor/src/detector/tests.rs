@@ -1,0 +1,268 @@
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use meshwatch::heartbeat::{Heartbeat, HeartbeatStatus};
+use tokio::time::{advance, Instant};
+
+use super::*;
+
+const SECOND: Duration = Duration::from_secs(1);
+
+/// A heartbeat source for one instance with its own (sender) clock.
+struct Sender {
+    sequence: u64,
+    sent: SystemTime,
+}
+
+impl Sender {
+    fn new() -> Self {
+        Self {
+            sequence: 0,
+            sent: UNIX_EPOCH + Duration::from_secs(1_800_000_000),
+        }
+    }
+
+    fn beat(&mut self, after: Duration, status: HeartbeatStatus) -> Heartbeat {
+        self.sequence += 1;
+        self.sent += after;
+        Heartbeat {
+            timestamp: self.sent,
+            service_name: "order".into(),
+            instance_id: "order-000000000001".into(),
+            version: "0.1.0".into(),
+            status,
+            sequence: self.sequence,
+            interval: SECOND,
+            target_service: None,
+        }
+    }
+}
+
+/// Feeds `gaps` as heartbeat arrivals (advancing paused time by each gap) and
+/// checks the verdict just before every arrival.
+async fn feed(
+    cfg: &DetectorConfig,
+    gaps: impl IntoIterator<Item = Duration>,
+) -> (InstanceDetector, Sender, Vec<Liveness>) {
+    let mut sender = Sender::new();
+    let mut det = InstanceDetector::new(
+        &sender.beat(Duration::ZERO, HeartbeatStatus::Up),
+        Instant::now(),
+        Duration::ZERO,
+        cfg,
+    );
+    let mut verdicts = Vec::new();
+    for gap in gaps {
+        advance(gap - Duration::from_millis(1)).await;
+        verdicts.push(det.liveness(Instant::now(), cfg));
+        advance(Duration::from_millis(1)).await;
+        det.heartbeat(
+            &sender.beat(gap, HeartbeatStatus::Up),
+            Instant::now(),
+            Duration::ZERO,
+            cfg,
+        );
+    }
+    (det, sender, verdicts)
+}
+
+/// Deterministic pseudo-random jitter in [-max, +max] (xorshift).
+fn jittered(n: usize, max_ms: i64, mut seed: u64) -> Vec<Duration> {
+    (0..n)
+        .map(|_| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            let j = (seed % (2 * max_ms as u64 + 1)) as i64 - max_ms;
+            Duration::from_millis((1000 + j) as u64)
+        })
+        .collect()
+}
+
+/// Advances paused time in 10 ms steps until the verdict is not Alive;
+/// returns the silence at that moment.
+async fn silence_until_suspected(det: &InstanceDetector, cfg: &DetectorConfig) -> Duration {
+    let start = Instant::now();
+    while det.liveness(Instant::now(), cfg) == Liveness::Alive {
+        advance(Duration::from_millis(10)).await;
+        assert!(start.elapsed() < Duration::from_secs(60), "never suspected");
+    }
+    start.elapsed()
+}
+
+#[tokio::test(start_paused = true)]
+async fn steady_heartbeats_are_never_suspected() {
+    let cfg = DetectorConfig::default();
+    let (det, _, verdicts) = feed(&cfg, std::iter::repeat_n(SECOND, 2000)).await;
+    assert!(verdicts.iter().all(|v| *v == Liveness::Alive));
+    // Bounded history.
+    assert_eq!(det.history.gaps.len(), cfg.max_sample_size);
+}
+
+#[tokio::test(start_paused = true)]
+async fn silence_is_suspected_within_the_bound() {
+    let cfg = DetectorConfig::default();
+    let (det, _, _) = feed(&cfg, std::iter::repeat_n(SECOND, 60)).await;
+    let silence = silence_until_suspected(&det, &cfg).await;
+    assert_eq!(det.liveness(Instant::now(), &cfg), Liveness::Suspected);
+    assert!(silence <= cfg.hard_bound(SECOND), "{silence:?}");
+    // Steady 1 s gaps, 100 ms floor, 250 ms pause: phi crosses 8 at ~1.77 s.
+    assert!(
+        silence > Duration::from_millis(1500) && silence < Duration::from_millis(2000),
+        "{silence:?}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn hard_bound_caps_a_wide_learned_deviation() {
+    let cfg = DetectorConfig::default();
+    // Gaps alternating 0.2 s and 1.8 s: std 800 ms, phi alone would wait ~6 s.
+    let gaps = (0..200).map(|i| {
+        if i % 2 == 0 {
+            Duration::from_millis(200)
+        } else {
+            Duration::from_millis(1800)
+        }
+    });
+    let (det, _, _) = feed(&cfg, gaps).await;
+    let silence = silence_until_suspected(&det, &cfg).await;
+    let bound = cfg.hard_bound(SECOND);
+    assert!(
+        silence > bound && silence <= bound + Duration::from_millis(10),
+        "{silence:?}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn jitter_within_the_acceptable_pause_is_tolerated() {
+    let cfg = DetectorConfig::default();
+    let (_, _, verdicts) = feed(&cfg, jittered(3000, 250, 0x9e37_79b9_7f4a_7c15)).await;
+    let suspected = verdicts.iter().filter(|v| **v != Liveness::Alive).count();
+    assert_eq!(suspected, 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_late_heartbeat_after_a_stall_is_tolerated_once_learned() {
+    let cfg = DetectorConfig::default();
+    // A GC-like pause of 1.4 s every 10 beats: learned, so never suspected after warm-up.
+    let gaps: Vec<_> = (0..500)
+        .map(|i| {
+            if i % 10 == 9 {
+                Duration::from_millis(1400)
+            } else {
+                SECOND
+            }
+        })
+        .collect();
+    let (_, _, verdicts) = feed(&cfg, gaps).await;
+    assert!(verdicts[50..].iter().all(|v| *v == Liveness::Alive));
+}
+
+#[tokio::test(start_paused = true)]
+async fn graceful_down_is_immediate() {
+    let cfg = DetectorConfig::default();
+    let (mut det, mut sender, _) = feed(&cfg, std::iter::repeat_n(SECOND, 10)).await;
+    assert_eq!(det.liveness(Instant::now(), &cfg), Liveness::Alive);
+    advance(Duration::from_millis(100)).await;
+    det.heartbeat(
+        &sender.beat(Duration::from_millis(100), HeartbeatStatus::Down),
+        Instant::now(),
+        Duration::ZERO,
+        &cfg,
+    );
+    assert_eq!(det.liveness(Instant::now(), &cfg), Liveness::Down);
+    assert!(!det.liveness(Instant::now(), &cfg).is_serving());
+}
+
+#[tokio::test(start_paused = true)]
+async fn not_ready_is_not_serving_and_recovers() {
+    let cfg = DetectorConfig::default();
+    let (mut det, mut sender, _) = feed(&cfg, std::iter::repeat_n(SECOND, 5)).await;
+    advance(SECOND).await;
+    det.heartbeat(
+        &sender.beat(SECOND, HeartbeatStatus::NotReady),
+        Instant::now(),
+        Duration::ZERO,
+        &cfg,
+    );
+    assert_eq!(det.liveness(Instant::now(), &cfg), Liveness::NotReady);
+    advance(SECOND).await;
+    det.heartbeat(
+        &sender.beat(SECOND, HeartbeatStatus::Up),
+        Instant::now(),
+        Duration::ZERO,
+        &cfg,
+    );
+    assert_eq!(det.liveness(Instant::now(), &cfg), Liveness::Alive);
+}
+
+#[tokio::test(start_paused = true)]
+async fn duplicates_do_not_refresh_liveness() {
+    let cfg = DetectorConfig::default();
+    let (mut det, sender, _) = feed(&cfg, std::iter::repeat_n(SECOND, 10)).await;
+    let mut replay = Sender::new();
+    let old: Vec<_> = (0..sender.sequence)
+        .map(|_| replay.beat(SECOND, HeartbeatStatus::Up))
+        .collect();
+    let silence = {
+        let start = Instant::now();
+        while det.liveness(Instant::now(), &cfg) == Liveness::Alive {
+            advance(Duration::from_millis(100)).await;
+            // Redelivered copies of old heartbeats keep arriving.
+            for hb in &old {
+                det.heartbeat(hb, Instant::now(), Duration::ZERO, &cfg);
+            }
+            assert!(start.elapsed() < Duration::from_secs(30));
+        }
+        start.elapsed()
+    };
+    assert!(silence <= cfg.hard_bound(SECOND));
+}
+
+#[tokio::test(start_paused = true)]
+async fn stale_heartbeats_do_not_count_as_alive() {
+    let cfg = DetectorConfig::default();
+    let mut sender = Sender::new();
+    let det = InstanceDetector::new(
+        &sender.beat(Duration::ZERO, HeartbeatStatus::Up),
+        Instant::now(),
+        cfg.stale_after + SECOND,
+        &cfg,
+    );
+    assert_eq!(det.liveness(Instant::now(), &cfg), Liveness::Suspected);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_replayed_burst_does_not_shrink_the_learned_gap() {
+    let cfg = DetectorConfig::default();
+    let mut sender = Sender::new();
+    // Ten heartbeats sent a second apart arrive at the same instant.
+    let mut det = InstanceDetector::new(
+        &sender.beat(Duration::ZERO, HeartbeatStatus::Up),
+        Instant::now(),
+        Duration::from_secs(9),
+        &cfg,
+    );
+    for _ in 0..9 {
+        det.heartbeat(
+            &sender.beat(SECOND, HeartbeatStatus::Up),
+            Instant::now(),
+            Duration::from_secs(5),
+            &cfg,
+        );
+    }
+    assert!((det.history.mean() - 1000.0).abs() < 1.0);
+    advance(Duration::from_millis(1100)).await;
+    assert_eq!(det.liveness(Instant::now(), &cfg), Liveness::Alive);
+}
+
+#[test]
+fn phi_rises_with_silence() {
+    let mut last = phi(0.0, 1000.0, 100.0);
+    for ms in (100..3000).step_by(100) {
+        let p = phi(f64::from(ms), 1000.0, 100.0);
+        assert!(p >= last, "phi fell at {ms} ms");
+        last = p;
+    }
+    assert!(phi(1000.0, 1000.0, 100.0) < 0.5);
+    assert!(phi(2000.0, 1000.0, 100.0) > DEFAULT_THRESHOLD);
+}

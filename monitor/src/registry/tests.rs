@@ -1,0 +1,178 @@
+use std::time::{Duration, SystemTime};
+
+use meshwatch::health::{HealthState, ServingStatus};
+use meshwatch::heartbeat::{Heartbeat, HeartbeatStatus};
+use tokio::time::{advance, Instant};
+
+use super::*;
+
+const SECOND: Duration = Duration::from_secs(1);
+
+fn hb(service: &str, instance: &str, sequence: u64, status: HeartbeatStatus) -> Heartbeat {
+    Heartbeat {
+        timestamp: SystemTime::now(),
+        service_name: service.into(),
+        instance_id: instance.into(),
+        version: "0.1.0".into(),
+        status,
+        sequence,
+        interval: SECOND,
+        target_service: None,
+    }
+}
+
+fn observe(reg: &mut Registry, hb: &Heartbeat) {
+    reg.observe(hb, Instant::now(), Duration::ZERO)
+        .expect("within limits");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_service_serves_while_one_instance_is_alive() {
+    let mut reg = Registry::new(RegistryConfig::default());
+    observe(&mut reg, &hb("order", "a", 1, HeartbeatStatus::Up));
+    observe(&mut reg, &hb("order", "b", 1, HeartbeatStatus::Up));
+    let changes = reg.evaluate(Instant::now());
+    assert_eq!(
+        changes,
+        vec![StatusChange {
+            service: "order".into(),
+            from: None,
+            to: ServingStatus::Serving
+        }]
+    );
+    // b says goodbye; a keeps beating: still serving, no change.
+    observe(&mut reg, &hb("order", "b", 2, HeartbeatStatus::Down));
+    for seq in 2..30 {
+        advance(SECOND).await;
+        observe(&mut reg, &hb("order", "a", seq, HeartbeatStatus::Up));
+        assert!(reg.evaluate(Instant::now()).is_empty());
+    }
+    // a goes quiet: not serving within the hard bound.
+    advance(reg.config().detector.hard_bound(SECOND) + Duration::from_millis(1)).await;
+    let changes = reg.evaluate(Instant::now());
+    assert_eq!(changes.len(), 1);
+    assert_eq!(changes[0].to, ServingStatus::NotServing);
+    assert_eq!(reg.mesh_status(), ServingStatus::NotServing);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_restarted_instance_is_recognised() {
+    let mut reg = Registry::new(RegistryConfig::default());
+    observe(
+        &mut reg,
+        &hb("payment", "payment-old", 7, HeartbeatStatus::Up),
+    );
+    reg.evaluate(Instant::now());
+    observe(
+        &mut reg,
+        &hb("payment", "payment-old", 8, HeartbeatStatus::Down),
+    );
+    let changes = reg.evaluate(Instant::now());
+    assert_eq!(changes[0].to, ServingStatus::NotServing);
+    // New process, new instance id, sequence starts again at 1.
+    advance(SECOND).await;
+    observe(
+        &mut reg,
+        &hb("payment", "payment-new", 1, HeartbeatStatus::Up),
+    );
+    let changes = reg.evaluate(Instant::now());
+    assert_eq!(changes[0].to, ServingStatus::Serving);
+    let view = reg.snapshot(Instant::now());
+    let ids: Vec<_> = view[0]
+        .instances
+        .iter()
+        .map(|i| i.instance_id.as_str())
+        .collect();
+    assert_eq!(ids, ["payment-new", "payment-old"]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn long_gone_instances_are_forgotten_but_the_service_stays_known() {
+    let cfg = RegistryConfig {
+        forget_after: Duration::from_secs(30),
+        ..RegistryConfig::default()
+    };
+    let mut reg = Registry::new(cfg);
+    observe(&mut reg, &hb("inventory", "i1", 1, HeartbeatStatus::Up));
+    reg.evaluate(Instant::now());
+    advance(Duration::from_secs(31)).await;
+    reg.evaluate(Instant::now());
+    let view = reg.snapshot(Instant::now());
+    assert_eq!(view.len(), 1);
+    assert!(view[0].instances.is_empty());
+    assert_eq!(view[0].status, ServingStatus::NotServing);
+    assert_eq!(reg.instance_count, 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn not_ready_instances_do_not_serve() {
+    let mut reg = Registry::new(RegistryConfig::default());
+    observe(&mut reg, &hb("order", "a", 1, HeartbeatStatus::NotReady));
+    assert_eq!(
+        reg.evaluate(Instant::now())[0].to,
+        ServingStatus::NotServing
+    );
+    observe(&mut reg, &hb("order", "a", 2, HeartbeatStatus::Up));
+    assert_eq!(reg.evaluate(Instant::now())[0].to, ServingStatus::Serving);
+}
+
+#[tokio::test(start_paused = true)]
+async fn shippers_are_keyed_by_their_target_and_limits_hold() {
+    let cfg = RegistryConfig {
+        max_instances: 2,
+        max_services: 2,
+        ..RegistryConfig::default()
+    };
+    let mut reg = Registry::new(cfg);
+    let mut shipper = hb("shipper", "shipper-1", 1, HeartbeatStatus::Up);
+    shipper.target_service = Some("order".into());
+    assert_eq!(service_key(&shipper), "shipper/order");
+    observe(&mut reg, &shipper);
+    observe(&mut reg, &hb("order", "o1", 1, HeartbeatStatus::Up));
+    assert_eq!(
+        reg.observe(
+            &hb("order", "o2", 1, HeartbeatStatus::Up),
+            Instant::now(),
+            Duration::ZERO
+        ),
+        Err(RegistryError::TooManyInstances(2, "o2".into()))
+    );
+    assert!(matches!(
+        reg.observe(
+            &hb("payment", "p1", 1, HeartbeatStatus::Up),
+            Instant::now(),
+            Duration::ZERO
+        ),
+        Err(RegistryError::TooManyServices(2, _))
+    ));
+    let names: Vec<_> = reg
+        .snapshot(Instant::now())
+        .into_iter()
+        .map(|s| s.name)
+        .collect();
+    assert_eq!(names, ["order", "shipper/order"]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn publish_sets_short_full_and_mesh_names() {
+    let health = HealthState::new();
+    let mut reg = Registry::new(RegistryConfig::default());
+    assert_eq!(reg.mesh_status(), ServingStatus::Serving);
+    observe(&mut reg, &hb("order", "o1", 1, HeartbeatStatus::Up));
+    observe(&mut reg, &hb("payment", "p1", 1, HeartbeatStatus::Down));
+    let changes = reg.evaluate(Instant::now());
+    publish(&health, &changes, reg.mesh_status());
+    let list = health.list();
+    assert_eq!(list.get("order"), Some(&ServingStatus::Serving));
+    assert_eq!(
+        list.get("meshwatch.order.v1.OrderService"),
+        Some(&ServingStatus::Serving)
+    );
+    assert_eq!(list.get("payment"), Some(&ServingStatus::NotServing));
+    assert_eq!(
+        list.get("meshwatch.payment.v1.PaymentService"),
+        Some(&ServingStatus::NotServing)
+    );
+    assert_eq!(list.get(MESH), Some(&ServingStatus::NotServing));
+    assert_eq!(list.len(), 5);
+}
