@@ -7,7 +7,11 @@
 pub mod ecs;
 pub mod health;
 pub mod heartbeat;
-pub mod proto;
 pub mod kafka;
+pub mod proto;
+pub mod runtime;
+pub mod telemetry;
 #[cfg(feature = "testkit")]
 pub mod testkit;
+#[cfg(test)]
+mod test_support;
