@@ -11,7 +11,7 @@ pub mod kafka;
 pub mod proto;
 pub mod runtime;
 pub mod telemetry;
-#[cfg(feature = "testkit")]
-pub mod testkit;
 #[cfg(test)]
 mod test_support;
+#[cfg(feature = "testkit")]
+pub mod testkit;
