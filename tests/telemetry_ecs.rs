@@ -179,6 +179,7 @@ async fn rpc_lines(captured: &Lines) {
             "the server span is a child, not the caller's span"
         );
         assert!(is_hex(line["trace.id"].as_str().unwrap(), 32));
+        assert_eq!(line["parent.id"], caller_span.as_str(), "{line:?}");
     }
     let handler = server_lines
         .iter()

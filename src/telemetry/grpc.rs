@@ -155,7 +155,17 @@ where
             rpc.system = "grpc",
             rpc.service = %service,
             rpc.method = %method,
+            parent.id = tracing::field::Empty,
         );
+        {
+            use opentelemetry::trace::TraceContextExt;
+            let remote = parent.span();
+            let sc = remote.span_context();
+            if sc.is_valid() {
+                // The caller's span: lets a timeline nest this request under it.
+                span.record("parent.id", sc.span_id().to_string());
+            }
+        }
         // Fails only when the span is disabled by the filter: then there is nothing to link.
         let _ = span.set_parent(parent);
         let access = Access {
