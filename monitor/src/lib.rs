@@ -5,5 +5,13 @@
 
 pub mod alert;
 pub mod anomaly;
+pub mod config;
 pub mod detector;
+pub mod grpc;
+pub mod kafka;
+pub mod monitor;
 pub mod registry;
+pub mod server;
+
+pub use config::{Args, MonitorConfig};
+pub use monitor::Monitor;

@@ -1,0 +1,260 @@
+//! grpc.health.v1 served by the monitor, over a real socket: every case of
+//! the gRPC health-checking spec, fed by heartbeats the way Kafka feeds them.
+
+use std::time::{Duration, SystemTime};
+
+use meshwatch::heartbeat::{Heartbeat, HeartbeatStatus};
+use meshwatch::proto::health::v1::health_check_response::ServingStatus as Pb;
+use meshwatch::proto::health::v1::health_client::HealthClient;
+use meshwatch::proto::health::v1::{HealthCheckRequest, HealthListRequest};
+use meshwatch_monitor::anomaly::AnomalyConfig;
+use meshwatch_monitor::registry::RegistryConfig;
+use meshwatch_monitor::{server, Monitor};
+use tokio::net::TcpListener;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Channel;
+use tonic::{Code, Streaming};
+
+const WAIT: Duration = Duration::from_secs(5);
+
+struct Harness {
+    monitor: Monitor,
+    client: HealthClient<Channel>,
+    shutdown: CancellationToken,
+}
+
+impl Drop for Harness {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+async fn start() -> Harness {
+    let monitor = Monitor::new(RegistryConfig::default(), AnomalyConfig::default());
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let shutdown = CancellationToken::new();
+    tokio::spawn(server::serve(
+        monitor.clone(),
+        server::identity(),
+        listener,
+        shutdown.clone(),
+    ));
+    let client = HealthClient::connect(format!("http://{addr}"))
+        .await
+        .expect("connect");
+    Harness {
+        monitor,
+        client,
+        shutdown,
+    }
+}
+
+fn beat(service: &str, instance: &str, seq: u64, status: HeartbeatStatus) -> String {
+    Heartbeat {
+        timestamp: SystemTime::now(),
+        service_name: service.into(),
+        instance_id: instance.into(),
+        version: "0.1.0".into(),
+        status,
+        sequence: seq,
+        interval: Duration::from_millis(100),
+        target_service: None,
+    }
+    .to_json_line()
+}
+
+fn req(name: &str) -> HealthCheckRequest {
+    HealthCheckRequest {
+        service: name.into(),
+    }
+}
+
+async fn check(h: &mut Harness, name: &str) -> Result<Pb, Code> {
+    h.client
+        .check(req(name))
+        .await
+        .map(|r| r.into_inner().status())
+        .map_err(|s| s.code())
+}
+
+async fn watch(
+    h: &mut Harness,
+    name: &str,
+) -> Streaming<meshwatch::proto::health::v1::HealthCheckResponse> {
+    h.client.watch(req(name)).await.expect("watch").into_inner()
+}
+
+async fn next(stream: &mut Streaming<meshwatch::proto::health::v1::HealthCheckResponse>) -> Pb {
+    tokio::time::timeout(WAIT, stream.message())
+        .await
+        .expect("a Watch update in time")
+        .expect("stream healthy")
+        .expect("stream still open")
+        .status()
+}
+
+async fn no_update(stream: &mut Streaming<meshwatch::proto::health::v1::HealthCheckResponse>) {
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), stream.message())
+            .await
+            .is_err(),
+        "unexpected Watch update"
+    );
+}
+
+#[tokio::test]
+async fn check_unknown_is_not_found_and_known_names_answer() {
+    let mut h = start().await;
+    assert_eq!(check(&mut h, "order").await, Err(Code::NotFound));
+    assert_eq!(
+        check(&mut h, "meshwatch.order.v1.OrderService").await,
+        Err(Code::NotFound)
+    );
+    // No service known yet: the mesh is (vacuously) serving.
+    assert_eq!(check(&mut h, "").await, Ok(Pb::Serving));
+
+    h.monitor
+        .heartbeat_line(beat("order", "order-1", 1, HeartbeatStatus::Up).as_bytes());
+    h.monitor.tick(Instant::now());
+    assert_eq!(check(&mut h, "order").await, Ok(Pb::Serving));
+    assert_eq!(
+        check(&mut h, "meshwatch.order.v1.OrderService").await,
+        Ok(Pb::Serving)
+    );
+    assert_eq!(check(&mut h, "").await, Ok(Pb::Serving));
+    assert_eq!(check(&mut h, "inventory").await, Err(Code::NotFound));
+
+    h.monitor
+        .heartbeat_line(beat("payment", "payment-1", 1, HeartbeatStatus::Down).as_bytes());
+    h.monitor.tick(Instant::now());
+    assert_eq!(check(&mut h, "payment").await, Ok(Pb::NotServing));
+    assert_eq!(check(&mut h, "").await, Ok(Pb::NotServing));
+}
+
+#[tokio::test]
+async fn watch_unknown_name_stays_open_and_follows_it_once_it_appears() {
+    let mut h = start().await;
+    let mut short = watch(&mut h, "inventory").await;
+    let mut full = watch(&mut h, "meshwatch.inventory.v1.InventoryService").await;
+    assert_eq!(next(&mut short).await, Pb::ServiceUnknown);
+    assert_eq!(next(&mut full).await, Pb::ServiceUnknown);
+    no_update(&mut short).await;
+
+    h.monitor
+        .heartbeat_line(beat("inventory", "inv-1", 1, HeartbeatStatus::Up).as_bytes());
+    h.monitor.tick(Instant::now());
+    assert_eq!(next(&mut short).await, Pb::Serving);
+    assert_eq!(next(&mut full).await, Pb::Serving);
+
+    // Repeated heartbeats with no change send nothing.
+    h.monitor
+        .heartbeat_line(beat("inventory", "inv-1", 2, HeartbeatStatus::Up).as_bytes());
+    h.monitor.tick(Instant::now());
+    no_update(&mut short).await;
+
+    h.monitor
+        .heartbeat_line(beat("inventory", "inv-1", 3, HeartbeatStatus::Down).as_bytes());
+    h.monitor.tick(Instant::now());
+    assert_eq!(next(&mut short).await, Pb::NotServing);
+    assert_eq!(next(&mut full).await, Pb::NotServing);
+}
+
+#[tokio::test]
+async fn watch_sends_the_current_status_at_once_then_every_change() {
+    let mut h = start().await;
+    h.monitor
+        .heartbeat_line(beat("order", "o1", 1, HeartbeatStatus::Up).as_bytes());
+    h.monitor.tick(Instant::now());
+    let mut order = watch(&mut h, "order").await;
+    let mut mesh = watch(&mut h, "").await;
+    assert_eq!(next(&mut order).await, Pb::Serving);
+    assert_eq!(next(&mut mesh).await, Pb::Serving);
+
+    // Three transitions in quick succession: none is lost.
+    h.monitor
+        .heartbeat_line(beat("order", "o1", 2, HeartbeatStatus::NotReady).as_bytes());
+    h.monitor.tick(Instant::now());
+    h.monitor
+        .heartbeat_line(beat("order", "o2", 1, HeartbeatStatus::Up).as_bytes());
+    h.monitor.tick(Instant::now());
+    h.monitor
+        .heartbeat_line(beat("order", "o2", 2, HeartbeatStatus::Down).as_bytes());
+    h.monitor.tick(Instant::now());
+    assert_eq!(next(&mut order).await, Pb::NotServing);
+    assert_eq!(next(&mut order).await, Pb::Serving);
+    assert_eq!(next(&mut order).await, Pb::NotServing);
+    assert_eq!(next(&mut mesh).await, Pb::NotServing);
+    assert_eq!(next(&mut mesh).await, Pb::Serving);
+    assert_eq!(next(&mut mesh).await, Pb::NotServing);
+}
+
+#[tokio::test]
+async fn silence_turns_not_serving_on_an_open_watch_within_the_bound() {
+    let mut h = start().await;
+    let clock = tokio::spawn(server::run_clock(
+        h.monitor.clone(),
+        Duration::from_millis(10),
+        h.shutdown.clone(),
+    ));
+    let mut shipper = watch(&mut h, "shipper/payment").await;
+    assert_eq!(next(&mut shipper).await, Pb::ServiceUnknown);
+    let mut last = Instant::now();
+    for seq in 1..=20 {
+        let mut hb = Heartbeat {
+            timestamp: SystemTime::now(),
+            service_name: "shipper".into(),
+            instance_id: "shipper-1".into(),
+            version: "0.1.0".into(),
+            status: HeartbeatStatus::Up,
+            sequence: seq,
+            interval: Duration::from_millis(100),
+            target_service: Some("payment".into()),
+        };
+        hb.timestamp = SystemTime::now();
+        h.monitor.heartbeat_line(hb.to_json_line().as_bytes());
+        last = Instant::now();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(next(&mut shipper).await, Pb::Serving);
+    assert_eq!(next(&mut shipper).await, Pb::NotServing);
+    let detected = last.elapsed();
+    // Hard bound for 100 ms heartbeats: 3 × 100 ms + 250 ms, plus clock ticks and transport.
+    assert!(detected < Duration::from_millis(550 + 200), "{detected:?}");
+    clock.abort();
+}
+
+#[tokio::test]
+async fn list_reports_every_known_name() {
+    let mut h = start().await;
+    h.monitor
+        .heartbeat_line(beat("order", "o1", 1, HeartbeatStatus::Up).as_bytes());
+    h.monitor
+        .heartbeat_line(beat("payment", "p1", 1, HeartbeatStatus::NotReady).as_bytes());
+    h.monitor.tick(Instant::now());
+    // A watcher of an unknown name does not make it appear in List.
+    let mut unknown = watch(&mut h, "ghost").await;
+    assert_eq!(next(&mut unknown).await, Pb::ServiceUnknown);
+    let list = h
+        .client
+        .list(HealthListRequest {})
+        .await
+        .expect("list")
+        .into_inner()
+        .statuses;
+    let got: Vec<(String, Pb)> = list
+        .into_iter()
+        .map(|(k, v)| (k, v.status()))
+        .collect::<std::collections::BTreeMap<_, _>>()
+        .into_iter()
+        .collect();
+    let want: Vec<(String, Pb)> = vec![
+        ("".into(), Pb::NotServing),
+        ("meshwatch.order.v1.OrderService".into(), Pb::Serving),
+        ("meshwatch.payment.v1.PaymentService".into(), Pb::NotServing),
+        ("order".into(), Pb::Serving),
+        ("payment".into(), Pb::NotServing),
+    ];
+    assert_eq!(got, want);
+}
