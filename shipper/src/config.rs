@@ -1,0 +1,425 @@
+//! Command line and environment (`MESHWATCH_SHIPPER_*`, `MESHWATCH_KAFKA_*`),
+//! validated into [`Config`] before the runtime starts.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+
+pub const DEFAULT_BOOTSTRAP: &str = "127.0.0.1:9092";
+pub const DEFAULT_DATA_DIR: &str = "/var/lib/meshwatch-shipper";
+/// Same as `meshwatch::kafka::LOGS_TOPIC`.
+pub const DEFAULT_LOGS_TOPIC: &str = "meshwatch.logs";
+/// Same as `meshwatch::kafka::HEARTBEATS_TOPIC`.
+pub const DEFAULT_HEARTBEATS_TOPIC: &str = "meshwatch.heartbeats";
+pub const DEFAULT_MAX_LINE_BYTES: usize = 1 << 20;
+/// In-flight bound between reading and Kafka's acknowledgement, in records.
+pub const DEFAULT_WINDOW_RECORDS: usize = 20_000;
+/// In-flight bound in bytes (our copy; librdkafka's queue is capped to match).
+pub const DEFAULT_WINDOW_BYTES: usize = 8 << 20;
+pub const DEFAULT_SPOOL_MAX_BYTES: u64 = 256 << 20;
+pub const DEFAULT_COMPRESSION: &str = "lz4";
+pub const DEFAULT_LINGER_MS: u64 = 5;
+pub const DEFAULT_POLL_MS: u64 = 50;
+pub const DEFAULT_CHECKPOINT_MS: u64 = 1000;
+pub const DEFAULT_STATS_MS: u64 = 10_000;
+pub const DEFAULT_HEARTBEAT_MS: u64 = 1000;
+pub const DEFAULT_TOPIC_CHECK_MS: u64 = 10_000;
+pub const DEFAULT_SHUTDOWN_GRACE_MS: u64 = 5000;
+const COMPRESSIONS: [&str; 5] = ["none", "gzip", "snappy", "lz4", "zstd"];
+
+/// Where lines come from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Input {
+    /// Tail this file (rotation-aware, checkpointed).
+    File(PathBuf),
+    /// Spawn this command and ship its stdout and stderr.
+    Exec {
+        program: String,
+        args: Vec<String>,
+    },
+    Stdin,
+}
+
+/// Validated configuration. Tests build it with [`Config::new`] and adjust fields.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub input: Input,
+    pub bootstrap: String,
+    pub data_dir: PathBuf,
+    /// `service.name` put on lines that lack it; `heartbeat.target_service` of our heartbeats.
+    pub service_name: String,
+    pub host_name: String,
+    pub logs_topic: String,
+    pub heartbeats_topic: String,
+    pub max_line_bytes: usize,
+    pub window_records: usize,
+    pub window_bytes: usize,
+    pub spool_max_bytes: u64,
+    pub compression: String,
+    pub linger_ms: u64,
+    /// Extra librdkafka properties, applied last (they win).
+    pub kafka_options: Vec<(String, String)>,
+    pub poll_interval: Duration,
+    pub checkpoint_interval: Duration,
+    /// `None`: no stats lines.
+    pub stats_interval: Option<Duration>,
+    /// `None`: no heartbeats of our own.
+    pub heartbeat_interval: Option<Duration>,
+    pub topic_check_interval: Duration,
+    pub shutdown_grace: Duration,
+}
+
+impl Config {
+    /// Defaults for everything but the essentials.
+    pub fn new(input: Input, bootstrap: &str, data_dir: PathBuf, service_name: &str) -> Self {
+        Self {
+            input,
+            bootstrap: bootstrap.to_owned(),
+            data_dir,
+            service_name: service_name.to_owned(),
+            host_name: local_host_name(),
+            logs_topic: DEFAULT_LOGS_TOPIC.to_owned(),
+            heartbeats_topic: DEFAULT_HEARTBEATS_TOPIC.to_owned(),
+            max_line_bytes: DEFAULT_MAX_LINE_BYTES,
+            window_records: DEFAULT_WINDOW_RECORDS,
+            window_bytes: DEFAULT_WINDOW_BYTES,
+            spool_max_bytes: DEFAULT_SPOOL_MAX_BYTES,
+            compression: DEFAULT_COMPRESSION.to_owned(),
+            linger_ms: DEFAULT_LINGER_MS,
+            kafka_options: Vec::new(),
+            poll_interval: Duration::from_millis(DEFAULT_POLL_MS),
+            checkpoint_interval: Duration::from_millis(DEFAULT_CHECKPOINT_MS),
+            stats_interval: Some(Duration::from_millis(DEFAULT_STATS_MS)),
+            heartbeat_interval: Some(Duration::from_millis(DEFAULT_HEARTBEAT_MS)),
+            topic_check_interval: Duration::from_millis(DEFAULT_TOPIC_CHECK_MS),
+            shutdown_grace: Duration::from_millis(DEFAULT_SHUTDOWN_GRACE_MS),
+        }
+    }
+}
+
+/// The host's name, or "localhost" if it cannot be read.
+pub fn local_host_name() -> String {
+    nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .unwrap_or_else(|| "localhost".to_owned())
+}
+
+/// A flag that failed validation; the message names it.
+#[derive(Debug, thiserror::Error)]
+#[error("{flag}: {reason}")]
+pub struct ConfigError {
+    pub flag: &'static str,
+    pub reason: String,
+}
+
+fn bad(flag: &'static str, reason: impl Into<String>) -> ConfigError {
+    ConfigError {
+        flag,
+        reason: reason.into(),
+    }
+}
+
+/// Ships one service's JSON lines to Kafka, at least once.
+///
+/// Inputs (exactly one): `--file PATH` (tail), `--stdin`, or `-- CMD ARGS…` (wrap).
+#[derive(Debug, Parser)]
+#[command(name = "shipper", version, about, long_about = None)]
+pub struct Args {
+    /// Tail this file; follows rename and copytruncate rotation; resumes from the checkpoint.
+    #[arg(long, env = "MESHWATCH_SHIPPER_FILE", value_name = "PATH")]
+    pub file: Option<PathBuf>,
+    /// Read lines from stdin.
+    #[arg(long, env = "MESHWATCH_SHIPPER_STDIN")]
+    pub stdin: bool,
+    /// Kafka bootstrap servers (host:port,…). A broker that is down is not a start-up error.
+    #[arg(long, env = "MESHWATCH_KAFKA_BOOTSTRAP", default_value = DEFAULT_BOOTSTRAP)]
+    pub kafka_bootstrap: String,
+    /// Checkpoint and spool directory (created if missing; one shipper per directory).
+    #[arg(long, env = "MESHWATCH_SHIPPER_DATA_DIR", default_value = DEFAULT_DATA_DIR)]
+    pub data_dir: PathBuf,
+    /// service.name for lines without one [default: the wrapped program's or the file's name].
+    #[arg(long, env = "MESHWATCH_SHIPPER_SERVICE_NAME")]
+    pub service_name: Option<String>,
+    /// host.name added to every record [default: the host's name].
+    #[arg(long, env = "MESHWATCH_SHIPPER_HOST_NAME")]
+    pub host_name: Option<String>,
+    #[arg(long, env = "MESHWATCH_SHIPPER_LOGS_TOPIC", default_value = DEFAULT_LOGS_TOPIC)]
+    pub logs_topic: String,
+    #[arg(long, env = "MESHWATCH_SHIPPER_HEARTBEATS_TOPIC", default_value = DEFAULT_HEARTBEATS_TOPIC)]
+    pub heartbeats_topic: String,
+    /// Longer lines are cut here and shipped flagged, with their original length.
+    #[arg(long, env = "MESHWATCH_SHIPPER_MAX_LINE_BYTES", default_value_t = DEFAULT_MAX_LINE_BYTES)]
+    pub max_line_bytes: usize,
+    /// Records sent but not yet acknowledged, at most.
+    #[arg(long, env = "MESHWATCH_SHIPPER_WINDOW_RECORDS", default_value_t = DEFAULT_WINDOW_RECORDS)]
+    pub window_records: usize,
+    /// Bytes sent but not yet acknowledged, at most.
+    #[arg(long, env = "MESHWATCH_SHIPPER_WINDOW_BYTES", default_value_t = DEFAULT_WINDOW_BYTES)]
+    pub window_bytes: usize,
+    /// Disk spool bound (wrap/stdin); beyond it lines are dropped, counted and reported.
+    #[arg(long, env = "MESHWATCH_SHIPPER_SPOOL_MAX_BYTES", default_value_t = DEFAULT_SPOOL_MAX_BYTES)]
+    pub spool_max_bytes: u64,
+    /// none, gzip, snappy, lz4 or zstd.
+    #[arg(long, env = "MESHWATCH_SHIPPER_COMPRESSION", default_value = DEFAULT_COMPRESSION)]
+    pub compression: String,
+    #[arg(long, env = "MESHWATCH_SHIPPER_LINGER_MS", default_value_t = DEFAULT_LINGER_MS)]
+    pub linger_ms: u64,
+    /// Any librdkafka property, KEY=VALUE, repeatable (applied last).
+    #[arg(
+        long = "kafka-option",
+        env = "MESHWATCH_SHIPPER_KAFKA_OPTIONS",
+        value_delimiter = ',',
+        value_name = "KEY=VALUE"
+    )]
+    pub kafka_options: Vec<String>,
+    /// How often an idle tail looks for new data and rotation.
+    #[arg(long, env = "MESHWATCH_SHIPPER_POLL_MS", default_value_t = DEFAULT_POLL_MS)]
+    pub poll_ms: u64,
+    #[arg(long, env = "MESHWATCH_SHIPPER_CHECKPOINT_MS", default_value_t = DEFAULT_CHECKPOINT_MS)]
+    pub checkpoint_ms: u64,
+    /// Stats line on stderr every so often; 0 turns it off.
+    #[arg(long, env = "MESHWATCH_SHIPPER_STATS_MS", default_value_t = DEFAULT_STATS_MS)]
+    pub stats_ms: u64,
+    /// The shipper's own heartbeat interval; 0 turns it off.
+    #[arg(long, env = "MESHWATCH_SHIPPER_HEARTBEAT_MS", default_value_t = DEFAULT_HEARTBEAT_MS)]
+    pub heartbeat_ms: u64,
+    /// How often to check that the topics exist (a missing one is reported each time).
+    #[arg(long, env = "MESHWATCH_SHIPPER_TOPIC_CHECK_MS", default_value_t = DEFAULT_TOPIC_CHECK_MS)]
+    pub topic_check_ms: u64,
+    /// On SIGTERM or end of input, wait this long for acknowledgements before exiting.
+    #[arg(long, env = "MESHWATCH_SHIPPER_SHUTDOWN_GRACE_MS", default_value_t = DEFAULT_SHUTDOWN_GRACE_MS)]
+    pub shutdown_grace_ms: u64,
+    /// The command to wrap (after `--`).
+    #[arg(last = true, value_name = "CMD")]
+    pub command: Vec<String>,
+}
+
+impl Args {
+    /// Checks every flag; the error names the first bad one.
+    pub fn validate(self) -> Result<Config, ConfigError> {
+        let inputs = usize::from(self.file.is_some())
+            + usize::from(self.stdin)
+            + usize::from(!self.command.is_empty());
+        if inputs != 1 {
+            return Err(bad(
+                "--file/--stdin/-- CMD",
+                format!("give exactly one input (a file to tail, --stdin, or a command after --); got {inputs}"),
+            ));
+        }
+        let input = if let Some(path) = self.file {
+            let parent = match path.parent() {
+                Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
+                _ => PathBuf::from("."),
+            };
+            if !parent.is_dir() {
+                return Err(bad(
+                    "--file",
+                    format!("directory {} does not exist", parent.display()),
+                ));
+            }
+            if path.is_dir() {
+                return Err(bad("--file", format!("{} is a directory", path.display())));
+            }
+            Input::File(path)
+        } else if self.stdin {
+            Input::Stdin
+        } else {
+            let mut command = self.command.into_iter();
+            let program = command.next().unwrap_or_default();
+            Input::Exec {
+                program,
+                args: command.collect(),
+            }
+        };
+        let service_name = match self.service_name {
+            Some(name) if name.trim().is_empty() => {
+                return Err(bad("--service-name", "must not be empty"))
+            }
+            Some(name) => name,
+            None => default_service_name(&input),
+        };
+        if self.kafka_bootstrap.trim().is_empty() {
+            return Err(bad("--kafka-bootstrap", "must not be empty"));
+        }
+        for (flag, topic) in [
+            ("--logs-topic", &self.logs_topic),
+            ("--heartbeats-topic", &self.heartbeats_topic),
+        ] {
+            if topic.is_empty()
+                || topic.len() > 249
+                || !topic
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+            {
+                return Err(bad(
+                    flag,
+                    format!("{topic:?} is not a valid Kafka topic name"),
+                ));
+            }
+        }
+        if self.max_line_bytes < 256 {
+            return Err(bad("--max-line-bytes", "must be at least 256"));
+        }
+        if self.window_records == 0 {
+            return Err(bad("--window-records", "must be at least 1"));
+        }
+        if self.window_bytes < self.max_line_bytes {
+            return Err(bad("--window-bytes", "must be at least --max-line-bytes"));
+        }
+        if !COMPRESSIONS.contains(&self.compression.as_str()) {
+            return Err(bad(
+                "--compression",
+                format!(
+                    "{:?} is not one of {}",
+                    self.compression,
+                    COMPRESSIONS.join(", ")
+                ),
+            ));
+        }
+        let mut kafka_options = Vec::new();
+        for opt in self.kafka_options {
+            match opt.split_once('=') {
+                Some((k, v)) if !k.trim().is_empty() => {
+                    kafka_options.push((k.trim().to_owned(), v.to_owned()))
+                }
+                _ => return Err(bad("--kafka-option", format!("{opt:?} is not KEY=VALUE"))),
+            }
+        }
+        if let Err(e) = std::fs::create_dir_all(&self.data_dir) {
+            return Err(bad(
+                "--data-dir",
+                format!("cannot create {}: {e}", self.data_dir.display()),
+            ));
+        }
+        if self.poll_ms == 0 || self.checkpoint_ms == 0 || self.topic_check_ms == 0 {
+            return Err(bad(
+                "--poll-ms/--checkpoint-ms/--topic-check-ms",
+                "must be positive",
+            ));
+        }
+        let ms = Duration::from_millis;
+        let optional = |v: u64| (v > 0).then(|| ms(v));
+        Ok(Config {
+            input,
+            bootstrap: self.kafka_bootstrap,
+            data_dir: self.data_dir,
+            service_name,
+            host_name: self.host_name.unwrap_or_else(local_host_name),
+            logs_topic: self.logs_topic,
+            heartbeats_topic: self.heartbeats_topic,
+            max_line_bytes: self.max_line_bytes,
+            window_records: self.window_records,
+            window_bytes: self.window_bytes,
+            spool_max_bytes: self.spool_max_bytes,
+            compression: self.compression,
+            linger_ms: self.linger_ms,
+            kafka_options,
+            poll_interval: ms(self.poll_ms),
+            checkpoint_interval: ms(self.checkpoint_ms),
+            stats_interval: optional(self.stats_ms),
+            heartbeat_interval: optional(self.heartbeat_ms),
+            topic_check_interval: ms(self.topic_check_ms),
+            shutdown_grace: ms(self.shutdown_grace_ms),
+        })
+    }
+}
+
+fn default_service_name(input: &Input) -> String {
+    let stem = match input {
+        Input::File(p) => p.file_stem().and_then(|s| s.to_str()).map(str::to_owned),
+        Input::Exec { program, .. } => std::path::Path::new(program)
+            .file_name()
+            .and_then(|s| s.to_str())
+            .map(str::to_owned),
+        Input::Stdin => None,
+    };
+    stem.filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "unknown".to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Config, ConfigError> {
+        let dir = std::env::temp_dir().join("meshwatch-shipper-config-test");
+        let mut all = vec!["shipper", "--data-dir", dir.to_str().unwrap()];
+        all.extend_from_slice(args);
+        Args::try_parse_from(all).expect("clap accepts").validate()
+    }
+
+    #[test]
+    fn wrap_mode_takes_the_command_after_dashes() {
+        let c = parse(&["--", "/usr/bin/order", "--port", "1"]).unwrap();
+        assert_eq!(
+            c.input,
+            Input::Exec {
+                program: "/usr/bin/order".into(),
+                args: vec!["--port".into(), "1".into()]
+            }
+        );
+        assert_eq!(c.service_name, "order");
+        assert_eq!(c.compression, "lz4");
+        assert_eq!(c.logs_topic, "meshwatch.logs");
+    }
+
+    #[test]
+    fn exactly_one_input() {
+        assert!(parse(&[]).unwrap_err().flag.contains("--file"));
+        assert!(parse(&["--stdin", "--", "x"]).is_err());
+        assert!(parse(&["--stdin"]).is_ok());
+    }
+
+    #[test]
+    fn bad_values_name_their_flag() {
+        assert_eq!(
+            parse(&["--stdin", "--compression", "brotli"])
+                .unwrap_err()
+                .flag,
+            "--compression"
+        );
+        assert_eq!(
+            parse(&["--stdin", "--kafka-option", "novalue"])
+                .unwrap_err()
+                .flag,
+            "--kafka-option"
+        );
+        assert_eq!(
+            parse(&["--stdin", "--logs-topic", "a b"]).unwrap_err().flag,
+            "--logs-topic"
+        );
+        assert_eq!(
+            parse(&["--file", "/nonexistent-dir/x.log"])
+                .unwrap_err()
+                .flag,
+            "--file"
+        );
+        assert_eq!(
+            parse(&["--stdin", "--max-line-bytes", "10"])
+                .unwrap_err()
+                .flag,
+            "--max-line-bytes"
+        );
+    }
+
+    #[test]
+    fn kafka_options_pass_through() {
+        let c = parse(&[
+            "--stdin",
+            "--kafka-option",
+            "acks=1",
+            "--kafka-option",
+            "client.id=x=y",
+        ])
+        .unwrap();
+        assert_eq!(
+            c.kafka_options,
+            vec![
+                ("acks".into(), "1".into()),
+                ("client.id".into(), "x=y".into())
+            ]
+        );
+    }
+}

@@ -1,0 +1,251 @@
+//! The Kafka side: an rdkafka producer (acks=all, idempotent, lz4 by default)
+//! whose delivery reports come back as [`Ack`]s carrying our sequence number.
+//!
+//! `message.timeout.ms` is 0 (infinite) by default: librdkafka keeps retrying
+//! while the broker is away instead of failing records after a timeout. Should a
+//! user set a timeout, a failed delivery is still retried by the shipping loop:
+//! nothing handed to the sink is dropped except on a fatal (non-retryable) error.
+
+use std::time::Duration;
+
+use rdkafka::config::ClientConfig;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{
+    BaseRecord, DeliveryResult, Producer, ProducerContext, PurgeConfig, ThreadedProducer,
+};
+use rdkafka::ClientContext;
+use tokio::sync::mpsc;
+
+use crate::config::Config;
+use crate::event::Record;
+use crate::route::Destination;
+
+/// Header carrying the W3C trace context of the line.
+pub const TRACEPARENT_HEADER: &str = "traceparent";
+
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    #[error("cannot create the Kafka producer: {0}")]
+    Create(KafkaError),
+}
+
+/// Why a send did not enter librdkafka's queue.
+#[derive(Debug)]
+pub enum SendError {
+    /// The local queue is full: retry shortly.
+    QueueFull,
+    /// Retrying cannot help (too large, invalid …).
+    Fatal(KafkaError),
+}
+
+/// A delivery report.
+#[derive(Debug)]
+pub struct Ack {
+    pub seq: u64,
+    pub result: Result<(), KafkaError>,
+}
+
+/// Forwards delivery reports from librdkafka's thread to the shipping loop.
+/// Unbounded, but never holds more than the in-flight window.
+pub struct AckContext {
+    acks: mpsc::UnboundedSender<Ack>,
+}
+
+impl ClientContext for AckContext {
+    fn error(&self, error: KafkaError, reason: &str) {
+        // librdkafka reports transient broker trouble here; it keeps retrying.
+        crate::diag::warn(
+            &format!("Kafka client: {reason}"),
+            &[(
+                "error.message",
+                serde_json::Value::String(error.to_string()),
+            )],
+        );
+    }
+}
+
+impl ProducerContext for AckContext {
+    type DeliveryOpaque = usize;
+
+    fn delivery(&self, result: &DeliveryResult<'_>, seq: usize) {
+        let result = match result {
+            Ok(_) => Ok(()),
+            Err((e, _)) => Err(e.clone()),
+        };
+        // The loop is gone only at shutdown, when reports no longer matter.
+        let _ = self.acks.send(Ack {
+            seq: seq as u64,
+            result,
+        });
+    }
+}
+
+/// The producer and the two topic names it routes to.
+pub struct Sink {
+    producer: ThreadedProducer<AckContext>,
+    logs_topic: String,
+    heartbeats_topic: String,
+}
+
+impl std::fmt::Debug for Sink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sink")
+            .field("logs_topic", &self.logs_topic)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The librdkafka settings the shipper uses, before `--kafka-option` overrides.
+pub fn producer_config(config: &Config) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    let queue_kbytes = (config.window_bytes * 2 / 1024 + 1024).to_string();
+    let queue_messages = (config.window_records * 2 + 1000).to_string();
+    c.set("bootstrap.servers", &config.bootstrap)
+        .set("client.id", format!("shipper-{}", config.service_name))
+        .set("acks", "all")
+        .set("enable.idempotence", "true")
+        .set("compression.type", &config.compression)
+        .set("linger.ms", config.linger_ms.to_string())
+        .set("batch.size", "1000000")
+        .set("batch.num.messages", "10000")
+        .set("message.timeout.ms", "0")
+        .set("queue.buffering.max.kbytes", queue_kbytes)
+        .set("queue.buffering.max.messages", queue_messages)
+        .set(
+            "message.max.bytes",
+            (config.max_line_bytes * 2 + 65_536)
+                .max(1_000_000)
+                .to_string(),
+        )
+        .set("socket.keepalive.enable", "true")
+        .set("reconnect.backoff.max.ms", "2000");
+    for (k, v) in &config.kafka_options {
+        c.set(k, v);
+    }
+    c
+}
+
+impl Sink {
+    pub fn new(config: &Config) -> Result<(Self, mpsc::UnboundedReceiver<Ack>), SinkError> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let producer = producer_config(config)
+            .create_with_context(AckContext { acks: tx })
+            .map_err(SinkError::Create)?;
+        Ok((
+            Self {
+                producer,
+                logs_topic: config.logs_topic.clone(),
+                heartbeats_topic: config.heartbeats_topic.clone(),
+            },
+            rx,
+        ))
+    }
+
+    pub fn topic(&self, d: Destination) -> &str {
+        match d {
+            Destination::Logs => &self.logs_topic,
+            Destination::Heartbeats => &self.heartbeats_topic,
+        }
+    }
+
+    /// Hands one record to librdkafka; its [`Ack`] arrives later with `seq`.
+    pub fn send(&self, seq: u64, record: &Record) -> Result<(), SendError> {
+        let mut base = BaseRecord::with_opaque_to(self.topic(record.destination), seq as usize)
+            .key(&record.key[..])
+            .payload(&record.payload[..]);
+        if let Some(tp) = &record.traceparent {
+            base = base.headers(OwnedHeaders::new_with_capacity(1).insert(Header {
+                key: TRACEPARENT_HEADER,
+                value: Some(tp.as_bytes()),
+            }));
+        }
+        match self.producer.send(base) {
+            Ok(()) => Ok(()),
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
+                Err(SendError::QueueFull)
+            }
+            Err((e, _)) => Err(SendError::Fatal(e)),
+        }
+    }
+
+    /// Drops everything librdkafka still holds; their reports come back as purge errors.
+    pub fn purge(&self) {
+        self.producer
+            .purge(PurgeConfig::default().queue().inflight());
+        let _ = self.producer.flush(Duration::from_millis(200));
+    }
+
+    /// Topics among ours that the broker does not know (blocking metadata call).
+    pub fn missing_topics(&self, timeout: Duration) -> Result<Vec<String>, KafkaError> {
+        let md = self.producer.client().fetch_metadata(None, timeout)?;
+        let known: Vec<&str> = md
+            .topics()
+            .iter()
+            .filter(|t| t.error().is_none())
+            .map(|t| t.name())
+            .collect();
+        let mut missing = Vec::new();
+        for t in [&self.logs_topic, &self.heartbeats_topic] {
+            if !known.contains(&t.as_str()) && !missing.contains(t) {
+                missing.push(t.clone());
+            }
+        }
+        Ok(missing)
+    }
+}
+
+/// Whether resending can succeed later. Purges are not failures of delivery
+/// (shutdown) and are handled by the caller.
+pub fn is_retryable(e: &KafkaError) -> bool {
+    !matches!(
+        e.rdkafka_error_code(),
+        Some(
+            RDKafkaErrorCode::MessageSizeTooLarge
+                | RDKafkaErrorCode::InvalidMessageSize
+                | RDKafkaErrorCode::InvalidMessage
+                | RDKafkaErrorCode::InvalidRecord
+                | RDKafkaErrorCode::TopicAuthorizationFailed
+                | RDKafkaErrorCode::ClusterAuthorizationFailed
+                | RDKafkaErrorCode::InvalidTopic
+                | RDKafkaErrorCode::MessageBatchTooLarge
+        )
+    )
+}
+
+/// A report produced by [`Sink::purge`].
+pub fn is_purge(e: &KafkaError) -> bool {
+    matches!(
+        e.rdkafka_error_code(),
+        Some(RDKafkaErrorCode::PurgeQueue | RDKafkaErrorCode::PurgeInflight)
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retryable_and_fatal_are_told_apart() {
+        let timeout = KafkaError::MessageProduction(RDKafkaErrorCode::MessageTimedOut);
+        let transport = KafkaError::MessageProduction(RDKafkaErrorCode::BrokerTransportFailure);
+        let too_big = KafkaError::MessageProduction(RDKafkaErrorCode::MessageSizeTooLarge);
+        assert!(is_retryable(&timeout));
+        assert!(is_retryable(&transport));
+        assert!(!is_retryable(&too_big));
+        assert!(is_purge(&KafkaError::MessageProduction(
+            RDKafkaErrorCode::PurgeQueue
+        )));
+        assert!(!is_purge(&timeout));
+    }
+
+    #[test]
+    fn user_options_win() {
+        let mut c = Config::new(crate::Input::Stdin, "b:1", "/tmp".into(), "order");
+        c.kafka_options = vec![("acks".into(), "1".into())];
+        let pc = producer_config(&c);
+        assert_eq!(pc.get("acks"), Some("1"));
+        assert_eq!(pc.get("enable.idempotence"), Some("true"));
+        assert_eq!(pc.get("compression.type"), Some("lz4"));
+    }
+}
