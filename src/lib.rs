@@ -4,6 +4,7 @@
 //! CLI's logic.
 #![forbid(unsafe_code)]
 
+pub mod cli;
 pub mod ecs;
 pub mod health;
 pub mod heartbeat;

@@ -1,0 +1,200 @@
+//! `meshctl`: the command line for a running mesh. Follow or search the log
+//! topic, print one request's cross-service timeline, show the monitor's view,
+//! stream alerts, create the topics, and generate PlaceOrder load.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+mod alerts;
+mod health;
+mod kafka_scan;
+mod load;
+mod output;
+mod tail;
+mod topics;
+mod trace;
+
+pub use load::{LoadReport, LoadSpec};
+pub use output::Style;
+pub use trace::{parse_trace_line, render_timeline, TraceLine};
+
+/// Default Kafka bootstrap servers.
+pub const DEFAULT_KAFKA: &str = "127.0.0.1:9092";
+/// Default order service address.
+pub const DEFAULT_ORDER: &str = "http://127.0.0.1:50051";
+/// Default monitor address.
+pub const DEFAULT_MONITOR: &str = "http://127.0.0.1:50050";
+
+/// Errors of meshctl commands; each says what to check.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    #[error("kafka: {0}")]
+    Kafka(#[from] crate::kafka::KafkaError),
+    #[error("kafka client: {0}")]
+    KafkaClient(#[from] rdkafka::error::KafkaError),
+    #[error("topic {topic} does not exist on {bootstrap}; create it with `meshctl topics create --kafka {bootstrap}`")]
+    MissingTopic { topic: String, bootstrap: String },
+    #[error("cannot reach {what} at {addr}: {reason}")]
+    Connect {
+        what: &'static str,
+        addr: String,
+        reason: String,
+    },
+    #[error("{what} answered {code}: {message}")]
+    Rpc {
+        what: &'static str,
+        code: String,
+        message: String,
+    },
+    #[error("invalid --{flag}: {reason}")]
+    Flag { flag: &'static str, reason: String },
+    #[error("writing output: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("no log line with trace.id {0} was found")]
+    TraceNotFound(String),
+}
+
+impl CliError {
+    pub(crate) fn rpc(what: &'static str, status: &tonic::Status) -> Self {
+        Self::Rpc {
+            what,
+            code: crate::telemetry::code_name(status.code() as i32).to_owned(),
+            message: status.message().to_owned(),
+        }
+    }
+}
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "meshctl",
+    version,
+    about = "Look into a running meshwatch mesh: traces, logs, health, alerts, load"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+    /// Print machine-readable JSON (one object per line) instead of tables.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// Colour the output: auto (when stdout is a terminal), always, never.
+    #[arg(long, global = true, value_enum, default_value_t = ColorChoice::Auto, env = "MESHWATCH_COLOR")]
+    pub color: ColorChoice,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ColorChoice {
+    Auto,
+    Always,
+    Never,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Print the cross-service timeline of one request, by its trace id.
+    Trace(trace::TraceArgs),
+    /// Follow the log topic, optionally filtered.
+    Tail(tail::TailArgs),
+    /// Show the monitor's view of services and instances.
+    Health(health::HealthArgs),
+    /// Stream the monitor's alerts and recoveries.
+    Alerts(alerts::AlertsArgs),
+    /// Generate PlaceOrder load and report throughput and latency.
+    Load(load::LoadArgs),
+    /// Manage the meshwatch topics.
+    Topics(topics::TopicsArgs),
+}
+
+/// Kafka connection flags shared by the commands that read topics.
+#[derive(Args, Debug, Clone)]
+pub struct KafkaArgs {
+    /// Kafka bootstrap servers.
+    #[arg(long = "kafka", env = "MESHWATCH_KAFKA", default_value = DEFAULT_KAFKA)]
+    pub bootstrap: String,
+    /// The log topic.
+    #[arg(long, env = "MESHWATCH_LOGS_TOPIC", default_value = crate::kafka::LOGS_TOPIC)]
+    pub logs_topic: String,
+}
+
+/// Runs one meshctl command to completion.
+pub async fn run(cli: Cli) -> Result<ExitCode, CliError> {
+    let style = Style::new(cli.color);
+    match cli.command {
+        Command::Trace(args) => trace::run(args, cli.json, style).await,
+        Command::Tail(args) => tail::run(args, cli.json, style).await,
+        Command::Health(args) => health::run(args, cli.json, style).await,
+        Command::Alerts(args) => alerts::run(args, cli.json, style).await,
+        Command::Load(args) => load::run(args, cli.json, style).await,
+        Command::Topics(args) => topics::run(args, cli.json).await,
+    }
+}
+
+/// Parses durations like `500ms`, `10s`, `2m`, `1h` (a bare number is seconds).
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let value: f64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration like 500ms, 10s, 2m or 1h"))?;
+    let secs = match unit {
+        "ms" => value / 1000.0,
+        "" | "s" => value,
+        "m" => value * 60.0,
+        "h" => value * 3600.0,
+        _ => return Err(format!("unknown unit {unit:?} in {s:?}; use ms, s, m or h")),
+    };
+    if !secs.is_finite() || secs < 0.0 {
+        return Err(format!("{s:?} is not a non-negative duration"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+/// Connects a gRPC channel with a bounded connect timeout.
+pub(crate) async fn connect(
+    what: &'static str,
+    addr: &str,
+) -> Result<tonic::transport::Channel, CliError> {
+    let uri = if addr.contains("://") {
+        addr.to_owned()
+    } else {
+        format!("http://{addr}")
+    };
+    let endpoint = tonic::transport::Endpoint::from_shared(uri.clone())
+        .map_err(|e| CliError::Connect {
+            what,
+            addr: addr.to_owned(),
+            reason: e.to_string(),
+        })?
+        .connect_timeout(Duration::from_secs(5));
+    endpoint.connect().await.map_err(|e| CliError::Connect {
+        what,
+        addr: uri,
+        reason: std::error::Error::source(&e).map_or_else(|| e.to_string(), ToString::to_string),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("10"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert!(parse_duration("2 weeks").is_err());
+        assert!(parse_duration("").is_err());
+        assert!(parse_duration("-1s").is_err());
+    }
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}

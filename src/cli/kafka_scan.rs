@@ -1,0 +1,103 @@
+//! Reads a topic from the beginning with a fresh consumer (no group, nothing
+//! committed), on a thread of its own, into a bounded channel. Stops at the
+//! end of every partition, after an idle period, or never (follow).
+
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError as RdError;
+use rdkafka::error::RDKafkaErrorCode;
+use rdkafka::message::Message;
+use rdkafka::{Offset, TopicPartitionList};
+use tokio::sync::mpsc;
+
+use super::CliError;
+use crate::kafka;
+
+/// Records buffered between the consumer thread and the caller.
+const CHANNEL_BOUND: usize = 4096;
+
+/// One record's position and payload.
+#[derive(Debug)]
+pub(crate) struct Scanned {
+    pub partition: i32,
+    pub offset: i64,
+    pub payload: Vec<u8>,
+}
+
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct ScanOptions {
+    /// Keep reading new records forever.
+    pub follow: bool,
+    /// Without `follow`: stop once nothing arrived for this long (the broker
+    /// may not report partition ends reliably).
+    pub idle: Duration,
+}
+
+/// Starts the scan; the receiver yields records until the scan ends. Dropping
+/// the receiver stops the consumer thread.
+pub(crate) async fn scan(
+    bootstrap: &str,
+    topic: &str,
+    options: ScanOptions,
+) -> Result<mpsc::Receiver<Scanned>, CliError> {
+    let partitions = kafka::partition_count(bootstrap, topic, Duration::from_secs(10))
+        .await?
+        .ok_or_else(|| CliError::MissingTopic {
+            topic: topic.to_owned(),
+            bootstrap: bootstrap.to_owned(),
+        })?;
+    let consumer: BaseConsumer = kafka::client_config(bootstrap)
+        .set(
+            "group.id",
+            format!("meshctl-{:016x}", rand::random::<u64>()),
+        )
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("enable.partition.eof", "true")
+        .create()?;
+    let mut assignment = TopicPartitionList::new();
+    for p in 0..partitions {
+        assignment.add_partition_offset(topic, p, Offset::Beginning)?;
+    }
+    consumer.assign(&assignment)?;
+    let (tx, rx) = mpsc::channel(CHANNEL_BOUND);
+    std::thread::spawn(move || {
+        let mut at_end = std::collections::HashSet::new();
+        let mut last_activity = Instant::now();
+        loop {
+            if !options.follow
+                && (at_end.len() >= partitions as usize || last_activity.elapsed() >= options.idle)
+            {
+                break;
+            }
+            match consumer.poll(Duration::from_millis(100)) {
+                Some(Ok(m)) => {
+                    last_activity = Instant::now();
+                    at_end.remove(&m.partition());
+                    let record = Scanned {
+                        partition: m.partition(),
+                        offset: m.offset(),
+                        payload: m.payload().map(<[u8]>::to_vec).unwrap_or_default(),
+                    };
+                    if tx.blocking_send(record).is_err() {
+                        break;
+                    }
+                }
+                Some(Err(RdError::PartitionEOF(p))) => {
+                    at_end.insert(p);
+                }
+                Some(Err(RdError::MessageConsumption(
+                    RDKafkaErrorCode::UnknownTopicOrPartition,
+                ))) => break,
+                Some(Err(_)) | None => {
+                    if tx.is_closed() {
+                        break;
+                    }
+                }
+            }
+        }
+        let _ = consumer.unassign();
+    });
+    Ok(rx)
+}
