@@ -16,7 +16,7 @@ mod tail;
 mod topics;
 mod trace;
 
-pub use load::{LoadReport, LoadSpec};
+pub use load::{run_load, LoadReport, LoadSpec, Progress, DEFAULT_SKU as DEFAULT_LOAD_SKU};
 pub use output::Style;
 pub use trace::{parse_trace_line, render_timeline, TraceLine};
 
