@@ -68,7 +68,7 @@ pub struct Args {
     #[arg(long, env = "MESHWATCH_MONITOR_LOG_LOOKBACK", default_value = DEFAULT_LOG_LOOKBACK, value_parser = parse_duration)]
     pub log_lookback: Duration,
     /// Suspicion threshold of the phi-accrual detector.
-    #[arg(long, env = "MESHWATCH_MONITOR_PHI_THRESHOLD", default_value_t = detector::DEFAULT_THRESHOLD)]
+    #[arg(long, env = "MESHWATCH_MONITOR_PHI_THRESHOLD", default_value_t = detector::DEFAULT_THRESHOLD, allow_negative_numbers = true)]
     pub phi_threshold: f64,
     /// Heartbeat gaps remembered per instance.
     #[arg(long, env = "MESHWATCH_MONITOR_MAX_SAMPLE_SIZE", default_value_t = detector::DEFAULT_MAX_SAMPLE_SIZE)]

@@ -8,10 +8,8 @@ use clap::Parser;
 
 pub const DEFAULT_BOOTSTRAP: &str = "127.0.0.1:9092";
 pub const DEFAULT_DATA_DIR: &str = "/var/lib/meshwatch-shipper";
-/// Same as `meshwatch::kafka::LOGS_TOPIC`.
-pub const DEFAULT_LOGS_TOPIC: &str = "meshwatch.logs";
-/// Same as `meshwatch::kafka::HEARTBEATS_TOPIC`.
-pub const DEFAULT_HEARTBEATS_TOPIC: &str = "meshwatch.heartbeats";
+pub const DEFAULT_LOGS_TOPIC: &str = meshwatch::kafka::LOGS_TOPIC;
+pub const DEFAULT_HEARTBEATS_TOPIC: &str = meshwatch::kafka::HEARTBEATS_TOPIC;
 pub const DEFAULT_MAX_LINE_BYTES: usize = 1 << 20;
 /// In-flight bound between reading and Kafka's acknowledgement, in records.
 pub const DEFAULT_WINDOW_RECORDS: usize = 20_000;

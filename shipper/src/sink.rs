@@ -98,11 +98,10 @@ impl std::fmt::Debug for Sink {
 
 /// The librdkafka settings the shipper uses, before `--kafka-option` overrides.
 pub fn producer_config(config: &Config) -> ClientConfig {
-    let mut c = ClientConfig::new();
+    let mut c = meshwatch::kafka::client_config(&config.bootstrap);
     let queue_kbytes = (config.window_bytes * 2 / 1024 + 1024).to_string();
     let queue_messages = (config.window_records * 2 + 1000).to_string();
-    c.set("bootstrap.servers", &config.bootstrap)
-        .set("client.id", format!("shipper-{}", config.service_name))
+    c.set("client.id", format!("shipper-{}", config.service_name))
         .set("acks", "all")
         .set("enable.idempotence", "true")
         .set("compression.type", &config.compression)
@@ -117,9 +116,7 @@ pub fn producer_config(config: &Config) -> ClientConfig {
             (config.max_line_bytes * 2 + 65_536)
                 .max(1_000_000)
                 .to_string(),
-        )
-        .set("socket.keepalive.enable", "true")
-        .set("reconnect.backoff.max.ms", "2000");
+        );
     for (k, v) in &config.kafka_options {
         c.set(k, v);
     }
