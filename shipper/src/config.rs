@@ -1,4 +1,4 @@
-//! Command line and environment (`MESHWATCH_SHIPPER_*`, `MESHWATCH_KAFKA_*`),
+//! Command line and environment (`MESHWATCH_SHIPPER_*`, `MESHWATCH_KAFKA`),
 //! validated into [`Config`] before the runtime starts.
 
 use std::path::PathBuf;
@@ -132,7 +132,7 @@ pub struct Args {
     #[arg(long, env = "MESHWATCH_SHIPPER_STDIN")]
     pub stdin: bool,
     /// Kafka bootstrap servers (host:port,…). A broker that is down is not a start-up error.
-    #[arg(long, env = "MESHWATCH_KAFKA_BOOTSTRAP", default_value = DEFAULT_BOOTSTRAP)]
+    #[arg(long, env = "MESHWATCH_KAFKA", default_value = DEFAULT_BOOTSTRAP)]
     pub kafka_bootstrap: String,
     /// Checkpoint and spool directory (created if missing; one shipper per directory).
     #[arg(long, env = "MESHWATCH_SHIPPER_DATA_DIR", default_value = DEFAULT_DATA_DIR)]
