@@ -115,7 +115,10 @@ impl Spool {
             dir: dir.to_owned(),
             state: Mutex::new(State {
                 max_bytes,
-                segment_bytes: segment_bytes.max(1),
+                // At most a quarter of the bound per segment: only whole
+                // segments are freed, so a larger one would keep acknowledged
+                // records counted against the bound and drop new lines forever.
+                segment_bytes: segment_bytes.min(max_bytes / 4).max(1),
                 segments,
                 total_bytes,
                 writer: None,
@@ -596,6 +599,24 @@ mod tests {
             "acknowledged segments are deleted"
         );
         assert_eq!(spool.append(&recs[..5]), 0);
+    }
+
+    #[tokio::test]
+    async fn a_bound_below_the_segment_size_recovers_once_acknowledged() {
+        let dir = tempfile::tempdir().unwrap();
+        let one = frame_size(&rec(1)) as u64;
+        let spool = Spool::open(dir.path(), one * 8).unwrap();
+        spool.add_writer();
+        let dropped: usize = (0..20).map(|_| spool.append(&[rec(1)])).sum();
+        assert_eq!(dropped, 12);
+        let batch = spool.next_batch(100).await.unwrap();
+        assert_eq!(batch.len(), 8);
+        spool.commit(batch[7].1);
+        assert_eq!(
+            spool.append(&[rec(1), rec(1), rec(1)]),
+            0,
+            "space came back"
+        );
     }
 
     #[tokio::test]
