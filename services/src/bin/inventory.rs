@@ -1,0 +1,15 @@
+//! `inventory`: catalog, stock and reservations. Flags: `inventory --help`.
+use std::process::ExitCode;
+
+use meshwatch_services::config::{self, InventoryArgs, InventoryConfig};
+
+fn main() -> ExitCode {
+    let cfg: InventoryConfig = match config::parse::<InventoryArgs, _>(std::env::args_os()) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let (listen, log) = (cfg.listen, cfg.common.log.clone());
+    meshwatch_services::main_with("inventory", listen, &log, move |id, l, s| {
+        meshwatch_services::app::run_inventory(cfg, id, l, s)
+    })
+}

@@ -1,0 +1,15 @@
+//! `order`: the PlaceOrder saga service. Flags: `order --help`.
+use std::process::ExitCode;
+
+use meshwatch_services::config::{self, OrderArgs, OrderConfig};
+
+fn main() -> ExitCode {
+    let cfg: OrderConfig = match config::parse::<OrderArgs, _>(std::env::args_os()) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let (listen, log) = (cfg.listen, cfg.common.log.clone());
+    meshwatch_services::main_with("order", listen, &log, move |id, l, s| {
+        meshwatch_services::app::run_order(cfg, id, l, s)
+    })
+}

@@ -1,0 +1,15 @@
+//! `payment`: charges and refunds. Flags: `payment --help`.
+use std::process::ExitCode;
+
+use meshwatch_services::config::{self, PaymentArgs, PaymentConfig};
+
+fn main() -> ExitCode {
+    let cfg: PaymentConfig = match config::parse::<PaymentArgs, _>(std::env::args_os()) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let (listen, log) = (cfg.listen, cfg.common.log.clone());
+    meshwatch_services::main_with("payment", listen, &log, move |id, l, s| {
+        meshwatch_services::app::run_payment(cfg, id, l, s)
+    })
+}

@@ -1,0 +1,389 @@
+//! Flags and environment of the three binaries (clap derive, `MESHWATCH_*`),
+//! validated into typed configs before anything starts. Bad input exits 64
+//! with a one-line reason naming the flag.
+
+use std::ffi::OsString;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+use meshwatch::cli::parse_duration;
+
+use crate::faults::FaultSettings;
+use crate::inventory::catalog::{self, CatalogItem};
+use crate::inventory::DEFAULT_RESERVATION_TTL;
+use crate::order::{DEFAULT_CALL_TIMEOUT, DEFAULT_REQUEST_BUDGET};
+
+pub const DEFAULT_ORDER_LISTEN: &str = "127.0.0.1:50051";
+pub const DEFAULT_INVENTORY_LISTEN: &str = "127.0.0.1:50052";
+pub const DEFAULT_PAYMENT_LISTEN: &str = "127.0.0.1:50053";
+pub const DEFAULT_INVENTORY_ADDR: &str = "http://127.0.0.1:50052";
+pub const DEFAULT_PAYMENT_ADDR: &str = "http://127.0.0.1:50053";
+/// Exit code for bad flags (EX_USAGE).
+pub const EXIT_USAGE: u8 = 64;
+
+/// A flag whose value was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("--{flag}: {reason}")]
+pub struct ConfigError {
+    pub flag: &'static str,
+    pub reason: String,
+}
+
+impl ConfigError {
+    fn new(flag: &'static str, reason: impl Into<String>) -> Self {
+        Self {
+            flag,
+            reason: reason.into(),
+        }
+    }
+}
+
+/// Flags every service has.
+#[derive(Debug, Clone, clap::Args)]
+pub struct CommonArgs {
+    /// Interval of the heartbeat lines on stdout.
+    #[arg(long, env = "MESHWATCH_HEARTBEAT_INTERVAL", default_value = "1s", value_parser = parse_duration)]
+    pub heartbeat_interval: Duration,
+    /// Bound on the drain after SIGTERM/SIGINT.
+    #[arg(long, env = "MESHWATCH_DRAIN_GRACE", default_value = "10s", value_parser = parse_duration)]
+    pub drain_grace: Duration,
+    /// Log filter (RUST_LOG syntax) for the ECS lines on stdout.
+    #[arg(long, env = "MESHWATCH_LOG", default_value = meshwatch::telemetry::DEFAULT_FILTER)]
+    pub log: String,
+    /// Fault injection: latency added before each RPC.
+    #[arg(long, env = "MESHWATCH_FAULT_LATENCY", default_value = "0ms", value_parser = parse_duration)]
+    pub fault_latency: Duration,
+    /// Fault injection: probability in [0, 1] that an RPC fails with UNAVAILABLE.
+    #[arg(long, env = "MESHWATCH_FAULT_ERROR_RATE", default_value_t = 0.0)]
+    pub fault_error_rate: f64,
+    /// Fault injection: probability in [0, 1] that a charge is declined (payment).
+    #[arg(long, env = "MESHWATCH_FAULT_DECLINE_RATE", default_value_t = 0.0)]
+    pub fault_decline_rate: f64,
+    /// Fault injection: RPCs never answer before the caller's deadline.
+    #[arg(long, env = "MESHWATCH_FAULT_HANG")]
+    pub fault_hang: bool,
+}
+
+/// What every service runs with.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Common {
+    pub heartbeat_interval: Duration,
+    pub drain_grace: Duration,
+    pub log: String,
+    pub faults: FaultSettings,
+}
+
+impl TryFrom<CommonArgs> for Common {
+    type Error = ConfigError;
+
+    fn try_from(a: CommonArgs) -> Result<Self, ConfigError> {
+        if a.heartbeat_interval < Duration::from_millis(10) {
+            return Err(ConfigError::new(
+                "heartbeat-interval",
+                "must be at least 10ms",
+            ));
+        }
+        for (flag, v) in [
+            ("fault-error-rate", a.fault_error_rate),
+            ("fault-decline-rate", a.fault_decline_rate),
+        ] {
+            if !(0.0..=1.0).contains(&v) {
+                return Err(ConfigError::new(flag, format!("{v} is outside [0, 1]")));
+            }
+        }
+        Ok(Self {
+            heartbeat_interval: a.heartbeat_interval,
+            drain_grace: a.drain_grace,
+            log: a.log,
+            faults: FaultSettings {
+                latency: a.fault_latency,
+                error_rate: a.fault_error_rate,
+                decline_rate: a.fault_decline_rate,
+                hang: a.fault_hang,
+            },
+        })
+    }
+}
+
+impl Default for Common {
+    fn default() -> Self {
+        Self {
+            heartbeat_interval: meshwatch::heartbeat::DEFAULT_INTERVAL,
+            drain_grace: meshwatch::runtime::DEFAULT_DRAIN_GRACE,
+            log: meshwatch::telemetry::DEFAULT_FILTER.to_owned(),
+            faults: FaultSettings::default(),
+        }
+    }
+}
+
+fn listen(flag: &'static str, s: &str) -> Result<SocketAddr, ConfigError> {
+    s.parse().map_err(|e| {
+        ConfigError::new(
+            flag,
+            format!("{s:?} is not an address like 127.0.0.1:50051 ({e})"),
+        )
+    })
+}
+
+fn url(flag: &'static str, s: &str) -> Result<String, ConfigError> {
+    let rest = s
+        .strip_prefix("http://")
+        .or_else(|| s.strip_prefix("https://"))
+        .ok_or_else(|| {
+            ConfigError::new(
+                flag,
+                format!("{s:?} must be a URL like http://127.0.0.1:50052"),
+            )
+        })?;
+    if rest.is_empty() || rest.starts_with(':') {
+        return Err(ConfigError::new(flag, format!("{s:?} has no host")));
+    }
+    Ok(s.to_owned())
+}
+
+/// `inventory` flags.
+#[derive(Debug, Parser)]
+#[command(
+    name = "inventory",
+    version,
+    about = "meshwatch inventory service: catalog, stock and reservations over gRPC"
+)]
+pub struct InventoryArgs {
+    /// Address to serve gRPC on.
+    #[arg(long, env = "MESHWATCH_INVENTORY_LISTEN", default_value = DEFAULT_INVENTORY_LISTEN)]
+    pub listen: String,
+    /// Time a reservation may stay uncommitted before its units return to stock.
+    #[arg(long, env = "MESHWATCH_RESERVATION_TTL", default_value = "30s", value_parser = parse_duration)]
+    pub reservation_ttl: Duration,
+    /// JSON catalog: [{"sku","name","price_minor","currency_code","stock"}]. Default: the built-in seed.
+    #[arg(long, env = "MESHWATCH_CATALOG")]
+    pub catalog: Option<PathBuf>,
+    #[command(flatten)]
+    pub common: CommonArgs,
+}
+
+#[derive(Debug, Clone)]
+pub struct InventoryConfig {
+    pub listen: SocketAddr,
+    pub reservation_ttl: Duration,
+    pub catalog: Vec<CatalogItem>,
+    pub common: Common,
+}
+
+impl InventoryConfig {
+    /// Seed catalog, default TTL, no faults; for tests.
+    pub fn local(listen: SocketAddr) -> Self {
+        Self {
+            listen,
+            reservation_ttl: DEFAULT_RESERVATION_TTL,
+            catalog: catalog::seed(),
+            common: Common::default(),
+        }
+    }
+}
+
+impl TryFrom<InventoryArgs> for InventoryConfig {
+    type Error = ConfigError;
+
+    fn try_from(a: InventoryArgs) -> Result<Self, ConfigError> {
+        if a.reservation_ttl.is_zero() {
+            return Err(ConfigError::new("reservation-ttl", "must be positive"));
+        }
+        let catalog = match &a.catalog {
+            Some(path) => {
+                catalog::load(path).map_err(|e| ConfigError::new("catalog", e.to_string()))?
+            }
+            None => catalog::seed(),
+        };
+        Ok(Self {
+            listen: listen("listen", &a.listen)?,
+            reservation_ttl: a.reservation_ttl,
+            catalog,
+            common: a.common.try_into()?,
+        })
+    }
+}
+
+/// `payment` flags.
+#[derive(Debug, Parser)]
+#[command(
+    name = "payment",
+    version,
+    about = "meshwatch payment service: charges and refunds, idempotent per order"
+)]
+pub struct PaymentArgs {
+    /// Address to serve gRPC on.
+    #[arg(long, env = "MESHWATCH_PAYMENT_LISTEN", default_value = DEFAULT_PAYMENT_LISTEN)]
+    pub listen: String,
+    #[command(flatten)]
+    pub common: CommonArgs,
+}
+
+#[derive(Debug, Clone)]
+pub struct PaymentConfig {
+    pub listen: SocketAddr,
+    pub common: Common,
+}
+
+impl TryFrom<PaymentArgs> for PaymentConfig {
+    type Error = ConfigError;
+
+    fn try_from(a: PaymentArgs) -> Result<Self, ConfigError> {
+        Ok(Self {
+            listen: listen("listen", &a.listen)?,
+            common: a.common.try_into()?,
+        })
+    }
+}
+
+/// `order` flags.
+#[derive(Debug, Parser)]
+#[command(
+    name = "order",
+    version,
+    about = "meshwatch order service: the PlaceOrder saga over inventory and payment"
+)]
+pub struct OrderArgs {
+    /// Address to serve gRPC on.
+    #[arg(long, env = "MESHWATCH_ORDER_LISTEN", default_value = DEFAULT_ORDER_LISTEN)]
+    pub listen: String,
+    /// URL of the inventory service.
+    #[arg(long, env = "MESHWATCH_INVENTORY_ADDR", default_value = DEFAULT_INVENTORY_ADDR)]
+    pub inventory_addr: String,
+    /// URL of the payment service.
+    #[arg(long, env = "MESHWATCH_PAYMENT_ADDR", default_value = DEFAULT_PAYMENT_ADDR)]
+    pub payment_addr: String,
+    /// Currency orders are taken in (the catalog's).
+    #[arg(long, env = "MESHWATCH_CURRENCY", default_value = catalog::SEED_CURRENCY)]
+    pub currency: String,
+    /// Bound on one call to inventory or payment.
+    #[arg(long, env = "MESHWATCH_CALL_TIMEOUT", default_value = "3s", value_parser = parse_duration)]
+    pub call_timeout: Duration,
+    /// Budget of a PlaceOrder whose caller sent no deadline; also caps the caller's.
+    #[arg(long, env = "MESHWATCH_REQUEST_BUDGET", default_value = "10s", value_parser = parse_duration)]
+    pub request_budget: Duration,
+    #[command(flatten)]
+    pub common: CommonArgs,
+}
+
+#[derive(Debug, Clone)]
+pub struct OrderConfig {
+    pub listen: SocketAddr,
+    pub inventory_addr: String,
+    pub payment_addr: String,
+    pub currency: String,
+    pub call_timeout: Duration,
+    pub request_budget: Duration,
+    pub common: Common,
+}
+
+impl OrderConfig {
+    /// Defaults for the given addresses; for tests.
+    pub fn local(listen: SocketAddr, inventory_addr: &str, payment_addr: &str) -> Self {
+        Self {
+            listen,
+            inventory_addr: inventory_addr.to_owned(),
+            payment_addr: payment_addr.to_owned(),
+            currency: catalog::SEED_CURRENCY.to_owned(),
+            call_timeout: DEFAULT_CALL_TIMEOUT,
+            request_budget: DEFAULT_REQUEST_BUDGET,
+            common: Common::default(),
+        }
+    }
+}
+
+impl TryFrom<OrderArgs> for OrderConfig {
+    type Error = ConfigError;
+
+    fn try_from(a: OrderArgs) -> Result<Self, ConfigError> {
+        if !crate::money::is_currency_code(&a.currency) {
+            return Err(ConfigError::new(
+                "currency",
+                format!("{:?} is not an ISO 4217 code like USD", a.currency),
+            ));
+        }
+        if a.call_timeout.is_zero() {
+            return Err(ConfigError::new("call-timeout", "must be positive"));
+        }
+        if a.request_budget.is_zero() {
+            return Err(ConfigError::new("request-budget", "must be positive"));
+        }
+        Ok(Self {
+            listen: listen("listen", &a.listen)?,
+            inventory_addr: url("inventory-addr", &a.inventory_addr)?,
+            payment_addr: url("payment-addr", &a.payment_addr)?,
+            currency: a.currency,
+            call_timeout: a.call_timeout,
+            request_budget: a.request_budget,
+            common: a.common.try_into()?,
+        })
+    }
+}
+
+/// Parses `args` into `C` through `A`; on bad input prints one line (or
+/// clap's usage error) to stderr and returns the exit code: 0 for --help
+/// and --version, 64 otherwise.
+pub fn parse<A, C>(args: impl IntoIterator<Item = OsString>) -> Result<C, ExitCode>
+where
+    A: Parser,
+    C: TryFrom<A, Error = ConfigError>,
+{
+    let parsed = A::try_parse_from(args).map_err(|e| {
+        let _ = e.print();
+        if e.use_stderr() {
+            ExitCode::from(EXIT_USAGE)
+        } else {
+            ExitCode::SUCCESS
+        }
+    })?;
+    C::try_from(parsed).map_err(|e| {
+        eprintln!("error: {e}");
+        ExitCode::from(EXIT_USAGE)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn order(args: &[&str]) -> Result<OrderConfig, ConfigError> {
+        let mut v = vec!["order"];
+        v.extend_from_slice(args);
+        OrderConfig::try_from(OrderArgs::try_parse_from(v).unwrap())
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        let o = order(&[]).unwrap();
+        assert_eq!(o.listen, DEFAULT_ORDER_LISTEN.parse().unwrap());
+        assert_eq!(o.inventory_addr, DEFAULT_INVENTORY_ADDR);
+        assert_eq!(o.common.heartbeat_interval, Duration::from_secs(1));
+        let i = InventoryConfig::try_from(InventoryArgs::try_parse_from(["inventory"]).unwrap())
+            .unwrap();
+        assert_eq!(i.catalog, catalog::seed());
+        PaymentConfig::try_from(PaymentArgs::try_parse_from(["payment"]).unwrap()).unwrap();
+    }
+
+    #[test]
+    fn bad_values_name_their_flag() {
+        assert_eq!(order(&["--listen", "nowhere"]).unwrap_err().flag, "listen");
+        assert_eq!(
+            order(&["--inventory-addr", "127.0.0.1:1"])
+                .unwrap_err()
+                .flag,
+            "inventory-addr"
+        );
+        assert_eq!(order(&["--currency", "usd"]).unwrap_err().flag, "currency");
+        let e = order(&["--fault-error-rate", "2"]).unwrap_err();
+        assert_eq!(e.to_string(), "--fault-error-rate: 2 is outside [0, 1]");
+        let e = InventoryConfig::try_from(
+            InventoryArgs::try_parse_from(["inventory", "--catalog", "/nonexistent.json"]).unwrap(),
+        )
+        .unwrap_err();
+        assert_eq!(e.flag, "catalog");
+        assert!(OrderArgs::try_parse_from(["order", "--call-timeout", "soon"]).is_err());
+    }
+}

@@ -1,0 +1,153 @@
+//! `meshwatch.inventory.v1.InventoryService`: a thin adapter over [`Inventory`].
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use meshwatch::proto::inventory::v1 as pb;
+use tonic::{Request, Response, Status};
+
+use super::store::{Inventory, InventoryError, ReservationState, ReservedItem};
+use crate::deadline::Deadline;
+use crate::faults::Faults;
+use crate::timestamp;
+
+/// Budget assumed when a caller sends no deadline (only faults wait on it).
+const DEFAULT_BUDGET: Duration = Duration::from_secs(30);
+
+impl From<InventoryError> for Status {
+    fn from(e: InventoryError) -> Self {
+        let msg = e.to_string();
+        match e {
+            InventoryError::MissingOrderId
+            | InventoryError::MissingReservationId
+            | InventoryError::NoItems
+            | InventoryError::ZeroQuantity { .. }
+            | InventoryError::DuplicateSku(_) => Status::invalid_argument(msg),
+            InventoryError::UnknownSku(_) | InventoryError::UnknownReservation(_) => {
+                Status::not_found(msg)
+            }
+            InventoryError::Insufficient { .. } | InventoryError::WrongState { .. } => {
+                Status::failed_precondition(msg)
+            }
+        }
+    }
+}
+
+impl From<ReservationState> for pb::ReservationState {
+    fn from(s: ReservationState) -> Self {
+        match s {
+            ReservationState::Held => pb::ReservationState::Held,
+            ReservationState::Committed => pb::ReservationState::Committed,
+            ReservationState::Released => pb::ReservationState::Released,
+            ReservationState::Expired => pb::ReservationState::Expired,
+        }
+    }
+}
+
+impl From<&ReservedItem> for pb::ReservedItem {
+    fn from(i: &ReservedItem) -> Self {
+        pb::ReservedItem {
+            sku: i.sku.clone(),
+            quantity: i.quantity,
+            unit_price: Some((&i.unit_price).into()),
+        }
+    }
+}
+
+/// The gRPC face of an [`Inventory`].
+#[derive(Debug, Clone)]
+pub struct InventoryService {
+    inventory: Arc<Inventory>,
+    faults: Faults,
+}
+
+impl InventoryService {
+    pub fn new(inventory: Arc<Inventory>, faults: Faults) -> Self {
+        Self { inventory, faults }
+    }
+
+    pub fn into_server(self) -> pb::inventory_service_server::InventoryServiceServer<Self> {
+        pb::inventory_service_server::InventoryServiceServer::new(self)
+    }
+
+    async fn faults<T>(&self, request: &Request<T>) -> Result<(), Status> {
+        let deadline = Deadline::from_metadata(request.metadata(), DEFAULT_BUDGET);
+        Ok(self.faults.before_rpc(deadline).await?)
+    }
+}
+
+#[tonic::async_trait]
+impl pb::inventory_service_server::InventoryService for InventoryService {
+    async fn reserve(
+        &self,
+        request: Request<pb::ReserveRequest>,
+    ) -> Result<Response<pb::ReserveResponse>, Status> {
+        self.faults(&request).await?;
+        let req = request.into_inner();
+        let lines: Vec<(String, u32)> =
+            req.items.into_iter().map(|i| (i.sku, i.quantity)).collect();
+        let r = self
+            .inventory
+            .reserve(&req.order_id, &lines)
+            .inspect_err(|e| {
+                tracing::info!(order.id = %req.order_id, error.message = %e, "reservation refused");
+            })?;
+        tracing::info!(
+            order.id = %r.order_id,
+            reservation.id = %r.id,
+            "reservation held"
+        );
+        Ok(Response::new(pb::ReserveResponse {
+            reservation_id: r.id.clone(),
+            items: r.items.iter().map(Into::into).collect(),
+            expires_at: Some(timestamp(r.expires_at)),
+            state: pb::ReservationState::from(r.state).into(),
+        }))
+    }
+
+    async fn commit(
+        &self,
+        request: Request<pb::CommitRequest>,
+    ) -> Result<Response<pb::CommitResponse>, Status> {
+        self.faults(&request).await?;
+        let id = request.into_inner().reservation_id;
+        let state = self.inventory.commit(&id)?;
+        tracing::info!(reservation.id = %id, "reservation committed");
+        Ok(Response::new(pb::CommitResponse {
+            state: pb::ReservationState::from(state).into(),
+        }))
+    }
+
+    async fn release(
+        &self,
+        request: Request<pb::ReleaseRequest>,
+    ) -> Result<Response<pb::ReleaseResponse>, Status> {
+        self.faults(&request).await?;
+        let id = request.into_inner().reservation_id;
+        let state = self.inventory.release(&id)?;
+        tracing::info!(reservation.id = %id, reservation.state = ?state, "reservation released");
+        Ok(Response::new(pb::ReleaseResponse {
+            state: pb::ReservationState::from(state).into(),
+        }))
+    }
+
+    async fn get_stock(
+        &self,
+        request: Request<pb::GetStockRequest>,
+    ) -> Result<Response<pb::GetStockResponse>, Status> {
+        self.faults(&request).await?;
+        let levels = self.inventory.stock(&request.into_inner().skus)?;
+        Ok(Response::new(pb::GetStockResponse {
+            items: levels
+                .into_iter()
+                .map(|l| pb::StockItem {
+                    unit_price: Some((&l.unit_price).into()),
+                    sku: l.sku,
+                    name: l.name,
+                    available: l.available,
+                    reserved: l.reserved,
+                })
+                .collect(),
+        }))
+    }
+}

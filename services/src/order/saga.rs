@@ -1,0 +1,317 @@
+//! The PlaceOrder saga: reserve → charge → commit, with compensation. A
+//! declined charge releases the reservation (status PAYMENT_DECLINED); a
+//! failure after the charge refunds it, then releases (status FAILED). Each
+//! run is a spawned task, so a caller that hangs up cannot leave a saga half
+//! done.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use meshwatch::proto::inventory::v1 as inv;
+use meshwatch::proto::payment::v1 as pay;
+use tonic::{Code, Status};
+use tracing::Instrument;
+
+use super::book::{
+    Claim, NewOrder, Order, OrderBook, OrderError, OrderStatus, Outcome, PricedItem,
+};
+use super::clients::{is_ambiguous, Clients};
+use crate::deadline::Deadline;
+use crate::money::Money;
+
+/// Order's domain: the book and the downstream clients.
+#[derive(Debug, Clone)]
+pub struct Orders {
+    book: Arc<OrderBook>,
+    clients: Clients,
+    /// The catalog currency orders must be placed in.
+    currency: String,
+}
+
+impl Orders {
+    pub fn new(clients: Clients, currency: &str) -> Self {
+        Self {
+            book: Arc::new(OrderBook::new()),
+            clients,
+            currency: currency.to_owned(),
+        }
+    }
+
+    pub fn currency(&self) -> &str {
+        &self.currency
+    }
+
+    pub fn get(&self, order_id: &str) -> Result<Order, OrderError> {
+        self.book.get(order_id)
+    }
+
+    /// Places `request` idempotently, answering within `deadline`.
+    pub async fn place(&self, request: NewOrder, deadline: Deadline, trace_id: &str) -> Outcome {
+        let key = request.idempotency_key.clone();
+        match self
+            .book
+            .claim(request.clone(), trace_id)
+            .map_err(order_status)?
+        {
+            Claim::Done(order) => {
+                tracing::info!(order.id = %order.order_id, "idempotent replay: returning the decided order");
+                Ok(order)
+            }
+            Claim::Wait(mut rx, pending) => {
+                tracing::info!(order.id = %pending.order_id, "same key in flight: waiting for its outcome");
+                let waited = tokio::time::timeout_at(deadline.instant(), async {
+                    loop {
+                        if let Some(outcome) = rx.borrow_and_update().clone() {
+                            return Some(outcome);
+                        }
+                        if rx.changed().await.is_err() {
+                            return None;
+                        }
+                    }
+                })
+                .await;
+                match waited {
+                    Ok(Some(outcome)) => outcome,
+                    // Still running when our budget ran out: say so.
+                    _ => Ok(self.book.get(&pending.order_id).unwrap_or(pending)),
+                }
+            }
+            Claim::Run(order) => {
+                let this = self.clone();
+                let order_id = order.order_id.clone();
+                let run = tokio::spawn(
+                    async move {
+                        let outcome = this.run(order, &request, deadline).await;
+                        this.book.finish(&key, &order_id, outcome.clone());
+                        outcome
+                    }
+                    .in_current_span(),
+                );
+                run.await.unwrap_or_else(|e| {
+                    Err(Status::internal(format!("order saga task failed: {e}")))
+                })
+            }
+        }
+    }
+
+    async fn run(&self, mut order: Order, req: &NewOrder, deadline: Deadline) -> Outcome {
+        let id = order.order_id.clone();
+        tracing::info!(order.id = %id, customer.id = %req.customer_id, "placing order");
+
+        // 1. Reserve.
+        let reserved = self
+            .clients
+            .reserve(
+                deadline,
+                inv::ReserveRequest {
+                    order_id: id.clone(),
+                    items: req
+                        .items
+                        .iter()
+                        .map(|(sku, quantity)| inv::ItemRequest {
+                            sku: sku.clone(),
+                            quantity: *quantity,
+                        })
+                        .collect(),
+                },
+            )
+            .await
+            .inspect_err(|s| tracing::warn!(order.id = %id, error.message = %s.message(), "reservation failed"))?;
+        order.reservation_id = Some(reserved.reservation_id.clone());
+        let priced = price(&reserved, &self.currency);
+        let (items, total) = match priced {
+            Ok(p) => p,
+            Err(reason) => {
+                self.release(&id, &reserved.reservation_id).await;
+                return Err(Status::failed_precondition(reason));
+            }
+        };
+        order.items = items;
+        order.total = Some(total.clone());
+        self.book.update(&order);
+
+        // 2. Charge.
+        let charged = self
+            .clients
+            .charge(
+                deadline,
+                pay::ChargeRequest {
+                    order_id: id.clone(),
+                    customer_id: req.customer_id.clone(),
+                    amount: Some((&total).into()),
+                    payment_token: req.payment_token.clone(),
+                },
+            )
+            .await;
+        let charge = match charged {
+            Ok(c) => c,
+            Err(status) => {
+                tracing::warn!(order.id = %id, error.message = %status.message(), "charge failed; compensating");
+                if is_ambiguous(&status) {
+                    // The charge may have gone through before the failure.
+                    self.refund(
+                        &id,
+                        &format!("charge outcome unknown: {}", status.message()),
+                    )
+                    .await;
+                }
+                self.release(&id, &reserved.reservation_id).await;
+                return Err(status);
+            }
+        };
+        if charge.outcome() != pay::ChargeOutcome::Approved {
+            self.release(&id, &reserved.reservation_id).await;
+            order.status = OrderStatus::PaymentDeclined;
+            order.payment_id = non_empty(charge.payment_id);
+            order.failure_reason = Some(if charge.decline_reason.is_empty() {
+                "payment declined".to_owned()
+            } else {
+                charge.decline_reason
+            });
+            tracing::info!(
+                order.id = %id,
+                order.status = "PAYMENT_DECLINED",
+                reason = order.failure_reason.as_deref().unwrap_or_default(),
+                "order declined by payment; reservation released"
+            );
+            return Ok(order);
+        }
+        order.payment_id = non_empty(charge.payment_id);
+        self.book.update(&order);
+
+        // 3. Commit. From here on the money is taken: a failure refunds.
+        let committed = self
+            .clients
+            .commit(
+                deadline,
+                inv::CommitRequest {
+                    reservation_id: reserved.reservation_id.clone(),
+                },
+            )
+            .await;
+        if let Err(status) = committed {
+            let reason = format!("inventory commit failed: {}", status.message());
+            tracing::warn!(order.id = %id, error.message = %reason, "compensating: refund, then release");
+            let refunded = self.refund(&id, &reason).await;
+            self.release(&id, &reserved.reservation_id).await;
+            order.status = OrderStatus::Failed;
+            order.failure_reason = Some(if refunded {
+                format!("{reason}; payment refunded")
+            } else {
+                format!(
+                    "{reason}; REFUND FAILED, payment {} needs attention",
+                    order.payment_id.as_deref().unwrap_or("?")
+                )
+            });
+            return Ok(order);
+        }
+        order.status = OrderStatus::Confirmed;
+        tracing::info!(
+            order.id = %id,
+            order.status = "CONFIRMED",
+            order.total_minor = total.minor(),
+            order.currency = %total.currency(),
+            "order confirmed"
+        );
+        Ok(order)
+    }
+
+    /// Compensation budget: independent of the caller, who may be gone.
+    fn compensation_deadline(&self) -> Deadline {
+        Deadline::after(self.clients.call_timeout())
+    }
+
+    async fn release(&self, order_id: &str, reservation_id: &str) {
+        let r = self
+            .clients
+            .release(
+                self.compensation_deadline(),
+                inv::ReleaseRequest {
+                    reservation_id: reservation_id.to_owned(),
+                },
+            )
+            .await;
+        match r {
+            Ok(_) => {
+                tracing::info!(order.id = %order_id, reservation.id = %reservation_id, "reservation released")
+            }
+            Err(s) => tracing::error!(
+                order.id = %order_id,
+                reservation.id = %reservation_id,
+                error.message = %s.message(),
+                "release failed; the reservation expires at its TTL"
+            ),
+        }
+    }
+
+    /// True when no charge is left standing.
+    async fn refund(&self, order_id: &str, reason: &str) -> bool {
+        let r = self
+            .clients
+            .refund(
+                self.compensation_deadline(),
+                pay::RefundRequest {
+                    order_id: order_id.to_owned(),
+                    reason: reason.to_owned(),
+                },
+            )
+            .await;
+        match r {
+            Ok(_) => {
+                tracing::warn!(order.id = %order_id, "payment refunded");
+                true
+            }
+            // Never charged, or declined: nothing to give back.
+            Err(s) if matches!(s.code(), Code::NotFound | Code::FailedPrecondition) => true,
+            Err(s) => {
+                tracing::error!(order.id = %order_id, error.message = %s.message(), "refund failed");
+                false
+            }
+        }
+    }
+}
+
+fn non_empty(s: String) -> Option<String> {
+    (!s.is_empty()).then_some(s)
+}
+
+/// Items with prices and the total, all in `currency`.
+fn price(r: &inv::ReserveResponse, currency: &str) -> Result<(Vec<PricedItem>, Money), String> {
+    let mut total = Money::zero(currency).map_err(|e| e.to_string())?;
+    let mut items = Vec::with_capacity(r.items.len());
+    for i in &r.items {
+        let unit = Money::try_from(i.unit_price.clone())
+            .map_err(|e| format!("inventory priced {} badly: {e}", i.sku))?;
+        if unit.currency() != currency {
+            return Err(format!(
+                "inventory prices {} in {}, but orders are taken in {currency}",
+                i.sku,
+                unit.currency()
+            ));
+        }
+        total = total
+            .plus(&unit.times(i.quantity).map_err(|e| e.to_string())?)
+            .map_err(|e| e.to_string())?;
+        items.push(PricedItem {
+            sku: i.sku.clone(),
+            quantity: i.quantity,
+            unit_price: unit,
+        });
+    }
+    Ok((items, total))
+}
+
+/// Maps an [`OrderError`] to the status a caller sees.
+pub fn order_status(e: OrderError) -> Status {
+    let msg = e.to_string();
+    match e {
+        OrderError::UnknownOrder(_) => Status::not_found(msg),
+        OrderError::KeyReused(_) => Status::failed_precondition(msg),
+        _ => Status::invalid_argument(msg),
+    }
+}
+
+/// Default bound on one downstream call.
+pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(3);
+/// Default budget of a PlaceOrder whose caller set no deadline.
+pub const DEFAULT_REQUEST_BUDGET: Duration = Duration::from_secs(10);
