@@ -189,13 +189,30 @@ impl InstanceDetector {
 
     /// Records `hb`, received at `now` when it was already `age` old.
     /// Duplicates and reordered heartbeats (sequence not above the last one)
-    /// are ignored: at-least-once delivery may repeat them.
-    pub fn heartbeat(&mut self, hb: &Heartbeat, now: Instant, age: Duration, cfg: &DetectorConfig) {
+    /// are ignored: at-least-once delivery may repeat them. A lower sequence
+    /// with a later send time is the same instance id restarted: the
+    /// detector starts afresh. Returns whether the verdict at `now` changed.
+    pub fn heartbeat(
+        &mut self,
+        hb: &Heartbeat,
+        now: Instant,
+        age: Duration,
+        cfg: &DetectorConfig,
+    ) -> bool {
+        let before = self.liveness(now, cfg);
         if hb.sequence <= self.last_sequence {
-            return;
+            if hb.sequence < self.last_sequence && hb.timestamp > self.last_sent {
+                *self = Self::new(hb, now, age, cfg);
+                return self.liveness(now, cfg) != before;
+            }
+            return false;
         }
         let stale = age > cfg.stale_after;
-        if !stale {
+        // Like Akka, the gap that ends a suspicion (or a goodbye) is not
+        // learned: one long outage would otherwise widen the learned
+        // deviation and slow every later detection down to the hard bound.
+        let learn = matches!(before, Liveness::Alive | Liveness::NotReady);
+        if !stale && learn {
             // The sender's own spacing covers heartbeats that arrive bunched
             // (replay, consumer catching up); the arrival gap covers delays
             // on the way. The larger of the two is the gap the detector has
@@ -217,6 +234,7 @@ impl InstanceDetector {
         if self.version != hb.version {
             self.version.clone_from(&hb.version);
         }
+        self.liveness(now, cfg) != before
     }
 
     /// Current suspicion level: 0 right after a heartbeat, rising with silence.

@@ -114,16 +114,28 @@ impl Monitor {
         let age = SystemTime::now()
             .duration_since(hb.timestamp)
             .unwrap_or(Duration::ZERO);
-        let result = lock(&self.inner.registry).observe(hb, Instant::now(), age);
-        let mut counters = lock(&self.inner.counters);
-        match result {
-            Ok(()) => counters.heartbeats += 1,
-            Err(e) => {
-                counters.refused_heartbeats += 1;
-                if counters.refused_heartbeats.is_power_of_two() {
-                    tracing::warn!(refused = counters.refused_heartbeats, error = %e, "heartbeat refused");
+        let now = Instant::now();
+        let result = lock(&self.inner.registry).observe(hb, now, age);
+        let changed = {
+            let mut counters = lock(&self.inner.counters);
+            match result {
+                Ok(changed) => {
+                    counters.heartbeats += 1;
+                    changed
+                }
+                Err(e) => {
+                    counters.refused_heartbeats += 1;
+                    if counters.refused_heartbeats.is_power_of_two() {
+                        tracing::warn!(refused = counters.refused_heartbeats, error = %e, "heartbeat refused");
+                    }
+                    false
                 }
             }
+        };
+        // A goodbye, a new instance or a revival is published now, not at
+        // the next tick.
+        if changed {
+            self.evaluate_statuses(now);
         }
     }
 
@@ -140,27 +152,39 @@ impl Monitor {
     /// status alerts; at bucket boundaries, anomalies. Publishes and returns
     /// the alerts raised.
     pub fn tick(&self, now: Instant) -> Vec<Alert> {
-        let (changes, mesh) = {
-            let mut reg = lock(&self.inner.registry);
-            let changes = reg.evaluate(now);
-            (changes, reg.mesh_status())
-        };
-        registry::publish(&self.inner.health, &changes, mesh);
-        let mut alerts = self.status_alerts(&changes);
-        {
-            let mut next = lock(&self.inner.next_anomaly_evaluation);
-            if now >= *next {
-                let mut det = lock(&self.inner.anomaly);
-                alerts.extend(det.evaluate(now));
-                *next = det.next_boundary(now);
-            }
+        let mut alerts = self.evaluate_statuses(now);
+        let mut next = lock(&self.inner.next_anomaly_evaluation);
+        if now >= *next {
+            let mut det = lock(&self.inner.anomaly);
+            let anomalies = det.evaluate(now);
+            *next = det.next_boundary(now);
+            drop(det);
+            self.publish(&anomalies);
+            alerts.extend(anomalies);
         }
-        for alert in &alerts {
+        alerts
+    }
+
+    /// Service statuses at `now` into the health state, and their alerts
+    /// published. The registry stays locked until both are out, so that
+    /// evaluations from the clock and from the heartbeat consumer publish in
+    /// the order they evaluated.
+    fn evaluate_statuses(&self, now: Instant) -> Vec<Alert> {
+        let mut reg = lock(&self.inner.registry);
+        let changes = reg.evaluate(now);
+        registry::publish(&self.inner.health, &changes, reg.mesh_status());
+        let alerts = self.status_alerts(&changes);
+        self.publish(&alerts);
+        drop(reg);
+        alerts
+    }
+
+    fn publish(&self, alerts: &[Alert]) {
+        for alert in alerts {
             log_alert(alert);
             // No subscriber is fine.
             let _ = self.inner.alerts.send(alert.clone());
         }
-        alerts
     }
 
     fn status_alerts(&self, changes: &[StatusChange]) -> Vec<Alert> {

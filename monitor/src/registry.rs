@@ -139,13 +139,16 @@ impl Registry {
         &self.cfg
     }
 
-    /// Records a heartbeat received at `now`, `age` old (by the sender's clock).
+    /// Records a heartbeat received at `now`, `age` old (by the sender's
+    /// clock). Returns whether it changed the verdict on its instance (a new
+    /// instance, a goodbye, a revival, ...): the caller then evaluates at
+    /// once rather than at its next tick.
     pub fn observe(
         &mut self,
         hb: &Heartbeat,
         now: Instant,
         age: Duration,
-    ) -> Result<(), RegistryError> {
+    ) -> Result<bool, RegistryError> {
         let key = service_key(hb);
         if !self.services.contains_key(&key) && self.services.len() >= self.cfg.max_services {
             return Err(RegistryError::TooManyServices(self.cfg.max_services, key));
@@ -156,22 +159,20 @@ impl Registry {
             status: None,
         });
         match entry.instances.get_mut(&hb.instance_id) {
-            Some(det) => det.heartbeat(hb, now, age, &self.cfg.detector),
-            None if at_limit => {
-                return Err(RegistryError::TooManyInstances(
-                    self.cfg.max_instances,
-                    hb.instance_id.clone(),
-                ))
-            }
+            Some(det) => Ok(det.heartbeat(hb, now, age, &self.cfg.detector)),
+            None if at_limit => Err(RegistryError::TooManyInstances(
+                self.cfg.max_instances,
+                hb.instance_id.clone(),
+            )),
             None => {
                 entry.instances.insert(
                     hb.instance_id.clone(),
                     InstanceDetector::new(hb, now, age, &self.cfg.detector),
                 );
                 self.instance_count += 1;
+                Ok(true)
             }
         }
-        Ok(())
     }
 
     /// Re-evaluates every service at `now`, forgets instances silent for longer

@@ -255,6 +255,63 @@ async fn a_replayed_burst_does_not_shrink_the_learned_gap() {
     assert_eq!(det.liveness(Instant::now(), &cfg), Liveness::Alive);
 }
 
+#[tokio::test(start_paused = true)]
+async fn the_same_instance_id_restarted_is_recognised() {
+    let cfg = DetectorConfig::default();
+    let (mut det, sender, _) = feed(&cfg, std::iter::repeat_n(SECOND, 20)).await;
+    // The process dies; a new one with the same id starts 5 s later at sequence 1.
+    advance(Duration::from_secs(5)).await;
+    assert_eq!(det.liveness(Instant::now(), &cfg), Liveness::Suspected);
+    let mut restarted = Sender {
+        sequence: 0,
+        sent: sender.sent,
+    };
+    let changed = det.heartbeat(
+        &restarted.beat(Duration::from_secs(5), HeartbeatStatus::Up),
+        Instant::now(),
+        Duration::ZERO,
+        &cfg,
+    );
+    assert!(changed);
+    assert_eq!(det.liveness(Instant::now(), &cfg), Liveness::Alive);
+    assert_eq!(det.last_sequence(), 1);
+    // A redelivered copy of an old heartbeat is still no restart.
+    let mut old = Sender::new();
+    let copy = old.beat(Duration::ZERO, HeartbeatStatus::Up);
+    assert!(!det.heartbeat(&copy, Instant::now(), Duration::ZERO, &cfg));
+    assert_eq!(det.last_sequence(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_outage_is_not_learned_as_a_gap() {
+    let cfg = DetectorConfig::default();
+    let (mut det, mut sender, _) = feed(&cfg, std::iter::repeat_n(SECOND, 60)).await;
+    let before = silence_until_suspected(&det, &cfg).await;
+    // Back after 20 s of silence (a partition), then steady again.
+    advance(Duration::from_secs(20) - before).await;
+    assert!(det.heartbeat(
+        &sender.beat(Duration::from_secs(20), HeartbeatStatus::Up),
+        Instant::now(),
+        Duration::ZERO,
+        &cfg,
+    ));
+    for _ in 0..5 {
+        advance(SECOND).await;
+        det.heartbeat(
+            &sender.beat(SECOND, HeartbeatStatus::Up),
+            Instant::now(),
+            Duration::ZERO,
+            &cfg,
+        );
+    }
+    // The next silence is detected as fast as before the outage.
+    let after = silence_until_suspected(&det, &cfg).await;
+    assert!(
+        after <= before + Duration::from_millis(20),
+        "{after:?} vs {before:?}"
+    );
+}
+
 #[test]
 fn phi_rises_with_silence() {
     let mut last = phi(0.0, 1000.0, 100.0);
