@@ -55,10 +55,13 @@ pub struct Args {
     /// Kafka bootstrap servers.
     #[arg(long, env = "MESHWATCH_KAFKA", default_value = DEFAULT_KAFKA)]
     pub kafka: String,
+    /// Topic the heartbeats are read from (every record, no consumer group).
     #[arg(long, env = "MESHWATCH_MONITOR_HEARTBEATS_TOPIC", default_value = meshwatch::kafka::HEARTBEATS_TOPIC)]
     pub heartbeats_topic: String,
+    /// Topic the request log lines for anomaly detection are read from.
     #[arg(long, env = "MESHWATCH_MONITOR_LOGS_TOPIC", default_value = meshwatch::kafka::LOGS_TOPIC)]
     pub logs_topic: String,
+    /// Topic alerts and recoveries are produced to.
     #[arg(long, env = "MESHWATCH_MONITOR_ALERTS_TOPIC", default_value = meshwatch::kafka::ALERTS_TOPIC)]
     pub alerts_topic: String,
     /// Heartbeats younger than this are read at start.
@@ -73,8 +76,10 @@ pub struct Args {
     /// Heartbeat gaps remembered per instance.
     #[arg(long, env = "MESHWATCH_MONITOR_MAX_SAMPLE_SIZE", default_value_t = detector::DEFAULT_MAX_SAMPLE_SIZE)]
     pub max_sample_size: usize,
+    /// Floor of the learned standard deviation of heartbeat gaps.
     #[arg(long, env = "MESHWATCH_MONITOR_MIN_STD_DEVIATION", default_value = "100ms", value_parser = parse_duration)]
     pub min_std_deviation: Duration,
+    /// Extra silence tolerated on top of the mean heartbeat gap.
     #[arg(long, env = "MESHWATCH_MONITOR_ACCEPTABLE_PAUSE", default_value = "250ms", value_parser = parse_duration)]
     pub acceptable_pause: Duration,
     /// Hard bound on silence: this many heartbeat intervals plus the acceptable pause.
@@ -86,8 +91,10 @@ pub struct Args {
     /// Instances silent this long are forgotten.
     #[arg(long, env = "MESHWATCH_MONITOR_FORGET_AFTER", default_value = "10m", value_parser = parse_duration)]
     pub forget_after: Duration,
+    /// Instances tracked at most; heartbeats of further new instances are refused.
     #[arg(long, env = "MESHWATCH_MONITOR_MAX_INSTANCES", default_value_t = registry::DEFAULT_MAX_INSTANCES)]
     pub max_instances: usize,
+    /// How often silence is re-evaluated (goodbyes and new instances count at once).
     #[arg(long, env = "MESHWATCH_MONITOR_EVALUATE_EVERY", default_value = DEFAULT_EVALUATE_EVERY, value_parser = parse_duration)]
     pub evaluate_every: Duration,
     /// Width of one anomaly bucket.
@@ -99,6 +106,7 @@ pub struct Args {
     /// Requests a window needs before it can raise or resolve an anomaly.
     #[arg(long, env = "MESHWATCH_MONITOR_MIN_REQUESTS", default_value_t = anomaly::DEFAULT_MIN_REQUESTS)]
     pub min_requests: u64,
+    /// How often missing Kafka topics are looked for (and reported).
     #[arg(long, env = "MESHWATCH_MONITOR_TOPIC_CHECK_EVERY", default_value = DEFAULT_TOPIC_CHECK_EVERY, value_parser = parse_duration)]
     pub topic_check_every: Duration,
     /// Log filter (RUST_LOG syntax) for the monitor's own ECS lines.
