@@ -12,6 +12,8 @@ mod health;
 mod kafka_scan;
 mod load;
 mod output;
+mod probe;
+mod setup;
 mod tail;
 mod topics;
 mod trace;
@@ -54,6 +56,8 @@ pub enum CliError {
     Io(#[from] std::io::Error),
     #[error("no log line with trace.id {0} was found")]
     TraceNotFound(String),
+    #[error(transparent)]
+    Elastic(#[from] crate::elastic::ElasticError),
 }
 
 impl CliError {
@@ -104,6 +108,10 @@ pub enum Command {
     Load(load::LoadArgs),
     /// Manage the meshwatch topics.
     Topics(topics::TopicsArgs),
+    /// Prepare Elasticsearch and Kibana: index templates, lifecycle, saved objects.
+    Setup(setup::SetupArgs),
+    /// Check one server's grpc.health.v1 status (exit 0 when SERVING); for container health checks.
+    Probe(probe::ProbeArgs),
 }
 
 /// Kafka connection flags shared by the commands that read topics.
@@ -127,6 +135,8 @@ pub async fn run(cli: Cli) -> Result<ExitCode, CliError> {
         Command::Alerts(args) => alerts::run(args, cli.json, style).await,
         Command::Load(args) => load::run(args, cli.json, style).await,
         Command::Topics(args) => topics::run(args, cli.json).await,
+        Command::Setup(args) => setup::run(args, cli.json).await,
+        Command::Probe(args) => probe::run(args).await,
     }
 }
 

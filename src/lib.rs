@@ -6,6 +6,7 @@
 
 pub mod cli;
 pub mod ecs;
+pub mod elastic;
 pub mod health;
 pub mod heartbeat;
 pub mod kafka;

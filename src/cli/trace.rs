@@ -12,6 +12,7 @@ use serde_json::{Map, Value};
 use super::kafka_scan::{scan, ScanOptions};
 use super::{output, CliError, KafkaArgs, Style};
 use crate::ecs::{self, field};
+use crate::elastic::Elastic;
 
 #[derive(Args, Debug)]
 pub struct TraceArgs {
@@ -28,6 +29,11 @@ pub struct TraceArgs {
     /// Stop reading once the topic was quiet for this long.
     #[arg(long, value_parser = super::parse_duration, default_value = "1s")]
     pub idle: Duration,
+    /// Search Elasticsearch at this URL (what Fluentd indexed) instead of the log topic.
+    #[arg(long, env = "MESHWATCH_ES")]
+    pub es: Option<String>,
+    #[command(flatten)]
+    pub es_auth: super::setup::EsAuthArgs,
 }
 
 /// One log line of a trace, with what the timeline needs.
@@ -171,6 +177,20 @@ pub(crate) async fn from_kafka(
     Ok(found.into_iter().map(|(l, _, _)| l).collect())
 }
 
+/// Every line of `trace_id` indexed in Elasticsearch, in time order (the
+/// search sorts by `@timestamp` in ms; the stable re-sort keeps finer precision).
+pub(crate) async fn from_es(es: &Elastic, trace_id: &str) -> Result<Vec<TraceLine>, CliError> {
+    let mut found: Vec<TraceLine> = es
+        .trace_lines(trace_id)
+        .await?
+        .into_iter()
+        .filter(|obj| obj.get(field::TRACE_ID).and_then(Value::as_str) == Some(trace_id))
+        .filter_map(parse_trace_line)
+        .collect();
+    found.sort_by_key(|line| line.timestamp);
+    Ok(found)
+}
+
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     needle.is_empty() || haystack.windows(needle.len()).any(|w| w == needle)
 }
@@ -195,9 +215,16 @@ pub(crate) async fn run(args: TraceArgs, json: bool, style: Style) -> Result<Exi
             ),
         });
     }
+    let es = match &args.es {
+        Some(url) => Some(Elastic::connect(url, &args.es_auth.auth())?),
+        None => None,
+    };
     let deadline = tokio::time::Instant::now() + args.wait;
     let lines = loop {
-        let lines = from_kafka(&args.kafka, &id, args.idle).await?;
+        let lines = match &es {
+            Some(es) => from_es(es, &id).await?,
+            None => from_kafka(&args.kafka, &id, args.idle).await?,
+        };
         if distinct_services(&lines) >= args.min_services.max(1)
             || tokio::time::Instant::now() >= deadline
         {
