@@ -1,0 +1,755 @@
+//! The deployment files, checked where no Docker engine, Fluentd or Kibana
+//! runs: docker-compose.yml validates, the Dockerfile builds every binary the
+//! compose file runs, the index templates and Kibana saved objects name only
+//! fields the mesh really writes (captured lines in tests/data, made by
+//! tests/data/capture.sh from the real binaries), and every index Fluentd
+//! writes has a template.
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use meshwatch::elastic;
+use serde_json::{Map, Value};
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn read(rel: &str) -> String {
+    std::fs::read_to_string(root().join(rel)).unwrap_or_else(|e| panic!("reading {rel}: {e}"))
+}
+
+fn json_file(rel: &str) -> Value {
+    serde_json::from_str(&read(rel)).unwrap_or_else(|e| panic!("{rel} is not valid JSON: {e}"))
+}
+
+/// Index families and the topic each is fed from.
+const FAMILIES: [(&str, &str); 3] = [
+    ("logs", meshwatch::kafka::LOGS_TOPIC),
+    ("heartbeats", meshwatch::kafka::HEARTBEATS_TOPIC),
+    ("alerts", meshwatch::kafka::ALERTS_TOPIC),
+];
+
+/// The captured records of one family, as the shippers and the monitor
+/// produced them to Kafka.
+fn captured(family: &str) -> Vec<Map<String, Value>> {
+    let rel = format!("tests/data/captured-{family}.jsonl");
+    let lines: Vec<_> = read(&rel)
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| match serde_json::from_str(l) {
+            Ok(Value::Object(o)) => o,
+            other => panic!("{rel}: not a JSON object: {other:?}"),
+        })
+        .collect();
+    assert!(
+        !lines.is_empty(),
+        "{rel} is empty; run tests/data/capture.sh"
+    );
+    lines
+}
+
+fn fields_of(lines: &[Map<String, Value>]) -> BTreeSet<String> {
+    lines.iter().flat_map(|l| l.keys().cloned()).collect()
+}
+
+fn docker_compose(args: &[&str]) -> std::process::Output {
+    Command::new("docker-compose")
+        .current_dir(root())
+        .args(["--env-file", ".env.example", "-f", "docker-compose.yml"])
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("running docker-compose (scripts/install installs it): {e}"))
+}
+
+/// `docker-compose config`, normalised, as JSON (through PyYAML, which
+/// docker-compose itself depends on).
+fn compose_config() -> Value {
+    let out = docker_compose(&["config"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut py = Command::new("python3")
+        .args([
+            "-c",
+            "import sys, json, yaml; json.dump(yaml.safe_load(sys.stdin), sys.stdout)",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(&mut py.stdin.take().unwrap(), &out.stdout).unwrap();
+    let converted = py.wait_with_output().unwrap();
+    assert!(converted.status.success());
+    serde_json::from_slice(&converted.stdout).unwrap()
+}
+
+#[test]
+fn compose_file_is_valid() {
+    let out = docker_compose(&["config", "-q"]);
+    assert!(
+        out.status.success(),
+        "docker-compose config -q failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn compose_starts_in_order_with_health_checks() {
+    let config = compose_config();
+    let services = config["services"].as_object().unwrap();
+    let one_shot = ["kafka-topics", "es-passwords", "setup"];
+    for (name, svc) in services {
+        if one_shot.contains(&name.as_str()) {
+            assert_eq!(svc["restart"], "no", "{name} is a one-shot job");
+        } else {
+            assert!(
+                svc["healthcheck"]["test"].is_array() || svc["healthcheck"]["test"].is_string(),
+                "{name} has no health check"
+            );
+        }
+        // Only a user's entry points are published, and only on localhost.
+        for port in svc["ports"].as_array().into_iter().flatten() {
+            // docker-compose v1 normalises to "ip:host:container/proto", v2 to objects.
+            let local = match port {
+                Value::String(s) => s.starts_with("127.0.0.1:"),
+                p => p["host_ip"] == "127.0.0.1",
+            };
+            assert!(local, "{name} publishes {port} beyond localhost");
+        }
+    }
+    let published: BTreeSet<&str> = services
+        .iter()
+        .filter(|(_, s)| s["ports"].is_array())
+        .map(|(n, _)| n.as_str())
+        .collect();
+    assert_eq!(
+        published,
+        BTreeSet::from(["elasticsearch", "kafka", "kibana", "monitor", "order"])
+    );
+    let condition = |svc: &str, dep: &str| {
+        services[svc]["depends_on"][dep]["condition"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{svc} does not depend on {dep}"))
+            .to_owned()
+    };
+    // Templates exist before Fluentd writes; topics before anyone produces.
+    assert_eq!(
+        condition("fluentd", "setup"),
+        "service_completed_successfully"
+    );
+    assert_eq!(
+        condition("fluentd", "kafka-topics"),
+        "service_completed_successfully"
+    );
+    for svc in ["order", "inventory", "payment", "monitor"] {
+        assert_eq!(
+            condition(svc, "kafka-topics"),
+            "service_completed_successfully"
+        );
+    }
+    assert_eq!(condition("order", "inventory"), "service_healthy");
+    assert_eq!(condition("order", "payment"), "service_healthy");
+    assert_eq!(condition("setup", "elasticsearch"), "service_healthy");
+    assert_eq!(condition("setup", "kibana"), "service_healthy");
+    assert_eq!(
+        condition("kibana", "es-passwords"),
+        "service_completed_successfully"
+    );
+    assert_eq!(condition("kafka-topics", "kafka"), "service_healthy");
+
+    // Kibana and Elasticsearch share the major of the client meshctl uses.
+    let lock = read("Cargo.lock");
+    let crate_major = lock
+        .split("[[package]]")
+        .find(|p| p.contains("name = \"elasticsearch\""))
+        .and_then(|p| p.split("version = \"").nth(1))
+        .and_then(|v| v.split('.').next())
+        .unwrap()
+        .to_owned();
+    for svc in ["elasticsearch", "kibana"] {
+        let image = services[svc]["image"].as_str().unwrap();
+        let tag = image.rsplit(':').next().unwrap();
+        assert_eq!(tag.split('.').next().unwrap(), crate_major, "{image}");
+        assert!(
+            tag.split('.').count() == 3,
+            "{image} is not pinned to a release"
+        );
+    }
+}
+
+/// Binaries the compose file runs from the meshwatch image: each command's
+/// program, the program a shipper wraps, and health-check programs.
+fn binaries_compose_runs(config: &Value) -> BTreeSet<String> {
+    let mut bins = BTreeSet::new();
+    for (name, svc) in config["services"].as_object().unwrap() {
+        if svc["image"] != "meshwatch:local" {
+            continue;
+        }
+        let command: Vec<&str> = svc["command"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{name}: command must be a list"))
+            .iter()
+            .map(|a| a.as_str().unwrap())
+            .collect();
+        bins.insert(command[0].to_owned());
+        if command[0] == "shipper" {
+            let wrapped = command
+                .iter()
+                .position(|a| *a == "--")
+                .unwrap_or_else(|| panic!("{name}: shipper without a wrapped command"));
+            bins.insert(command[wrapped + 1].to_owned());
+        }
+        if let Some(test) = svc["healthcheck"]["test"].as_array() {
+            if test[0] == "CMD" {
+                bins.insert(test[1].as_str().unwrap().to_owned());
+            }
+        }
+    }
+    bins
+}
+
+#[test]
+fn dockerfile_builds_every_binary_the_compose_file_runs() {
+    let dockerfile = read("Dockerfile").replace("\\\n", " ");
+    let build = dockerfile
+        .lines()
+        .find(|l| l.trim_start().starts_with("RUN cargo build"))
+        .expect("a RUN cargo build line");
+    let words: Vec<&str> = build.split_whitespace().collect();
+    let built: BTreeSet<String> = words
+        .windows(2)
+        .filter(|w| w[0] == "--bin")
+        .map(|w| w[1].to_owned())
+        .collect();
+    let copied: BTreeSet<String> = dockerfile
+        .lines()
+        .filter(|l| l.trim_start().starts_with("COPY --from=builder"))
+        .flat_map(|l| l.split_whitespace())
+        .filter_map(|w| w.strip_prefix("/src/target/release/"))
+        .map(str::to_owned)
+        .collect();
+    let needed = binaries_compose_runs(&compose_config());
+    assert_eq!(
+        needed,
+        BTreeSet::from(
+            [
+                "inventory",
+                "meshctl",
+                "monitor",
+                "order",
+                "payment",
+                "shipper"
+            ]
+            .map(String::from)
+        )
+    );
+    assert!(
+        built.is_superset(&needed),
+        "built {built:?}, compose runs {needed:?}"
+    );
+    assert!(
+        copied.is_superset(&needed),
+        "copied {copied:?}, compose runs {needed:?}"
+    );
+
+    // Every --bin is a binary target of the workspace.
+    let metadata = Command::new(env!("CARGO"))
+        .current_dir(root())
+        .args([
+            "metadata",
+            "--no-deps",
+            "--format-version",
+            "1",
+            "--offline",
+        ])
+        .output()
+        .unwrap();
+    assert!(metadata.status.success());
+    let metadata: Value = serde_json::from_slice(&metadata.stdout).unwrap();
+    let workspace_bins: BTreeSet<String> = metadata["packages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|p| p["targets"].as_array().unwrap().iter())
+        .filter(|t| t["kind"].as_array().unwrap().iter().any(|k| k == "bin"))
+        .map(|t| t["name"].as_str().unwrap().to_owned())
+        .collect();
+    assert!(
+        workspace_bins.is_superset(&built),
+        "Dockerfile builds {built:?}; the workspace has {workspace_bins:?}"
+    );
+}
+
+fn component_properties() -> Map<String, Value> {
+    let (name, _) = elastic::COMPONENT_TEMPLATES[0];
+    json_file(&format!("elasticsearch/{name}.json"))["template"]["mappings"]["properties"]
+        .as_object()
+        .unwrap()
+        .clone()
+}
+
+fn index_templates() -> Vec<(String, Value)> {
+    elastic::INDEX_TEMPLATES
+        .iter()
+        .map(|(name, _)| {
+            (
+                name.to_string(),
+                json_file(&format!("elasticsearch/{name}.json")),
+            )
+        })
+        .collect()
+}
+
+fn compatible(mapped: &str, value: &Value) -> bool {
+    match (mapped, value) {
+        ("keyword", Value::String(_)) | ("text", Value::String(_)) => true,
+        ("keyword", Value::Array(items)) => items.iter().all(Value::is_string),
+        ("long", Value::Number(n)) => n.is_i64() || n.is_u64(),
+        ("double", Value::Number(_)) => true,
+        ("date", Value::String(s)) => meshwatch::ecs::parse_timestamp(s).is_some(),
+        _ => false,
+    }
+}
+
+#[test]
+fn mappings_name_only_fields_the_mesh_writes_with_their_types() {
+    let properties = component_properties();
+    let mut written = BTreeSet::new();
+    for (family, _) in FAMILIES {
+        let lines = captured(family);
+        written.extend(fields_of(&lines));
+        for line in &lines {
+            for (field, value) in line {
+                if let Some(mapping) = properties.get(field) {
+                    let ty = mapping["type"].as_str().unwrap();
+                    assert!(
+                        compatible(ty, value),
+                        "{family}: {field} is mapped {ty} but a line has {value}"
+                    );
+                }
+            }
+        }
+        // Fields left to dynamic mapping must keep one JSON kind, or the
+        // second kind would be rejected.
+        let mut kinds: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
+        for line in &lines {
+            for (field, value) in line {
+                if properties.contains_key(field) {
+                    continue;
+                }
+                let kind = match value {
+                    Value::String(_) => "string",
+                    Value::Number(n) if n.is_f64() => "float",
+                    Value::Number(_) => "integer",
+                    Value::Bool(_) => "bool",
+                    Value::Array(_) => "array",
+                    Value::Object(_) => "object",
+                    Value::Null => continue,
+                };
+                kinds.entry(field).or_default().insert(kind);
+            }
+        }
+        for (field, k) in kinds {
+            assert_eq!(k.len(), 1, "{family}: unmapped {field} is written as {k:?}");
+        }
+    }
+    let unused: Vec<_> = properties
+        .keys()
+        .filter(|f| !written.contains(*f))
+        .collect();
+    assert!(unused.is_empty(), "mapped but never written: {unused:?}");
+    for required in [
+        "@timestamp",
+        "trace.id",
+        "span.id",
+        "service.name",
+        "log.level",
+        "message",
+        "event.duration",
+    ] {
+        assert!(
+            properties.contains_key(required),
+            "{required} is not mapped"
+        );
+    }
+    assert_eq!(properties["@timestamp"]["type"], "date");
+    assert_eq!(properties["message"]["type"], "text");
+    assert_eq!(properties["event.duration"]["type"], "long");
+    for keyword in ["trace.id", "span.id", "service.name", "log.level"] {
+        assert_eq!(properties[keyword]["type"], "keyword", "{keyword}");
+    }
+}
+
+fn glob(pattern: &str, name: &str) -> bool {
+    let parts: Vec<&str> = pattern.split('*').collect();
+    let (first, rest) = parts.split_first().unwrap();
+    let Some(mut tail) = name.strip_prefix(first) else {
+        return false;
+    };
+    for (i, part) in rest.iter().enumerate() {
+        if i == rest.len() - 1 {
+            return tail.ends_with(part);
+        }
+        match tail.find(part) {
+            Some(at) => tail = &tail[at + part.len()..],
+            None => return false,
+        }
+    }
+    tail.is_empty()
+}
+
+/// The templates whose patterns match `index`.
+fn templates_for(index: &str) -> Vec<(String, Value)> {
+    index_templates()
+        .into_iter()
+        .filter(|(_, t)| {
+            t["index_patterns"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|p| glob(p.as_str().unwrap(), index))
+        })
+        .collect()
+}
+
+/// Values of a `key value` directive in fluent.conf, in order.
+fn directives<'a>(conf: &'a str, key: &str) -> Vec<&'a str> {
+    conf.lines()
+        .map(str::trim)
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.strip_prefix(key)?.strip_prefix(' ').map(str::trim))
+        .collect()
+}
+
+/// The indices Fluentd writes: per-topic from `index_name` with the tag
+/// placeholders resolved, plus fixed ones (dead letters).
+fn fluentd_indices() -> BTreeMap<String, String> {
+    let conf = read("fluentd/fluent.conf");
+    let topics: Vec<&str> = directives(&conf, "topics")[0].split(',').collect();
+    assert_eq!(
+        topics,
+        FAMILIES.map(|(_, t)| t).to_vec(),
+        "fluent.conf consumes other topics than the mesh writes"
+    );
+    let prefix = directives(&conf, "add_prefix")[0];
+    let mut indices = BTreeMap::new();
+    for index_name in directives(&conf, "index_name") {
+        if index_name.contains("${tag") {
+            for topic in &topics {
+                let tag = format!("{prefix}.{topic}");
+                let parts: Vec<&str> = tag.split('.').collect();
+                let mut name = index_name.to_owned();
+                for (i, part) in parts.iter().enumerate() {
+                    name = name.replace(&format!("${{tag[{i}]}}"), part);
+                }
+                assert!(!name.contains("${"), "unresolved placeholder in {name}");
+                indices.insert(name, topic.to_string());
+            }
+        } else {
+            indices.insert(index_name.to_owned(), "dead letters".to_owned());
+        }
+    }
+    indices
+}
+
+#[test]
+fn every_index_fluentd_writes_has_exactly_one_template() {
+    let indices = fluentd_indices();
+    assert_eq!(
+        indices.keys().cloned().collect::<BTreeSet<_>>(),
+        BTreeSet::from([
+            elastic::LOGS_DATA_STREAM.to_owned(),
+            elastic::HEARTBEATS_DATA_STREAM.to_owned(),
+            elastic::ALERTS_DATA_STREAM.to_owned(),
+            elastic::DEADLETTER_DATA_STREAM.to_owned(),
+        ])
+    );
+    assert_eq!(
+        indices[elastic::LOGS_DATA_STREAM],
+        meshwatch::kafka::LOGS_TOPIC
+    );
+    let conf = read("fluentd/fluent.conf");
+    for op in directives(&conf, "write_operation") {
+        // Data streams take only create; create also makes a redelivery a 409.
+        assert_eq!(op, "create");
+    }
+    for id_key in directives(&conf, "id_key") {
+        assert_eq!(id_key, directives(&conf, "hash_id_key")[0]);
+    }
+    for (index, source) in &indices {
+        let matching = templates_for(index);
+        assert_eq!(
+            matching.len(),
+            1,
+            "{index} (from {source}) matches templates {:?}",
+            matching.iter().map(|(n, _)| n).collect::<Vec<_>>()
+        );
+        let (name, template) = &matching[0];
+        assert!(
+            template["data_stream"].is_object(),
+            "{name} is not a data stream template"
+        );
+        assert!(
+            template["template"]["lifecycle"]["data_retention"].is_string(),
+            "{name} has no lifecycle"
+        );
+        // Higher than Elasticsearch's built-in logs-*-* (100).
+        assert!(template["priority"].as_u64().unwrap() > 100, "{name}");
+    }
+}
+
+#[test]
+fn dead_letter_mapping_matches_what_fluentd_writes() {
+    let conf = read("fluentd/fluent.conf");
+    let error_label = conf.split("<label @ERROR>").nth(1).unwrap();
+    let record = error_label
+        .split("<record>")
+        .nth(1)
+        .and_then(|r| r.split("</record>").next())
+        .unwrap();
+    let removed: BTreeSet<&str> = directives(error_label, "remove_keys").into_iter().collect();
+    let written: BTreeSet<String> = record
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(|l| l.split_whitespace().next().unwrap())
+        .filter(|k| !removed.contains(k))
+        .map(str::to_owned)
+        .collect();
+    let template = json_file("elasticsearch/deadletter-meshwatch.json");
+    let mappings = &template["template"]["mappings"];
+    assert_eq!(mappings["dynamic"], false);
+    let mapped: BTreeSet<String> = mappings["properties"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .cloned()
+        .collect();
+    assert_eq!(mapped, written);
+}
+
+/// Field names a KQL query filters on (`field:value` terms).
+fn kql_fields(query: &str) -> Vec<String> {
+    query
+        .split(|c: char| c.is_whitespace() || c == '(' || c == ')')
+        .filter_map(|term| term.split_once(':').map(|(f, _)| f.to_owned()))
+        .filter(|f| !f.is_empty())
+        .collect()
+}
+
+/// Runtime field scripts read fields as doc['name'].
+fn script_fields(script: &str) -> Vec<String> {
+    script
+        .split("doc['")
+        .skip(1)
+        .filter_map(|s| s.split_once("']").map(|(f, _)| f.to_owned()))
+        .collect()
+}
+
+fn embedded_json(value: &Value) -> Value {
+    serde_json::from_str(value.as_str().unwrap_or("{}")).unwrap()
+}
+
+#[test]
+fn saved_objects_use_only_fields_the_mesh_writes() {
+    let objects: Vec<Value> = elastic::SAVED_OBJECTS
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let by_id: BTreeMap<(String, String), &Value> = objects
+        .iter()
+        .map(|o| {
+            (
+                (
+                    o["type"].as_str().unwrap().to_owned(),
+                    o["id"].as_str().unwrap().to_owned(),
+                ),
+                o,
+            )
+        })
+        .collect();
+    assert_eq!(by_id.len(), objects.len(), "duplicate saved object ids");
+
+    // Data views: one per family, each on a templated pattern, time field @timestamp.
+    let mut view_fields: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    let mut views_by_title = BTreeMap::new();
+    for view in objects.iter().filter(|o| o["type"] == "index-pattern") {
+        let attrs = &view["attributes"];
+        let title = attrs["title"].as_str().unwrap();
+        assert_eq!(attrs["timeFieldName"], "@timestamp", "{title}");
+        let family = title.split('-').next().unwrap();
+        let written = match family {
+            "deadletter" => {
+                let t = json_file("elasticsearch/deadletter-meshwatch.json");
+                t["template"]["mappings"]["properties"]
+                    .as_object()
+                    .unwrap()
+                    .keys()
+                    .cloned()
+                    .collect()
+            }
+            f => fields_of(&captured(f)),
+        };
+        let concrete = title.replace('*', "default");
+        assert_eq!(
+            templates_for(&concrete).len(),
+            1,
+            "data view {title} has no template"
+        );
+        let runtime = embedded_json(&attrs["runtimeFieldMap"]);
+        let mut known = written.clone();
+        for (name, def) in runtime.as_object().unwrap() {
+            for f in script_fields(def["script"]["source"].as_str().unwrap()) {
+                assert!(
+                    written.contains(&f),
+                    "runtime field {name} reads unwritten {f}"
+                );
+            }
+            known.insert(name.clone());
+        }
+        for f in embedded_json(&attrs["fieldFormatMap"])
+            .as_object()
+            .unwrap()
+            .keys()
+        {
+            assert!(written.contains(f), "{title} formats unwritten field {f}");
+        }
+        views_by_title.insert(title.to_owned(), view["id"].as_str().unwrap().to_owned());
+        view_fields.insert(view["id"].as_str().unwrap().to_owned(), known);
+    }
+    assert_eq!(
+        views_by_title.keys().cloned().collect::<BTreeSet<_>>(),
+        BTreeSet::from(
+            [
+                "alerts-meshwatch-*",
+                "deadletter-meshwatch-*",
+                "heartbeats-meshwatch-*",
+                "logs-meshwatch-*"
+            ]
+            .map(String::from)
+        )
+    );
+
+    // trace.id opens Discover on the "Request trace" search, filtered to that id.
+    let logs_view = by_id[&(
+        "index-pattern".to_owned(),
+        views_by_title["logs-meshwatch-*"].clone(),
+    )];
+    let formats = embedded_json(&logs_view["attributes"]["fieldFormatMap"]);
+    let template = formats["trace.id"]["params"]["urlTemplate"]
+        .as_str()
+        .unwrap();
+    assert_eq!(formats["trace.id"]["id"], "url");
+    assert!(
+        template.contains("/app/discover#/view/meshwatch-request-trace"),
+        "{template}"
+    );
+    assert!(template.contains("trace.id:%22{{value}}%22"), "{template}");
+    assert!(by_id.contains_key(&("search".to_owned(), "meshwatch-request-trace".to_owned())));
+
+    for object in &objects {
+        let kind = object["type"].as_str().unwrap();
+        let id = object["id"].as_str().unwrap();
+        // Every reference resolves inside this file.
+        for reference in object["references"].as_array().unwrap() {
+            let key = (
+                reference["type"].as_str().unwrap().to_owned(),
+                reference["id"].as_str().unwrap().to_owned(),
+            );
+            assert!(
+                by_id.contains_key(&key),
+                "{kind} {id} references missing {key:?}"
+            );
+        }
+        let view = object["references"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["type"] == "index-pattern")
+            .map(|r| r["id"].as_str().unwrap().to_owned());
+        let mut used = Vec::new();
+        let attrs = &object["attributes"];
+        if let Some(source) = attrs["kibanaSavedObjectMeta"]["searchSourceJSON"].as_str() {
+            let source: Value = serde_json::from_str(source).unwrap();
+            used.extend(kql_fields(source["query"]["query"].as_str().unwrap_or("")));
+        }
+        for column in attrs["columns"].as_array().into_iter().flatten() {
+            used.push(column.as_str().unwrap().to_owned());
+        }
+        for sort in attrs["sort"].as_array().into_iter().flatten() {
+            used.push(sort[0].as_str().unwrap().to_owned());
+        }
+        if let Some(vis) = attrs["visState"].as_str() {
+            let vis: Value = serde_json::from_str(vis).unwrap();
+            for agg in vis["aggs"].as_array().unwrap() {
+                if let Some(f) = agg["params"]["field"].as_str() {
+                    used.push(f.to_owned());
+                }
+            }
+        }
+        if used.is_empty() {
+            continue;
+        }
+        let view = view.unwrap_or_else(|| panic!("{kind} {id} uses fields but has no data view"));
+        let known = &view_fields[&view];
+        for field in used {
+            assert!(
+                known.contains(&field),
+                "{kind} {id} uses {field}, which {view} lines never have"
+            );
+        }
+    }
+
+    // The dashboard shows the panels the issue asks for.
+    let dashboard = by_id[&("dashboard".to_owned(), "meshwatch-overview".to_owned())];
+    let panels: BTreeSet<String> = dashboard["references"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["id"].as_str().unwrap().to_owned())
+        .collect();
+    for expected in [
+        "meshwatch-service-health",
+        "meshwatch-request-rate",
+        "meshwatch-error-rate",
+        "meshwatch-p99-latency",
+        "meshwatch-alerts-search",
+        "meshwatch-orders-by-status",
+    ] {
+        assert!(panels.contains(expected), "dashboard lacks {expected}");
+    }
+    let panels_json: Value =
+        serde_json::from_str(dashboard["attributes"]["panelsJSON"].as_str().unwrap()).unwrap();
+    for panel in panels_json.as_array().unwrap() {
+        let reference = format!(
+            "{}:{}",
+            panel["panelIndex"].as_str().unwrap(),
+            panel["panelRefName"].as_str().unwrap()
+        );
+        assert!(
+            dashboard["references"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|r| r["name"] == reference.as_str()),
+            "panel {reference} has no reference"
+        );
+    }
+}
+
+#[test]
+fn glob_matches_like_index_patterns() {
+    assert!(glob("logs-meshwatch-*", "logs-meshwatch-default"));
+    assert!(!glob("logs-meshwatch-*", "logs-other-default"));
+    assert!(glob("a*c*e", "abcde"));
+    assert!(!glob("a*c*e", "abcdf"));
+    assert!(glob("exact", "exact"));
+    assert!(!glob("exact", "exactly"));
+    assert!(Path::new(&root().join("tests/data/capture.sh")).exists());
+}
