@@ -140,9 +140,11 @@ impl Registry {
     }
 
     /// Records a heartbeat received at `now`, `age` old (by the sender's
-    /// clock). Returns whether it changed the verdict on its instance (a new
-    /// instance, a goodbye, a revival, ...): the caller then evaluates at
-    /// once rather than at its next tick.
+    /// clock). Returns whether it is news to publish at once rather than at
+    /// the next evaluation: a new live instance, a goodbye, a revival, a
+    /// change of readiness. A suspicion never is: a stale heartbeat replayed
+    /// at start-up is followed by fresher ones within the same catch-up, and
+    /// publishing the passing suspicion would flap every service.
     pub fn observe(
         &mut self,
         hb: &Heartbeat,
@@ -159,18 +161,20 @@ impl Registry {
             status: None,
         });
         match entry.instances.get_mut(&hb.instance_id) {
-            Some(det) => Ok(det.heartbeat(hb, now, age, &self.cfg.detector)),
+            Some(det) => {
+                let changed = det.heartbeat(hb, now, age, &self.cfg.detector);
+                Ok(changed && det.liveness(now, &self.cfg.detector) != Liveness::Suspected)
+            }
             None if at_limit => Err(RegistryError::TooManyInstances(
                 self.cfg.max_instances,
                 hb.instance_id.clone(),
             )),
             None => {
-                entry.instances.insert(
-                    hb.instance_id.clone(),
-                    InstanceDetector::new(hb, now, age, &self.cfg.detector),
-                );
+                let det = InstanceDetector::new(hb, now, age, &self.cfg.detector);
+                let news = det.liveness(now, &self.cfg.detector) != Liveness::Suspected;
+                entry.instances.insert(hb.instance_id.clone(), det);
                 self.instance_count += 1;
-                Ok(true)
+                Ok(news)
             }
         }
     }

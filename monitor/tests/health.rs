@@ -203,6 +203,34 @@ async fn a_new_instance_and_a_goodbye_are_published_at_once_without_a_tick() {
     assert_eq!(check(&mut h, "").await, Ok(Pb::Serving));
 }
 
+#[tokio::test]
+async fn a_start_up_replay_from_stale_to_fresh_does_not_flap() {
+    // No clock: what the heartbeats publish by themselves.
+    let mut h = start().await;
+    let mut order = watch(&mut h, "order").await;
+    assert_eq!(next(&mut order).await, Pb::ServiceUnknown);
+    let mut alerts = h.monitor.subscribe();
+    // The lookback replays 20 s of one instance's heartbeats at once: the
+    // oldest are stale (suspected on their own), the newest fresh.
+    for (seq, age) in (1..=20).zip((1..=20).rev()) {
+        let hb = Heartbeat {
+            timestamp: SystemTime::now() - Duration::from_secs(age),
+            service_name: "order".into(),
+            instance_id: "order-1".into(),
+            version: "0.1.0".into(),
+            status: HeartbeatStatus::Up,
+            sequence: seq,
+            interval: Duration::from_secs(1),
+            target_service: None,
+        };
+        h.monitor.heartbeat_line(hb.to_json_line().as_bytes());
+    }
+    h.monitor.tick(Instant::now());
+    // The first thing a watcher sees is SERVING; no NOT_SERVING alert was raised.
+    assert_eq!(next(&mut order).await, Pb::Serving);
+    assert!(alerts.try_recv().is_err(), "no status alert expected");
+}
+
 /// Spawns a task that records every message of `stream` with its arrival time.
 fn record(mut stream: Streaming<HealthCheckResponse>) -> Arc<Mutex<Vec<(Instant, Pb)>>> {
     let seen = Arc::new(Mutex::new(Vec::new()));
