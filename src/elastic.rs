@@ -168,24 +168,38 @@ where
     Fut: std::future::Future<Output = Result<Probe, ElasticError>>,
 {
     let started = tokio::time::Instant::now();
+    // Attempts and total time are both bounded: a server that accepts
+    // connections but never answers cannot stretch the wait.
+    let budget = retry.interval * retry.attempts.max(1);
+    let deadline = started + budget;
     let mut last = String::from("no attempt made");
-    for attempt in 1..=retry.attempts.max(1) {
-        match probe().await? {
-            Probe::Ready => return Ok(()),
-            Probe::NotYet(why) => last = why,
+    let mut attempts = 0;
+    while attempts < retry.attempts.max(1) {
+        attempts += 1;
+        let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
+        match tokio::time::timeout(remaining.max(MIN_PROBE_TIME), probe()).await {
+            Ok(answer) => match answer? {
+                Probe::Ready => return Ok(()),
+                Probe::NotYet(why) => last = why,
+            },
+            Err(_) => last = format!("no answer within {:?}", remaining.max(MIN_PROBE_TIME)),
         }
-        if attempt < retry.attempts {
-            tokio::time::sleep(retry.interval).await;
+        if attempts >= retry.attempts || tokio::time::Instant::now() >= deadline {
+            break;
         }
+        tokio::time::sleep(retry.interval).await;
     }
     Err(ElasticError::NotReady {
         what,
         url: url.to_owned(),
-        attempts: retry.attempts.max(1),
+        attempts,
         waited: started.elapsed(),
         last,
     })
 }
+
+/// Even the last attempt gets this long to answer.
+const MIN_PROBE_TIME: Duration = Duration::from_secs(1);
 
 fn parse_url(what: &'static str, url: &str) -> Result<Url, ElasticError> {
     let bad = |reason: String| ElasticError::Url {
@@ -616,5 +630,27 @@ mod tests {
         assert_eq!(calls, 3);
         assert!(err.to_string().contains("after 3 attempts"), "{err}");
         assert!(err.to_string().contains("starting"), "{err}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_server_that_never_answers_cannot_stretch_the_wait() {
+        let started = tokio::time::Instant::now();
+        let err = wait_until(
+            "Kibana",
+            "http://x",
+            Retry {
+                attempts: 100,
+                interval: Duration::from_secs(2),
+            },
+            || std::future::pending::<Result<Probe, ElasticError>>(),
+        )
+        .await
+        .unwrap_err();
+        assert!(
+            started.elapsed() <= Duration::from_secs(201),
+            "{:?}",
+            started.elapsed()
+        );
+        assert!(err.to_string().contains("no answer within"), "{err}");
     }
 }
