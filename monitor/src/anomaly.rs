@@ -227,6 +227,9 @@ impl Bucket {
 struct Firing {
     id: String,
     started_at: SystemTime,
+    /// The firing's example trace ids: a recovery repeats them, as the
+    /// evidence of the incident it closes (its own window may have none).
+    examples: Vec<String>,
 }
 
 #[derive(Debug)]
@@ -348,6 +351,7 @@ impl AnomalyDetector {
             match &w.error_alert {
                 None if stats.error_rate > threshold => {
                     let at = SystemTime::now();
+                    let examples = w.error_examples(first, current);
                     let id = alert_id(AlertKind::ErrorRate, service, at);
                     alerts.push(Alert {
                         id: id.clone(),
@@ -364,11 +368,15 @@ impl AnomalyDetector {
                         baseline: base,
                         threshold,
                         requests: stats.requests,
-                        example_trace_ids: w.error_examples(first, current),
+                        example_trace_ids: examples.clone(),
                         started_at: at,
                         at,
                     });
-                    w.error_alert = Some(Firing { id, started_at: at });
+                    w.error_alert = Some(Firing {
+                        id,
+                        started_at: at,
+                        examples,
+                    });
                 }
                 Some(firing) if stats.error_rate <= resolve_below => {
                     alerts.push(Alert {
@@ -385,7 +393,7 @@ impl AnomalyDetector {
                         baseline: base,
                         threshold,
                         requests: stats.requests,
-                        example_trace_ids: w.error_examples(first, current),
+                        example_trace_ids: firing.examples.clone(),
                         started_at: firing.started_at,
                         at: SystemTime::now(),
                     });
@@ -405,6 +413,7 @@ impl AnomalyDetector {
                 match &w.latency_alert {
                     None if stats.p99_ms > threshold => {
                         let at = SystemTime::now();
+                        let examples = w.slow_examples(first, current);
                         let id = alert_id(AlertKind::Latency, service, at);
                         alerts.push(Alert {
                             id: id.clone(),
@@ -420,11 +429,15 @@ impl AnomalyDetector {
                             baseline: base,
                             threshold,
                             requests: stats.requests,
-                            example_trace_ids: w.slow_examples(first, current),
+                            example_trace_ids: examples.clone(),
                             started_at: at,
                             at,
                         });
-                        w.latency_alert = Some(Firing { id, started_at: at });
+                        w.latency_alert = Some(Firing {
+                            id,
+                            started_at: at,
+                            examples,
+                        });
                     }
                     Some(firing) if stats.p99_ms <= resolve_below => {
                         alerts.push(Alert {
@@ -441,7 +454,7 @@ impl AnomalyDetector {
                             baseline: base,
                             threshold,
                             requests: stats.requests,
-                            example_trace_ids: w.slow_examples(first, current),
+                            example_trace_ids: firing.examples.clone(),
                             started_at: firing.started_at,
                             at: SystemTime::now(),
                         });

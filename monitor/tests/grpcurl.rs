@@ -18,7 +18,7 @@ fn heartbeat(seq: u64, status: HeartbeatStatus) -> String {
         version: "0.1.0".into(),
         status,
         sequence: seq,
-        interval: Duration::from_millis(200),
+        interval: Duration::from_secs(5),
         target_service: None,
     }
     .to_json_line()
@@ -101,19 +101,23 @@ async fn grpcurl_watch_prints_the_transitions() {
     )
     .await;
 
-    for seq in 1..=5 {
-        testkit::produce(
-            &broker,
-            &heartbeats,
-            &[(Some("inventory-1"), &heartbeat(seq, HeartbeatStatus::Up))],
-        )
-        .await;
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    // One heartbeat announcing a long interval: SERVING, with no silence
+    // bound a loaded machine could overrun before the goodbye below.
     testkit::produce(
         &broker,
         &heartbeats,
-        &[(Some("inventory-1"), &heartbeat(6, HeartbeatStatus::Down))],
+        &[(Some("inventory-1"), &heartbeat(1, HeartbeatStatus::Up))],
+    )
+    .await;
+    testkit::wait_for(Duration::from_secs(10), "grpcurl to print SERVING", || {
+        (statuses(&printed) == ["SERVICE_UNKNOWN", "SERVING"]).then_some(())
+    })
+    .await;
+    // A graceful goodbye: NOT_SERVING at once.
+    testkit::produce(
+        &broker,
+        &heartbeats,
+        &[(Some("inventory-1"), &heartbeat(2, HeartbeatStatus::Down))],
     )
     .await;
     testkit::wait_for(

@@ -2,6 +2,7 @@
 //! silence → NOT_SERVING on an open Watch, an error burst in the logs → an
 //! alert on the alerts topic and on the gRPC stream, then its recovery.
 
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use meshwatch::heartbeat::{Heartbeat, HeartbeatStatus};
@@ -104,16 +105,24 @@ fn access_line(service: &str, code: i32, n: u64) -> String {
     )
 }
 
-async fn next_status(
-    stream: &mut tonic::Streaming<meshwatch::proto::health::v1::HealthCheckResponse>,
-    within: Duration,
-) -> Pb {
-    tokio::time::timeout(within, stream.message())
-        .await
-        .expect("a Watch update in time")
-        .expect("stream healthy")
-        .expect("stream open")
-        .status()
+/// Spawns a task that records every message of a Watch with its arrival time.
+fn record(
+    mut stream: tonic::Streaming<meshwatch::proto::health::v1::HealthCheckResponse>,
+) -> Arc<Mutex<Vec<(Instant, Pb)>>> {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let sink = Arc::clone(&seen);
+    tokio::spawn(async move {
+        while let Ok(Some(msg)) = stream.message().await {
+            sink.lock()
+                .expect("lock")
+                .push((Instant::now(), msg.status()));
+        }
+    });
+    seen
+}
+
+fn statuses(seen: &Mutex<Vec<(Instant, Pb)>>) -> Vec<Pb> {
+    seen.lock().expect("lock").iter().map(|e| e.1).collect()
 }
 
 async fn next_alert(stream: &mut tonic::Streaming<pb::Alert>, within: Duration) -> pb::Alert {
@@ -143,20 +152,25 @@ async fn heartbeats_make_a_service_serving_and_silence_not_serving() {
 
     let (url, shutdown) = mesh.start_monitor(AnomalyConfig::default()).await;
     let mut health = HealthClient::connect(url.clone()).await.expect("connect");
-    let mut watch = health
+    let watch = health
         .watch(HealthCheckRequest {
             service: "order".into(),
         })
         .await
         .expect("watch")
         .into_inner();
-    assert_eq!(
-        next_status(&mut watch, Duration::from_secs(5)).await,
-        Pb::ServiceUnknown
-    );
+    let seen = record(watch);
+    testkit::wait_for(
+        Duration::from_secs(5),
+        "SERVICE_UNKNOWN on the Watch",
+        || (statuses(&seen) == [Pb::ServiceUnknown]).then_some(()),
+    )
+    .await;
 
+    let mut ticker = tokio::time::interval(HEARTBEAT);
     let mut last_sent = Instant::now();
     for seq in 1..=15 {
+        ticker.tick().await;
         mesh.send(
             &mesh.heartbeats,
             "order-1",
@@ -165,18 +179,28 @@ async fn heartbeats_make_a_service_serving_and_silence_not_serving() {
         )
         .await;
         last_sent = Instant::now();
-        tokio::time::sleep(HEARTBEAT).await;
     }
+    // Stopped: the last update is NOT_SERVING, after the last heartbeat was
+    // acknowledged, within the hard bound (3 × 200 ms + 250 ms) plus delivery.
+    // (A broker or machine stalled for longer than the bound while the
+    // heartbeats were still coming may show an earlier NOT_SERVING/SERVING
+    // pair; steadiness is the detector unit tests' business.)
+    let detected_at = testkit::wait_for(
+        Duration::from_secs(10),
+        "NOT_SERVING after the heartbeats stop",
+        || match seen.lock().expect("lock").last() {
+            Some(&(at, Pb::NotServing)) if at > last_sent => Some(at),
+            _ => None,
+        },
+    )
+    .await;
     assert_eq!(
-        next_status(&mut watch, Duration::from_secs(10)).await,
-        Pb::Serving
+        statuses(&seen)[..2],
+        [Pb::ServiceUnknown, Pb::Serving],
+        "{:?}",
+        statuses(&seen)
     );
-    // Stopped: NOT_SERVING within the hard bound (3 × 200 ms + 250 ms) plus delivery.
-    assert_eq!(
-        next_status(&mut watch, Duration::from_secs(10)).await,
-        Pb::NotServing
-    );
-    let detected = last_sent.elapsed();
+    let detected = detected_at - last_sent;
     assert!(detected < Duration::from_millis(850 + 1000), "{detected:?}");
 
     // The heartbeat from an hour ago was skipped.
@@ -207,10 +231,12 @@ async fn heartbeats_make_a_service_serving_and_silence_not_serving() {
     assert_eq!(order.status(), pb::ServingStatus::NotServing);
     assert_eq!(order.instances[0].state(), pb::InstanceState::Suspected);
     assert_eq!(order.instances[0].last_sequence, 15);
-    // At 200 ms heartbeats the hard bound (850 ms) strikes before phi reaches 8.
+    // At 200 ms heartbeats the hard bound (850 ms) strikes before phi reaches 8;
+    // phi is reported all the same.
     let age = order.instances[0].last_heartbeat_age.expect("age");
     assert!(age.seconds > 0 || age.nanos >= 850_000_000, "{age:?}");
-    assert!(order.instances[0].phi > 1.0, "{}", order.instances[0].phi);
+    let phi = order.instances[0].phi;
+    assert!(phi.is_finite() && phi > 0.0, "{phi}");
     assert_eq!(list.mesh_status(), pb::ServingStatus::NotServing);
 
     // The status change went to the alerts topic too.

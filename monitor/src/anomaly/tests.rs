@@ -76,6 +76,8 @@ async fn error_burst_alerts_then_recovers() {
     assert_eq!(alerts[0].state, AlertState::Resolved);
     assert_eq!(alerts[0].id, fired.id);
     assert_eq!(alerts[0].started_at, fired.started_at);
+    // The recovery carries the incident's evidence, whatever its own window holds.
+    assert_eq!(alerts[0].example_trace_ids, fired.example_trace_ids);
 }
 
 #[tokio::test(start_paused = true)]
