@@ -642,7 +642,7 @@ mod tests {
                 attempts: 100,
                 interval: Duration::from_secs(2),
             },
-            || std::future::pending::<Result<Probe, ElasticError>>(),
+            std::future::pending::<Result<Probe, ElasticError>>,
         )
         .await
         .unwrap_err();
