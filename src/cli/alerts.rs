@@ -18,7 +18,10 @@ pub struct AlertsArgs {
     /// Only alerts of this service.
     #[arg(long, default_value = "")]
     pub service: String,
-    /// Exit after this many alerts.
+    /// Only alerts of these kinds (repeatable): error_rate, latency, status_change.
+    #[arg(long = "kind", value_parser = ["error_rate", "latency", "status_change"])]
+    pub kinds: Vec<String>,
+    /// Exit after this many alerts (after the filters).
     #[arg(long)]
     pub count: Option<usize>,
     /// Exit (with status 1) when the stream stayed silent this long.
@@ -84,6 +87,9 @@ pub(crate) async fn run(args: AlertsArgs, json: bool, style: Style) -> Result<Ex
             Ok(None) => return Ok(ExitCode::SUCCESS),
             Err(s) => return Err(CliError::rpc("monitor", &s)),
         };
+        if !args.kinds.is_empty() && !args.kinds.iter().any(|k| k == kind_name(alert.kind)) {
+            continue;
+        }
         seen += 1;
         let mut out = std::io::stdout().lock();
         if json {

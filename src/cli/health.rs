@@ -45,12 +45,28 @@ fn age(d: Option<&prost_types::Duration>) -> String {
     )
 }
 
+/// phi with two decimals; past 999 (certain death) just `>999`.
+fn phi(v: f64) -> String {
+    if v.is_finite() && v < 999.0 {
+        format!("{v:.2}")
+    } else {
+        ">999".to_owned()
+    }
+}
+
 /// The table of services and instances.
 pub(crate) fn render(resp: &pb::ListServicesResponse, style: Style) -> String {
+    let width = resp
+        .services
+        .iter()
+        .map(|s| s.name.chars().count())
+        .chain(std::iter::once(16))
+        .max()
+        .unwrap_or(16);
     let mut out = format!("mesh: {}\n", style.level(status_name(resp.mesh_status)));
     out.push_str(&style.bold(&format!(
         "{}  {}  {}  {:<9}  {:>8}  {:>6}\n",
-        output::pad("SERVICE", 16),
+        output::pad("SERVICE", width),
         output::pad("STATUS", 11),
         output::pad("INSTANCE", 30),
         "STATE",
@@ -60,7 +76,7 @@ pub(crate) fn render(resp: &pb::ListServicesResponse, style: Style) -> String {
     for svc in &resp.services {
         let status = style.level(&output::pad(status_name(svc.status), 11));
         if svc.instances.is_empty() {
-            out.push_str(&format!("{}  {status}\n", output::pad(&svc.name, 16)));
+            out.push_str(&format!("{}  {status}\n", output::pad(&svc.name, width)));
         }
         for (i, inst) in svc.instances.iter().enumerate() {
             let (name, status) = if i == 0 {
@@ -69,12 +85,12 @@ pub(crate) fn render(resp: &pb::ListServicesResponse, style: Style) -> String {
                 ("", " ".repeat(11))
             };
             out.push_str(&format!(
-                "{}  {status}  {}  {}  {:>8}  {:>6.2}\n",
-                output::pad(name, 16),
+                "{}  {status}  {}  {}  {:>8}  {:>6}\n",
+                output::pad(name, width),
                 output::pad(&inst.instance_id, 30),
                 style.level(&format!("{:<9}", state_name(inst.state))),
                 age(inst.last_heartbeat_age.as_ref()),
-                inst.phi
+                phi(inst.phi)
             ));
         }
     }
@@ -93,7 +109,7 @@ fn to_json(resp: &pb::ListServicesResponse) -> serde_json::Value {
                 "version": i.version,
                 "state": state_name(i.state),
                 "last_heartbeat_age_s": i.last_heartbeat_age.as_ref().map(|d| d.seconds as f64 + f64::from(d.nanos) / 1e9),
-                "phi": i.phi,
+                "phi": if i.phi.is_finite() { json!(i.phi) } else { json!(null) },
                 "last_sequence": i.last_sequence,
             })).collect::<Vec<_>>(),
         })).collect::<Vec<_>>(),
