@@ -29,6 +29,9 @@ pub const DEFAULT_ORDER: &str = "http://127.0.0.1:50051";
 /// Default monitor address.
 pub const DEFAULT_MONITOR: &str = "http://127.0.0.1:50050";
 
+/// Exit code for bad flags (EX_USAGE).
+pub const USAGE: u8 = 64;
+
 /// Errors of meshctl commands; each says what to check.
 #[derive(Debug, thiserror::Error)]
 pub enum CliError {
@@ -61,6 +64,14 @@ pub enum CliError {
 }
 
 impl CliError {
+    /// 64 (EX_USAGE) for a bad flag value, 1 for everything else.
+    pub fn exit_code(&self) -> ExitCode {
+        match self {
+            CliError::Flag { .. } => ExitCode::from(USAGE),
+            _ => ExitCode::FAILURE,
+        }
+    }
+
     pub(crate) fn rpc(what: &'static str, status: &tonic::Status) -> Self {
         Self::Rpc {
             what,
