@@ -18,6 +18,22 @@ pub struct HealthArgs {
     /// Wait until the whole mesh is SERVING, at most this long; exit 1 if it never is.
     #[arg(long, value_parser = super::parse_duration)]
     pub wait_serving: Option<Duration>,
+    /// With --wait-serving: also wait until this service is known and SERVING
+    /// (repeatable). The whole mesh is SERVING as soon as every service seen so
+    /// far is, which at start-up may be before all of them have reported.
+    #[arg(long = "require", value_name = "SERVICE")]
+    pub require: Vec<String>,
+}
+
+/// True when the mesh and every `required` service are SERVING.
+fn ready(resp: &pb::ListServicesResponse, required: &[String]) -> bool {
+    let serving = pb::ServingStatus::Serving as i32;
+    resp.mesh_status == serving
+        && required.iter().all(|name| {
+            resp.services
+                .iter()
+                .any(|s| &s.name == name && s.status == serving)
+        })
 }
 
 fn status_name(status: i32) -> &'static str {
@@ -130,9 +146,7 @@ pub(crate) async fn run(args: HealthArgs, json: bool, style: Style) -> Result<Ex
         .await;
         match (attempt, deadline) {
             (Ok(resp), None) => break resp,
-            (Ok(resp), Some(_)) if resp.mesh_status == pb::ServingStatus::Serving as i32 => {
-                break resp
-            }
+            (Ok(resp), Some(_)) if ready(&resp, &args.require) => break resp,
             (Ok(resp), Some(d)) if tokio::time::Instant::now() >= d => {
                 print(&resp, json, style)?;
                 return Ok(ExitCode::FAILURE);
@@ -159,6 +173,30 @@ fn print(resp: &pb::ListServicesResponse, json: bool, style: Style) -> Result<()
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn required_services_must_be_known_and_serving() {
+        let serving = pb::ServingStatus::Serving as i32;
+        let svc = |name: &str, status| pb::ServiceStatus {
+            name: name.into(),
+            status,
+            ..Default::default()
+        };
+        let mut resp = pb::ListServicesResponse {
+            mesh_status: serving,
+            services: vec![svc("order", serving)],
+        };
+        let req = vec!["order".to_owned(), "payment".to_owned()];
+        assert!(ready(&resp, &[]));
+        assert!(!ready(&resp, &req), "payment not seen yet");
+        resp.services
+            .push(svc("payment", pb::ServingStatus::NotServing as i32));
+        assert!(!ready(&resp, &req));
+        resp.services[1].status = serving;
+        assert!(ready(&resp, &req));
+        resp.mesh_status = pb::ServingStatus::NotServing as i32;
+        assert!(!ready(&resp, &req));
+    }
 
     #[test]
     fn table_lists_services_and_instances() {
