@@ -4,12 +4,13 @@
 //! hysteresis. Time is `tokio::time::Instant` (arrival time at the monitor),
 //! so tests drive it with paused time.
 //!
-//! What counts as a request: a line with `rpc.method`. What counts as a
-//! server error: `rpc.grpc.status_code` UNKNOWN (2), DEADLINE_EXCEEDED (4),
+//! What counts as a request: an access line, i.e. a line with
+//! `rpc.grpc.status_code` (the runtime writes exactly one per RPC; the other
+//! lines of a request also carry `rpc.method` from the request span, so
+//! `rpc.method` alone would count a request several times). A server error: `rpc.grpc.status_code` UNKNOWN (2), DEADLINE_EXCEEDED (4),
 //! INTERNAL (13), UNAVAILABLE (14) or DATA_LOSS (15), as a number or a name.
 //! Other codes (INVALID_ARGUMENT, NOT_FOUND, FAILED_PRECONDITION, ...) are the
 //! caller's fault or normal outcomes (a declined payment) and do not count.
-//! Only a request line without a status code falls back to `log.level: error`.
 
 use std::borrow::Cow;
 use std::collections::{HashMap, VecDeque};
@@ -139,19 +140,14 @@ pub struct Request<'a> {
     pub trace_id: Option<Cow<'a, str>>,
 }
 
-/// Reads a request from one JSON line; `None` for anything that is not a
-/// request line (no `rpc.method` or no `service.name`) or not JSON.
+/// Reads a request from one JSON line; `None` for anything that is not an
+/// access line (no `rpc.grpc.status_code` or no `service.name`) or not JSON.
 pub fn parse_request(line: &[u8]) -> Option<Request<'_>> {
     let raw: RawLine<'_> = serde_json::from_slice(line).ok()?;
-    raw.method?;
     let service = raw.service.filter(|s| !s.is_empty())?;
-    let server_error = match &raw.status {
-        Some(StatusCode::Number(code)) => is_server_error_code(*code),
-        Some(StatusCode::Name(name)) => is_server_error_name(name),
-        None => raw
-            .level
-            .as_deref()
-            .is_some_and(|l| l.eq_ignore_ascii_case("error")),
+    let server_error = match raw.status? {
+        StatusCode::Number(code) => is_server_error_code(code),
+        StatusCode::Name(name) => is_server_error_name(&name),
     };
     let duration = raw
         .duration_ns
