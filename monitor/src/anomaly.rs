@@ -119,12 +119,8 @@ enum StatusCode<'a> {
 struct RawLine<'a> {
     #[serde(rename = "service.name", borrow)]
     service: Option<Cow<'a, str>>,
-    #[serde(rename = "rpc.method", borrow)]
-    method: Option<Cow<'a, str>>,
     #[serde(rename = "rpc.grpc.status_code", borrow)]
     status: Option<StatusCode<'a>>,
-    #[serde(rename = "log.level", borrow)]
-    level: Option<Cow<'a, str>>,
     #[serde(rename = "event.duration")]
     duration_ns: Option<f64>,
     #[serde(rename = "trace.id", borrow)]
