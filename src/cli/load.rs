@@ -134,12 +134,18 @@ impl LoadReport {
             self.latency_us.max() as f64 / 1000.0
         ));
         for (label, n) in &self.outcomes {
-            out.push_str(&format!("  outcome    {:<20} {n}\n", style.level(label)));
+            out.push_str(&format!(
+                "  outcome    {} {n}\n",
+                style.paint(
+                    if label == "CONFIRMED" { "32" } else { "33" },
+                    &super::output::pad(label, 20)
+                )
+            ));
         }
         for (code, n) in &self.errors {
             out.push_str(&format!(
-                "  error      {:<20} {n}\n",
-                style.level(&format!("error {code}"))
+                "  error      {} {n}\n",
+                style.paint("31", &super::output::pad(code, 20))
             ));
         }
         out
