@@ -80,6 +80,28 @@ pub fn numbers(records: &[Record]) -> Vec<u64> {
         .collect()
 }
 
+/// A `read_topic` stop condition: every `test.n` in `0..total` has arrived.
+/// Incremental (it looks at each record once): the reader calls it after every poll.
+pub fn has_all_below(total: u64) -> impl Fn(&[Record]) -> bool + Send + 'static {
+    let state = Mutex::new((0usize, vec![false; total as usize], 0u64));
+    move |records: &[Record]| {
+        let mut guard = state.lock().expect("predicate lock");
+        let (done, seen, count) = &mut *guard;
+        for r in &records[*done..] {
+            let n = serde_json::from_slice::<serde_json::Value>(&r.payload)
+                .ok()
+                .and_then(|v| v.get("test.n").and_then(serde_json::Value::as_u64));
+            if let Some(n) = n.filter(|n| *n < total) {
+                if !std::mem::replace(&mut seen[n as usize], true) {
+                    *count += 1;
+                }
+            }
+        }
+        *done = records.len();
+        *count >= total
+    }
+}
+
 /// Count of distinct `test.n` values below `total`.
 pub fn distinct_below(records: &[Record], total: u64) -> usize {
     let mut seen = vec![false; total as usize];
@@ -99,12 +121,19 @@ pub fn assert_all_arrived(records: &[Record], total: u64) -> usize {
         *counts.entry(n).or_default() += 1;
     }
     let missing: Vec<u64> = (0..total).filter(|n| !counts.contains_key(n)).collect();
-    assert!(
-        missing.is_empty(),
-        "{} of {total} lines missing, first: {:?}",
-        missing.len(),
-        &missing[..missing.len().min(10)]
-    );
+    if !missing.is_empty() {
+        let mut per_partition: std::collections::BTreeMap<i32, (usize, i64)> = Default::default();
+        for r in records {
+            let e = per_partition.entry(r.partition).or_insert((0, -1));
+            e.0 += 1;
+            e.1 = e.1.max(r.offset);
+        }
+        panic!(
+            "{} of {total} lines missing, first: {:?}; read per partition (count, last offset): {per_partition:?}",
+            missing.len(),
+            &missing[..missing.len().min(10)]
+        );
+    }
     counts.values().filter(|c| **c > 1).count()
 }
 
@@ -326,4 +355,55 @@ pub fn kafka_args<'a>(bootstrap: &'a str, logs: &'a str, hb: &'a str) -> Vec<&'a
         "--heartbeats-topic",
         hb,
     ]
+}
+
+const SENTINEL: &str = "meshwatch-test-sentinel";
+
+/// Everything in `topic` now: puts a sentinel record at the end of every
+/// partition, reads from offset 0 until all sentinels are seen (so nothing
+/// produced before is missed and no timeout needs guessing), and returns the
+/// records without the sentinels.
+pub async fn read_all(bootstrap: &str, topic: &str, timeout: Duration) -> Vec<Record> {
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+    let partitions = meshwatch::kafka::partition_count(bootstrap, topic, Duration::from_secs(10))
+        .await
+        .expect("topic metadata")
+        .expect("topic exists");
+    let producer: FutureProducer = meshwatch::kafka::client_config(bootstrap)
+        .set("message.timeout.ms", "20000")
+        .create()
+        .expect("sentinel producer");
+    for p in 0..partitions {
+        producer
+            .send(
+                FutureRecord::<str, str>::to(topic)
+                    .partition(p)
+                    .payload(SENTINEL),
+                Duration::from_secs(20),
+            )
+            .await
+            .expect("producing a sentinel");
+    }
+    let want = partitions as usize;
+    let state = Mutex::new((0usize, 0usize));
+    let records = testkit::read_topic(bootstrap, topic, timeout, move |r: &[Record]| {
+        let mut guard = state.lock().expect("predicate lock");
+        let (done, seen) = &mut *guard;
+        *seen += r[*done..]
+            .iter()
+            .filter(|r| r.payload == SENTINEL.as_bytes())
+            .count();
+        *done = r.len();
+        *seen >= want
+    })
+    .await;
+    let seen = records
+        .iter()
+        .filter(|r| r.payload == SENTINEL.as_bytes())
+        .count();
+    assert_eq!(seen, want, "read {topic} to its end within {timeout:?}");
+    records
+        .into_iter()
+        .filter(|r| r.payload != SENTINEL.as_bytes())
+        .collect()
 }

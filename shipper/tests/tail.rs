@@ -1,0 +1,348 @@
+//! Tail mode against the real broker: exactly-once counting, rotation while
+//! writing at full speed, kill -9 and restart of the real binary.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::*;
+use meshwatch::testkit;
+use meshwatch_shipper::Input;
+
+const HAPPY_LINES: u64 = 100_000;
+const INSTANCES: u64 = 4;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hundred_thousand_lines_arrive_exactly_once_in_order_per_key() {
+    let broker = testkit::kafka().await;
+    let (logs, hb) = topics(&broker, "tail-exact", 3).await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("order.log");
+    let mut w = BufWriter::new(File::create(&path).unwrap());
+    for n in 0..HAPPY_LINES {
+        writeln!(w, "{}", numbered_line(n, INSTANCES)).unwrap();
+    }
+    w.flush().unwrap();
+    drop(w);
+    let data = dir.path().join("data");
+    let (tx, handle) = start(config(
+        Input::File(path.clone()),
+        &broker,
+        &data,
+        &logs,
+        &hb,
+    ));
+
+    // Done when the checkpoint (moved only by Kafka's acknowledgements) is at the end.
+    let len = fs::metadata(&path).unwrap().len();
+    let cp_file = data.join(meshwatch_shipper::CHECKPOINT_FILE);
+    testkit::wait_for(
+        Duration::from_secs(120),
+        "the checkpoint at the end",
+        || {
+            meshwatch_shipper::checkpoint::load(&cp_file)
+                .ok()
+                .flatten()
+                .filter(|cp| cp.offset == len)
+        },
+    )
+    .await;
+    assert_eq!(stop(tx, handle).await, 0);
+    let records = read_all(&broker, &logs, Duration::from_secs(120)).await;
+    let dups = assert_all_arrived(&records, HAPPY_LINES);
+    assert_eq!(dups, 0, "no line twice on the happy path");
+    assert_eq!(records.len() as u64, HAPPY_LINES);
+    assert_order_per_key(&records);
+    let keys: std::collections::HashSet<_> = records.iter().map(|r| r.key.clone()).collect();
+    assert_eq!(keys.len() as u64, INSTANCES, "keyed by service.instance.id");
+
+    let first = records
+        .iter()
+        .find(|r| numbers(std::slice::from_ref(r)) == [0])
+        .unwrap()
+        .json();
+    assert_eq!(first["host.name"], "test-host");
+    assert_eq!(first["log.file.path"], path.display().to_string());
+    assert_eq!(first["log.offset"], 0);
+    assert!(first["event.ingested"].is_string());
+
+    // The checkpoint reached the end of the file.
+    let cp = meshwatch_shipper::checkpoint::load(&data.join(meshwatch_shipper::CHECKPOINT_FILE))
+        .unwrap()
+        .unwrap();
+    assert_eq!(cp.offset, fs::metadata(&path).unwrap().len());
+
+    // Our own heartbeats went to the heartbeats topic, with the served service.
+    let beats = testkit::read_topic(&broker, &hb, Duration::from_secs(10), |r| !r.is_empty()).await;
+    let beat = beats.first().expect("a shipper heartbeat").json();
+    assert_eq!(beat["service.name"], "shipper");
+    assert_eq!(beat["heartbeat.target_service"], "order");
+    assert_eq!(beat["event.dataset"], "meshwatch.heartbeat");
+}
+
+/// A writer at full speed whose file is rotated under a lock (the rotation
+/// itself is atomic with respect to writes, as logrotate's window is not ours).
+struct Writer {
+    path: PathBuf,
+    file: Mutex<File>,
+}
+
+impl Writer {
+    fn open(path: &Path) -> File {
+        OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .unwrap()
+    }
+
+    fn rename_rotate(&self, n: usize) {
+        let mut f = self.file.lock().unwrap();
+        fs::rename(&self.path, self.path.with_extension(format!("log.{n}"))).unwrap();
+        *f = Self::open(&self.path);
+    }
+
+    fn copytruncate(&self, n: usize) {
+        let f = self.file.lock().unwrap();
+        fs::copy(&self.path, self.path.with_extension(format!("log.{n}"))).unwrap();
+        f.set_len(0).unwrap();
+    }
+}
+
+/// Blocks (bounded) until the shipper has acknowledged half of the current
+/// generation of `path`. Rotations then happen while the tail is mid-file and
+/// the writer goes on at full speed; the tail is never more than one rotation
+/// behind (a rotated file is finished by its open handle or found again by its
+/// identity; generations rotated away before the tail ever opened them are not).
+fn wait_until_mid_file(path: &Path, checkpoint: &Path) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let len = fs::metadata(path).unwrap().len();
+        let on_it = meshwatch_shipper::checkpoint::load(checkpoint)
+            .ok()
+            .flatten()
+            .zip(File::open(path).ok())
+            .is_some_and(|(cp, f)| cp.file.matches(&f).unwrap_or(false) && cp.offset >= len / 2);
+        if on_it {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the shipper did not reach the middle of {}",
+            path.display()
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rename_and_copytruncate_rotation_at_full_speed_lose_nothing() {
+    const TOTAL: u64 = 60_000;
+    let broker = testkit::kafka().await;
+    let (logs, hb) = topics(&broker, "tail-rotate", 3).await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("order.log");
+    let writer = Arc::new(Writer {
+        path: path.clone(),
+        file: Mutex::new(Writer::open(&path)),
+    });
+    let data = dir.path().join("data");
+    let cp_file = data.join(meshwatch_shipper::CHECKPOINT_FILE);
+    let (tx, handle) = start(config(
+        Input::File(path.clone()),
+        &broker,
+        &data,
+        &logs,
+        &hb,
+    ));
+
+    let w = writer.clone();
+    let writing = std::thread::spawn(move || {
+        let mut rotations = 0;
+        for n in 0..TOTAL {
+            {
+                let mut f = w.file.lock().unwrap();
+                f.write_all(format!("{}\n", numbered_line(n, INSTANCES)).as_bytes())
+                    .unwrap();
+            }
+            if n > 0 && n % 7_500 == 0 {
+                wait_until_mid_file(&w.path, &cp_file);
+                rotations += 1;
+                if rotations % 2 == 1 {
+                    w.rename_rotate(rotations);
+                } else {
+                    w.copytruncate(rotations);
+                }
+            }
+        }
+        rotations
+    });
+    let rotations = tokio::task::spawn_blocking(move || writing.join().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(rotations, 7);
+
+    let records = testkit::read_topic(
+        &broker,
+        &logs,
+        Duration::from_secs(120),
+        has_all_below(TOTAL),
+    )
+    .await;
+    assert_eq!(stop(tx, handle).await, 0);
+    drop(records);
+    let records = read_all(&broker, &logs, Duration::from_secs(60)).await;
+    let dups = assert_all_arrived(&records, TOTAL);
+    // No restart happened, so nothing was unacknowledged and re-read.
+    assert_eq!(dups, 0, "duplicates without a restart");
+    assert_order_per_key(&records);
+}
+
+fn spawn_binary(
+    path: &Path,
+    data: &Path,
+    broker: &str,
+    logs: &str,
+    hb: &str,
+) -> std::process::Child {
+    Command::new(env!("CARGO_BIN_EXE_shipper"))
+        .args(["--file", path.to_str().unwrap()])
+        .args(["--data-dir", data.to_str().unwrap()])
+        .args([
+            "--kafka-bootstrap",
+            broker,
+            "--logs-topic",
+            logs,
+            "--heartbeats-topic",
+            hb,
+        ])
+        .args([
+            "--checkpoint-ms",
+            "100",
+            "--poll-ms",
+            "10",
+            "--stats-ms",
+            "0",
+            "--window-records",
+            "5000",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("starting the shipper binary")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_mid_stream_and_restart_loses_nothing() {
+    const TOTAL: u64 = 100_000;
+    let broker = testkit::kafka().await;
+    let (logs, hb) = topics(&broker, "tail-kill", 3).await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("order.log");
+    let data = dir.path().join("data");
+    let mut w = BufWriter::new(File::create(&path).unwrap());
+    for n in 0..TOTAL {
+        writeln!(w, "{}", numbered_line(n, INSTANCES)).unwrap();
+    }
+    drop(w);
+
+    let mut first = spawn_binary(&path, &data, &broker, &logs, &hb);
+    // Mid-stream: some lines shipped, far from all.
+    let partial = testkit::read_topic(&broker, &logs, Duration::from_secs(60), |r| {
+        r.len() >= 10_000
+    })
+    .await;
+    first.kill().unwrap(); // SIGKILL
+    first.wait().unwrap();
+    assert!(partial.len() >= 10_000, "the first run shipped some lines");
+    let cp_file = data.join(meshwatch_shipper::CHECKPOINT_FILE);
+    let cp = meshwatch_shipper::checkpoint::load(&cp_file)
+        .unwrap()
+        .expect("a checkpoint was written");
+    assert!(
+        cp.offset < fs::metadata(&path).unwrap().len(),
+        "killed mid-stream"
+    );
+
+    let mut second = spawn_binary(&path, &data, &broker, &logs, &hb);
+    let records = testkit::read_topic(
+        &broker,
+        &logs,
+        Duration::from_secs(180),
+        has_all_below(TOTAL),
+    )
+    .await;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(second.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let status = second.wait().unwrap();
+    assert_eq!(status.code(), Some(0));
+    drop(records);
+    let records = read_all(&broker, &logs, Duration::from_secs(60)).await;
+    let dups = assert_all_arrived(&records, TOTAL);
+    // Only what was shipped after the last checkpoint is repeated, never the file.
+    assert!(
+        dups < 30_000,
+        "{dups} duplicates: the restart resumed near the checkpoint"
+    );
+    eprintln!("kill -9 restart: {dups} duplicate lines of {TOTAL}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graceful_stop_mid_stream_and_restart_resume_from_the_checkpoint() {
+    const HALF: u64 = 30_000;
+    const TOTAL: u64 = 2 * HALF;
+    let broker = testkit::kafka().await;
+    let (logs, hb) = topics(&broker, "tail-restart", 3).await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("order.log");
+    let data = dir.path().join("data");
+    let write = |range: std::ops::Range<u64>| {
+        let mut w = BufWriter::new(Writer::open(&path));
+        for n in range {
+            writeln!(w, "{}", numbered_line(n, INSTANCES)).unwrap();
+        }
+        w.flush().unwrap();
+    };
+    write(0..HALF);
+    let mut cfg = config(Input::File(path.clone()), &broker, &data, &logs, &hb);
+    cfg.window_records = 2_000;
+    let (tx, handle) = start(cfg.clone());
+    testkit::read_topic(&broker, &logs, Duration::from_secs(60), |r| {
+        r.len() >= 5_000
+    })
+    .await;
+    assert_eq!(stop(tx, handle).await, 0);
+    let cp = meshwatch_shipper::checkpoint::load(&data.join(meshwatch_shipper::CHECKPOINT_FILE))
+        .unwrap()
+        .expect("a checkpoint was saved at shutdown");
+    assert!(cp.offset > 0);
+    // The service keeps writing while the shipper is down.
+    write(HALF..TOTAL);
+
+    let (tx, handle) = start(cfg);
+    let records = testkit::read_topic(
+        &broker,
+        &logs,
+        Duration::from_secs(60),
+        has_all_below(TOTAL),
+    )
+    .await;
+    assert_eq!(stop(tx, handle).await, 0);
+    drop(records);
+    let records = read_all(&broker, &logs, Duration::from_secs(60)).await;
+    let dups = assert_all_arrived(&records, TOTAL);
+    // A graceful stop waits for every acknowledgement before saving the
+    // checkpoint: nothing is read twice.
+    eprintln!("graceful restart: {dups} duplicate lines of {TOTAL}");
+    assert!(dups <= 2_000, "{dups} duplicates");
+    assert_order_per_key(&records);
+}
