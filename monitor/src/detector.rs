@@ -252,12 +252,26 @@ impl InstanceDetector {
     /// The verdict at `now`. A "down" heartbeat wins at once; otherwise
     /// silence (phi or the hard bound) wins over what the instance last said.
     pub fn liveness(&self, now: Instant, cfg: &DetectorConfig) -> Liveness {
+        self.liveness_given_input(now, cfg, true)
+    }
+
+    /// The verdict at `now`, knowing whether the monitor hears from anyone at
+    /// all (`input_live`). When it does not (its broker or consumer stalled,
+    /// its host starved, or the whole mesh silent at once), phi, which judges
+    /// one instance's silence against that instance's own rhythm, cannot tell
+    /// a dead instance from a stalled pipe: only the hard bound applies.
+    pub fn liveness_given_input(
+        &self,
+        now: Instant,
+        cfg: &DetectorConfig,
+        input_live: bool,
+    ) -> Liveness {
         if self.last_status == HeartbeatStatus::Down {
             return Liveness::Down;
         }
         if self.stale
             || self.silent_for(now) > cfg.hard_bound(self.interval)
-            || self.phi(now, cfg) > cfg.threshold
+            || (input_live && self.phi(now, cfg) > cfg.threshold)
         {
             return Liveness::Suspected;
         }

@@ -124,6 +124,8 @@ pub struct Registry {
     cfg: RegistryConfig,
     services: BTreeMap<String, ServiceEntry>,
     instance_count: usize,
+    /// When the last heartbeat of any instance arrived.
+    last_input: Option<Instant>,
 }
 
 impl Registry {
@@ -132,6 +134,7 @@ impl Registry {
             cfg,
             services: BTreeMap::new(),
             instance_count: 0,
+            last_input: None,
         }
     }
 
@@ -151,6 +154,7 @@ impl Registry {
         now: Instant,
         age: Duration,
     ) -> Result<bool, RegistryError> {
+        self.last_input = Some(now);
         let key = service_key(hb);
         if !self.services.contains_key(&key) && self.services.len() >= self.cfg.max_services {
             return Err(RegistryError::TooManyServices(self.cfg.max_services, key));
@@ -179,9 +183,30 @@ impl Registry {
         }
     }
 
+    /// Whether the monitor hears from anyone at `now`: some heartbeat arrived
+    /// within the shortest announced interval plus the acceptable pause. With
+    /// several instances beating, one of them falling silent leaves the input
+    /// live; all of them falling silent at once is first of all a stalled
+    /// input, and only the hard bound judges them (see
+    /// [`InstanceDetector::liveness_given_input`]).
+    pub fn input_live(&self, now: Instant) -> bool {
+        let Some(last) = self.last_input else {
+            return true;
+        };
+        let shortest = self
+            .services
+            .values()
+            .flat_map(|s| s.instances.values())
+            .map(InstanceDetector::interval)
+            .min()
+            .unwrap_or(Duration::from_secs(1));
+        now.saturating_duration_since(last) <= shortest + self.cfg.detector.acceptable_pause
+    }
+
     /// Re-evaluates every service at `now`, forgets instances silent for longer
     /// than `forget_after`, and returns the services whose status changed.
     pub fn evaluate(&mut self, now: Instant) -> Vec<StatusChange> {
+        let input_live = self.input_live(now);
         let cfg = &self.cfg;
         let mut changes = Vec::new();
         for (name, entry) in &mut self.services {
@@ -190,10 +215,10 @@ impl Registry {
                 .instances
                 .retain(|_, det| det.silent_for(now) <= cfg.forget_after);
             self.instance_count -= before - entry.instances.len();
-            let serving = entry
-                .instances
-                .values()
-                .any(|det| det.liveness(now, &cfg.detector).is_serving());
+            let serving = entry.instances.values().any(|det| {
+                det.liveness_given_input(now, &cfg.detector, input_live)
+                    .is_serving()
+            });
             let status = if serving {
                 ServingStatus::Serving
             } else {
@@ -227,6 +252,7 @@ impl Registry {
 
     /// Every service with its instances, as of `now`, sorted by name.
     pub fn snapshot(&self, now: Instant) -> Vec<ServiceView> {
+        let input_live = self.input_live(now);
         let cfg = &self.cfg.detector;
         self.services
             .iter()
@@ -240,7 +266,7 @@ impl Registry {
                     .map(|(id, det)| InstanceView {
                         instance_id: id.clone(),
                         version: det.version().to_owned(),
-                        liveness: det.liveness(now, cfg),
+                        liveness: det.liveness_given_input(now, cfg, input_live),
                         silent_for: det.silent_for(now),
                         phi: det.phi(now, cfg),
                         last_sequence: det.last_sequence(),

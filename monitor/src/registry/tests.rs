@@ -5,6 +5,7 @@ use meshwatch::heartbeat::{Heartbeat, HeartbeatStatus};
 use tokio::time::{advance, Instant};
 
 use super::*;
+use crate::detector::Liveness;
 
 const SECOND: Duration = Duration::from_secs(1);
 
@@ -175,4 +176,67 @@ async fn publish_sets_short_full_and_mesh_names() {
     );
     assert_eq!(list.get(MESH), Some(&ServingStatus::NotServing));
     assert_eq!(list.len(), 5);
+}
+
+/// Three services beating every second, 60 times, in step.
+async fn steady_mesh(reg: &mut Registry) -> u64 {
+    let mut seq = 0;
+    for _ in 0..60 {
+        seq += 1;
+        for (service, id) in [("order", "o1"), ("inventory", "i1"), ("payment", "p1")] {
+            observe(reg, &hb(service, id, seq, HeartbeatStatus::Up));
+        }
+        reg.evaluate(Instant::now());
+        advance(SECOND).await;
+    }
+    seq
+}
+
+#[tokio::test(start_paused = true)]
+async fn one_silent_instance_among_live_ones_is_suspected_by_phi() {
+    let mut reg = Registry::new(RegistryConfig::default());
+    let mut seq = steady_mesh(&mut reg).await;
+    // payment stops; the others keep beating.
+    let mut silent = Duration::ZERO;
+    let down = loop {
+        advance(Duration::from_millis(100)).await;
+        silent += Duration::from_millis(100);
+        if silent.as_millis() % 1000 == 0 {
+            seq += 1;
+            observe(&mut reg, &hb("order", "o1", seq, HeartbeatStatus::Up));
+            observe(&mut reg, &hb("inventory", "i1", seq, HeartbeatStatus::Up));
+        }
+        let changes = reg.evaluate(Instant::now());
+        if !changes.is_empty() {
+            break changes;
+        }
+        assert!(silent < Duration::from_secs(10));
+    };
+    assert_eq!(down[0].service, "payment");
+    assert_eq!(down[0].to, ServingStatus::NotServing);
+    // phi (~1.8 s after the last heartbeat at 1 s gaps), well before the hard bound.
+    let last = silent + SECOND;
+    assert!(last < reg.config().detector.hard_bound(SECOND), "{last:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_silence_of_everyone_at_once_waits_for_the_hard_bound() {
+    let mut reg = Registry::new(RegistryConfig::default());
+    steady_mesh(&mut reg).await;
+    // Nobody is heard from (a stalled broker or consumer): past phi's
+    // threshold for every instance, but short of the hard bound, nothing flips.
+    let bound = reg.config().detector.hard_bound(SECOND);
+    advance(bound - SECOND - Duration::from_millis(10)).await;
+    let view = reg.snapshot(Instant::now());
+    assert!(view
+        .iter()
+        .all(|s| s.instances[0].phi > reg.config().detector.threshold));
+    assert!(reg.evaluate(Instant::now()).is_empty());
+    assert!(view
+        .iter()
+        .all(|s| s.instances[0].liveness == Liveness::Alive));
+    // Past the hard bound: everyone is suspected.
+    advance(Duration::from_millis(20)).await;
+    assert_eq!(reg.evaluate(Instant::now()).len(), 3);
+    assert_eq!(reg.mesh_status(), ServingStatus::NotServing);
 }
