@@ -2,7 +2,8 @@
 //!
 //! ```text
 //! MESHWATCH_TEST_KAFKA=$(scripts/broker start) \
-//!   cargo bench -p meshwatch-monitor --bench monitor -- [detection|false-suspicions|throughput|all] [--seconds N] [--kills N]
+//!   cargo bench -p meshwatch-monitor --bench monitor -- \
+//!     [detection|false-suspicions|throughput|throughput-kafka|all] [--seconds N] [--kills N] [--lines N]
 //! ```
 //!
 //! - detection: services beating every 1 s through Kafka are killed at a
@@ -14,7 +15,11 @@
 //! - throughput: request log lines through the anomaly path on one core
 //!   (parse + window update), against a plain `serde_json::Value` parse of
 //!   the same lines measured in the same run.
+//! - throughput-kafka: the same lines produced to a topic first, then read
+//!   by the monitor's consumer thread into the anomaly path (lines/s).
 
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant as StdInstant, SystemTime};
 
 use meshwatch::heartbeat::{Heartbeat, HeartbeatStatus};
@@ -103,21 +108,54 @@ async fn setup() -> Setup {
 }
 
 /// Beats for `service`/`instance` every INTERVAL until aborted.
+/// Seconds since the bench started, for the stall lines.
+fn since_start() -> f64 {
+    static START: std::sync::OnceLock<StdInstant> = std::sync::OnceLock::new();
+    START.get_or_init(StdInstant::now).elapsed().as_secs_f64()
+}
+
+/// Beats for `service`/`instance` every INTERVAL until aborted, like a real
+/// emitter: on a fixed schedule, never waiting for one heartbeat's delivery
+/// before sending the next. Late sends and slow acknowledgements are printed
+/// as `sender stall` lines, so a suspicion can be attributed.
 fn spawn_beats(s: &Setup, service: String, instance: String) -> tokio::task::JoinHandle<()> {
     let producer = s.producer.clone();
     let topic = s.topic.clone();
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(INTERVAL);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        let mut last_send: Option<StdInstant> = None;
         for seq in 1.. {
             tick.tick().await;
+            let now = StdInstant::now();
+            if let Some(gap) = last_send.map(|l| now - l) {
+                if gap > INTERVAL + Duration::from_millis(300) {
+                    println!(
+                        "sender stall: {instance} sent {:.0} ms after its previous heartbeat at {:.1} s",
+                        gap.as_secs_f64() * 1000.0,
+                        since_start()
+                    );
+                }
+            }
+            last_send = Some(now);
             let line = beat(&service, &instance, seq, HeartbeatStatus::Up);
-            let _ = producer
-                .send(
-                    FutureRecord::to(&topic).key(&instance).payload(&line),
-                    Duration::from_secs(10),
-                )
-                .await;
+            let delivery = producer
+                .send_result(FutureRecord::to(&topic).key(&instance).payload(&line))
+                .map_err(|(e, _)| e);
+            let instance = instance.clone();
+            tokio::spawn(async move {
+                if let Ok(delivery) = delivery {
+                    let _ = delivery.await;
+                    let ack = now.elapsed();
+                    if ack > Duration::from_millis(300) {
+                        println!(
+                            "broker stall: {instance} heartbeat {seq} acknowledged after {:.0} ms at {:.1} s",
+                            ack.as_secs_f64() * 1000.0,
+                            since_start()
+                        );
+                    }
+                }
+            });
         }
     })
 }
@@ -228,21 +266,25 @@ async fn false_suspicions(seconds: u64) {
     println!("false-suspicions: {services} services, 1 s heartbeats via Kafka, {seconds} s, both cores saturated by pid {}", burner.id());
     let mut beaters = Vec::new();
     let mut watchers = Vec::new();
+    // Shared, so that aborting the watchers at the end does not lose the count.
+    let suspicions = Arc::new(AtomicU32::new(0));
     for i in 0..services {
         let service = format!("steady{i}");
         beaters.push(spawn_beats(&s, service.clone(), format!("{service}-1")));
         let url = s.url.clone();
+        let suspicions = Arc::clone(&suspicions);
         watchers.push(tokio::spawn(async move {
             let mut stream = watch(&url, &service).await;
             wait_status(&mut stream, Pb::Serving).await;
-            let mut suspicions = 0u32;
             while let Ok(Some(msg)) = stream.message().await {
                 if msg.status() == Pb::NotServing {
-                    suspicions += 1;
-                    println!("false-suspicions: {service} NOT_SERVING");
+                    suspicions.fetch_add(1, Ordering::Relaxed);
+                    println!(
+                        "false-suspicions: {service} NOT_SERVING at {:.1} s",
+                        since_start()
+                    );
                 }
             }
-            suspicions
         }));
     }
     let mut client = pb::monitor_client::MonitorClient::connect(s.url.clone())
@@ -263,6 +305,15 @@ async fn false_suspicions(seconds: u64) {
             for inst in svc.instances {
                 let age = inst.last_heartbeat_age.unwrap_or_default();
                 let age = Duration::new(age.seconds.max(0) as u64, age.nanos.max(0) as u32);
+                if age > Duration::from_millis(1500) {
+                    println!(
+                        "monitor view: {} silent for {:.0} ms (phi {:.1}) at {:.1} s",
+                        inst.instance_id,
+                        age.as_secs_f64() * 1000.0,
+                        inst.phi,
+                        since_start()
+                    );
+                }
                 max_age = max_age.max(age);
                 max_phi = max_phi.max(inst.phi);
             }
@@ -274,11 +325,10 @@ async fn false_suspicions(seconds: u64) {
     for b in beaters {
         b.abort();
     }
-    let mut total = 0;
     for w in watchers {
         w.abort();
-        total += w.await.unwrap_or(0);
     }
+    let total = suspicions.load(Ordering::Relaxed);
     println!(
         "false-suspicions: {total} NOT_SERVING transitions over {} instance-seconds; largest heartbeat age seen {:.0} ms, largest phi {:.2} (threshold 8, hard bound {:?})",
         seconds * services as u64,
@@ -355,7 +405,68 @@ fn throughput() {
     println!("throughput: anomaly path (parse + window + histogram) {:.0} lines/s = {:.2} x baseline (target >= 100000 lines/s)", ours, ours / base);
 }
 
+/// The consumption rate through Kafka: `n` request lines produced to a fresh
+/// topic first, then read by the monitor's own consumer (one thread) into the
+/// anomaly path, timed until the last one is counted. The broker runs on the
+/// same two cores.
+async fn throughput_kafka(n: usize) {
+    let broker = testkit::kafka().await;
+    let topic = testkit::unique_topic("monitor-bench-logs");
+    testkit::create_topic(&broker, &topic, 1).await;
+    let data = lines(n);
+    let producer: FutureProducer = meshwatch::kafka::client_config(&broker)
+        .set("linger.ms", "20")
+        .set("batch.num.messages", "10000")
+        .set("queue.buffering.max.messages", "1000000")
+        .set("message.timeout.ms", "60000")
+        .create()
+        .expect("producer");
+    let t = StdInstant::now();
+    let deliveries: Vec<_> = data
+        .iter()
+        .map(|l| {
+            producer
+                .send_result(FutureRecord::<(), str>::to(&topic).payload(l))
+                .unwrap_or_else(|(e, _)| panic!("enqueue: {e}"))
+        })
+        .collect();
+    for d in deliveries {
+        let _ = d.await.expect("delivery").expect("acked");
+    }
+    println!(
+        "throughput-kafka: {n} lines produced to {topic} in {:.1} s",
+        t.elapsed().as_secs_f64()
+    );
+    let monitor = Monitor::new(RegistryConfig::default(), AnomalyConfig::default());
+    let stop = CancellationToken::new();
+    let counted = monitor.clone();
+    let t = StdInstant::now();
+    let consumer = meshwatch_monitor::kafka::spawn_consumer(
+        meshwatch_monitor::kafka::ConsumerSpec {
+            bootstrap: broker.clone(),
+            topic: topic.clone(),
+            lookback: Duration::from_secs(3600),
+            group_id: "monitor-bench-throughput".into(),
+        },
+        stop.clone(),
+        move |payload| counted.log_line(payload),
+    )
+    .expect("consumer");
+    testkit::wait_for(Duration::from_secs(300), "every line consumed", || {
+        (monitor.counters().requests >= n as u64).then_some(())
+    })
+    .await;
+    let secs = t.elapsed().as_secs_f64();
+    stop.cancel();
+    let _ = tokio::task::spawn_blocking(move || consumer.join()).await;
+    println!(
+        "throughput-kafka: monitor consumer (one thread) read and judged {n} lines in {secs:.2} s = {:.0} lines/s, start-up included (target >= 100000 lines/s)",
+        n as f64 / secs
+    );
+}
+
 fn main() {
+    since_start();
     let args: Vec<String> = std::env::args()
         .skip(1)
         .filter(|a| a != "--bench")
@@ -397,10 +508,12 @@ fn main() {
     );
     match what.as_str() {
         "throughput" => throughput(),
+        "throughput-kafka" => rt.block_on(throughput_kafka(flag("--lines", 500_000) as usize)),
         "detection" => rt.block_on(detection(kills)),
         "false-suspicions" => rt.block_on(false_suspicions(seconds)),
         _ => {
             throughput();
+            rt.block_on(throughput_kafka(flag("--lines", 500_000) as usize));
             rt.block_on(detection(kills));
             rt.block_on(false_suspicions(seconds));
         }
