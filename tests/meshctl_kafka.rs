@@ -194,7 +194,7 @@ async fn trace_returns_one_requests_lines_in_time_order() {
         "--logs-topic",
         &topic,
     ]);
-    assert_eq!(code, 1);
+    assert_eq!(code, 64, "a bad flag value exits EX_USAGE");
     assert!(err.contains("--trace-id"), "{err}");
     let missing = testkit::unique_topic("ctl-missing");
     let (code, _, err) = meshctl(&["trace", t1, "--kafka", &bootstrap, "--logs-topic", &missing]);
