@@ -3,12 +3,13 @@
 //! ```text
 //! MESHWATCH_TEST_KAFKA=$(scripts/broker start) \
 //!   cargo bench -p meshwatch-monitor --bench monitor -- \
-//!     [detection|false-suspicions|throughput|throughput-kafka|all] [--seconds N] [--kills N] [--lines N]
+//!     [detection|false-suspicions|throughput|throughput-kafka|all] [--seconds N] [--kills N] [--lines N] [--together]
 //! ```
 //!
 //! - detection: services beating every 1 s through Kafka are killed at a
 //!   random phase; time from the kill to NOT_SERVING on a grpc.health.v1 Watch
-//!   (median, max), next to the hard bound.
+//!   (median, max), next to the hard bound; with three other services
+//!   beating throughout, or (`--together`) with the whole mesh stopping.
 //! - false-suspicions: services beating every 1 s for `--seconds` while
 //!   another process keeps both cores busy; NOT_SERVING transitions counted
 //!   (should be zero), with the largest heartbeat age and phi seen.
@@ -197,12 +198,28 @@ fn percentile(sorted: &[Duration], q: f64) -> Duration {
     sorted[i]
 }
 
-async fn detection(kills: usize) {
+/// `together`: no other service beats while the killed ones die (the
+/// whole mesh stops at once, kills within about a second of each other);
+/// otherwise three more services keep beating throughout, as the rest of a
+/// mesh does when one service stops.
+async fn detection(kills: usize, together: bool) {
     let s = setup().await;
     let services = 5usize;
     let rounds = kills.div_ceil(services);
+    let background: Vec<_> = if together {
+        Vec::new()
+    } else {
+        (0..3)
+            .map(|i| spawn_beats(&s, format!("mesh{i}"), format!("mesh{i}-1")))
+            .collect()
+    };
     println!(
-        "detection: {services} services x {rounds} rounds, 1 s heartbeats via Kafka, kill at a random phase; hard bound {:?}",
+        "detection: {services} services x {rounds} rounds, 1 s heartbeats via Kafka, kill at a random phase; {}; hard bound {:?}",
+        if together {
+            "no other service beating (the whole mesh stops)"
+        } else {
+            "3 other services beating throughout"
+        },
         s.hard_bound
     );
     let mut tasks = Vec::new();
@@ -236,6 +253,9 @@ async fn detection(kills: usize) {
     let mut all = Vec::new();
     for t in tasks {
         all.extend(t.await.expect("round task"));
+    }
+    for b in background {
+        b.abort();
     }
     all.sort();
     let mean = all.iter().sum::<Duration>() / all.len() as u32;
@@ -509,12 +529,13 @@ fn main() {
     match what.as_str() {
         "throughput" => throughput(),
         "throughput-kafka" => rt.block_on(throughput_kafka(flag("--lines", 500_000) as usize)),
-        "detection" => rt.block_on(detection(kills)),
+        "detection" => rt.block_on(detection(kills, args.iter().any(|a| a == "--together"))),
         "false-suspicions" => rt.block_on(false_suspicions(seconds)),
         _ => {
             throughput();
             rt.block_on(throughput_kafka(flag("--lines", 500_000) as usize));
-            rt.block_on(detection(kills));
+            rt.block_on(detection(kills, false));
+            rt.block_on(detection(kills, true));
             rt.block_on(false_suspicions(seconds));
         }
     }
