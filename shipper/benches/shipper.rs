@@ -1,1 +1,442 @@
-fn main() {}
+//! Shipper throughput against a bare producer, and memory while Kafka is away.
+//!
+//! Run (a broker must be reachable; `scripts/broker` starts one):
+//!
+//! ```text
+//! export MESHWATCH_TEST_KAFKA=$(scripts/broker start /tmp/shipper-bench-broker)
+//! cargo bench -p meshwatch-shipper --bench shipper
+//! # optional: BENCH_LINES=1000000 (default) BENCH_ROUNDS=2 (default)
+//! ```
+//!
+//! In one run, on the same broker, for the same file of realistic ECS lines:
+//! - baseline: a minimal rdkafka producer (the same bundled librdkafka and the
+//!   very same producer settings as the shipper: acks=all, idempotence, lz4,
+//!   linger, batch and queue sizes) reading the file line by line and producing
+//!   each line as is: no parsing, no enrichment, no checkpoint. Done when every
+//!   delivery report is in.
+//! - shipper: the release binary tailing the file (`--file`). Done when the
+//!   checkpoint, which only moves on Kafka's acknowledgement, reaches the end
+//!   of the file. Its peak RSS (VmHWM) is recorded.
+//! - the ratio shipper / baseline in lines/s.
+//! - wrap mode with Kafka cut (a broker behind `testkit::ProxiedBroker`): the
+//!   shipper wraps `cat FILE`; how fast the wrapped process's output went
+//!   through, the spool size and the shipper's peak RSS while Kafka is away, then
+//!   the time to replay the spool once Kafka is back.
+//!
+//! Each topic is read back afterwards with a fresh consumer from offset 0 and
+//! its count checked (not timed). Lines are produced to one-partition topics.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::fs::File;
+use std::io::{BufRead, BufReader, BufWriter, Write};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use meshwatch::testkit::{self, ProxiedBroker};
+use meshwatch_shipper::{Config, Input};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
+use rdkafka::{ClientContext, Message, Offset, TopicPartitionList};
+
+const MIB: f64 = 1024.0 * 1024.0;
+
+fn env_u64(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// One realistic ECS access/log line (~420 bytes), 8 instances.
+fn ecs_line(n: u64) -> String {
+    let level = if n % 50 == 0 { "warn" } else { "info" };
+    format!(
+        concat!(
+            r#"{{"@timestamp":"2026-11-25T07:{:02}:{:02}.{:03}Z","log.level":"{}","#,
+            r#""message":"PlaceOrder accepted order {} for customer c-{} ({} items, {}.{:02} EUR)","#,
+            r#""ecs.version":"8.11.0","service.name":"order","service.version":"0.1.0","#,
+            r#""service.instance.id":"order-{}","event.dataset":"order.log","log.logger":"order::api","#,
+            r#""trace.id":"{:032x}","span.id":"{:016x}","rpc.system":"grpc","#,
+            r#""rpc.method":"/meshwatch.order.v1.Order/PlaceOrder","rpc.grpc.status_code":0,"#,
+            r#""event.duration":{}}}"#
+        ),
+        (n / 60_000) % 60,
+        (n / 1000) % 60,
+        n % 1000,
+        level,
+        n,
+        n % 977,
+        1 + n % 7,
+        10 + n % 300,
+        n % 100,
+        n % 8,
+        u128::from(n).wrapping_mul(0x9e37_79b9_7f4a_7c15_f39c_c060_5ced_c835) | 1,
+        n.wrapping_mul(0x2545_f491_4f6c_dd1d) | 1,
+        200_000 + (n * 7919) % 3_000_000,
+    )
+}
+
+#[derive(Clone, Default)]
+struct Counting {
+    ok: Arc<AtomicU64>,
+    failed: Arc<AtomicU64>,
+}
+
+impl ClientContext for Counting {}
+
+impl ProducerContext for Counting {
+    type DeliveryOpaque = ();
+    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        match result {
+            Ok(_) => self.ok.fetch_add(1, Ordering::Relaxed),
+            Err(_) => self.failed.fetch_add(1, Ordering::Relaxed),
+        };
+    }
+}
+
+/// The bare producer: same settings as the shipper, lines as they are.
+fn baseline(bootstrap: &str, topic: &str, file: &Path, lines: u64) -> Duration {
+    let mut cfg = Config::new(Input::Stdin, bootstrap, std::env::temp_dir(), "bench");
+    cfg.logs_topic = topic.to_owned();
+    let counting = Counting::default();
+    let producer: ThreadedProducer<Counting> = meshwatch_shipper::sink::producer_config(&cfg)
+        .create_with_context(counting.clone())
+        .expect("baseline producer");
+    let started = Instant::now();
+    let mut reader = BufReader::with_capacity(64 << 10, File::open(file).unwrap());
+    let mut line = Vec::with_capacity(1024);
+    loop {
+        line.clear();
+        if reader.read_until(b'\n', &mut line).unwrap() == 0 {
+            break;
+        }
+        let payload = line.strip_suffix(b"\n").unwrap_or(&line);
+        let mut record = BaseRecord::<(), [u8]>::to(topic).payload(payload);
+        loop {
+            match producer.send(record) {
+                Ok(()) => break,
+                Err((_, r)) => {
+                    // Queue full: librdkafka's background thread drains it.
+                    record = r;
+                    std::thread::sleep(Duration::from_micros(200));
+                }
+            }
+        }
+    }
+    producer.flush(Duration::from_secs(300)).unwrap();
+    while counting.ok.load(Ordering::Relaxed) + counting.failed.load(Ordering::Relaxed) < lines {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let elapsed = started.elapsed();
+    assert_eq!(
+        counting.failed.load(Ordering::Relaxed),
+        0,
+        "baseline failures"
+    );
+    elapsed
+}
+
+fn shipper_args<'a>(
+    bootstrap: &'a str,
+    topic: &'a str,
+    hb: &'a str,
+    data: &'a Path,
+) -> Vec<String> {
+    [
+        "--kafka-bootstrap",
+        bootstrap,
+        "--logs-topic",
+        topic,
+        "--heartbeats-topic",
+        hb,
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--service-name",
+        "order",
+        "--stats-ms",
+        "100",
+        "--checkpoint-ms",
+        "50",
+        "--shutdown-grace-ms",
+        "300000",
+    ]
+    .into_iter()
+    .map(str::to_owned)
+    .collect()
+}
+
+fn peak_rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+fn stop(mut child: Child) {
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    );
+    let _ = child.wait();
+}
+
+/// The shipper binary tailing `file`; returns (time to the checkpoint at the end, peak RSS KiB).
+fn shipper_tail(bootstrap: &str, topic: &str, hb: &str, file: &Path) -> (Duration, u64) {
+    let data = tempfile::tempdir().unwrap();
+    let len = std::fs::metadata(file).unwrap().len();
+    let cp_path = data.path().join(meshwatch_shipper::CHECKPOINT_FILE);
+    let started = Instant::now();
+    let child = Command::new(env!("CARGO_BIN_EXE_shipper"))
+        .args(shipper_args(bootstrap, topic, hb, data.path()))
+        .args(["--file", file.to_str().unwrap()])
+        .stdout(Stdio::null())
+        .stderr(File::create(data.path().join("stderr")).unwrap())
+        .spawn()
+        .unwrap();
+    let deadline = started + Duration::from_secs(600);
+    loop {
+        if let Ok(Some(cp)) = meshwatch_shipper::checkpoint::load(&cp_path) {
+            if cp.offset >= len {
+                break;
+            }
+        }
+        assert!(Instant::now() < deadline, "shipper did not finish");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let elapsed = started.elapsed();
+    let rss = peak_rss_kib(child.id());
+    stop(child);
+    if std::env::var_os("BENCH_TRACE").is_some() {
+        // The shipper's own stats lines (every 100 ms), to see where time goes.
+        let text = std::fs::read_to_string(data.path().join("stderr")).unwrap_or_default();
+        for line in text.lines() {
+            let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
+                continue;
+            };
+            if v["message"] == "shipper stats" {
+                println!(
+                    "  stats: read {} shipped {} in_flight {} retries {}",
+                    v["shipper.lines_read"],
+                    v["shipper.lines_shipped"],
+                    v["shipper.in_flight"],
+                    v["shipper.retries"]
+                );
+            } else {
+                println!("  {line}");
+            }
+        }
+    }
+    (elapsed, rss)
+}
+
+/// Counts the records of a one-partition topic from offset 0 (bounded).
+fn count_topic(bootstrap: &str, topic: &str, want: u64) -> u64 {
+    let consumer: BaseConsumer = meshwatch::kafka::client_config(bootstrap)
+        .set("group.id", testkit::unique_topic("bench-count"))
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(topic, 0, Offset::Beginning)
+        .unwrap();
+    consumer.assign(&tpl).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(300);
+    let mut n = 0;
+    let mut idle_since = Instant::now();
+    while n < want && Instant::now() < deadline {
+        match consumer.poll(Duration::from_millis(100)) {
+            Some(Ok(m)) => {
+                if m.payload().is_some() {
+                    n += 1;
+                }
+                idle_since = Instant::now();
+            }
+            _ if idle_since.elapsed() > Duration::from_secs(20) => break,
+            _ => {}
+        }
+    }
+    let _ = consumer.unassign();
+    n
+}
+
+struct WrapCut {
+    write_time: Duration,
+    spool_bytes: u64,
+    peak_rss_kib: u64,
+    replay_time: Duration,
+}
+
+/// Wraps `cat FILE` with Kafka cut; then restores it and waits for the replay.
+async fn wrap_cut(file: &Path, lines: u64) -> WrapCut {
+    let broker = ProxiedBroker::start().await;
+    let bootstrap = broker.bootstrap().to_owned();
+    let topic = testkit::unique_topic("bench-wrap");
+    let hb = testkit::unique_topic("bench-wrap-hb");
+    testkit::create_topic(&bootstrap, &topic, 1).await;
+    testkit::create_topic(&bootstrap, &hb, 1).await;
+    broker.cut().await;
+    let data = tempfile::tempdir().unwrap();
+    let started = Instant::now();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_shipper"))
+        .args(shipper_args(&bootstrap, &topic, &hb, data.path()))
+        // Room for the whole file: this measures spooling, not the drop path.
+        .args(["--spool-max-bytes", &(4u64 << 30).to_string()])
+        .args(["--", "cat", file.to_str().unwrap()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = BufReader::new(child.stderr.take().unwrap());
+    let stats = Arc::new(std::sync::Mutex::new(None::<serde_json::Value>));
+    let s = stats.clone();
+    std::thread::spawn(move || {
+        for line in stderr.lines().map_while(Result::ok) {
+            if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) {
+                if v["message"] == "shipper stats" {
+                    *s.lock().unwrap() = Some(v);
+                }
+            }
+        }
+    });
+    let stat = |name: &str| {
+        stats
+            .lock()
+            .unwrap()
+            .as_ref()
+            .and_then(|v| v[name].as_u64())
+            .unwrap_or(0)
+    };
+    let deadline = Instant::now() + Duration::from_secs(600);
+    while stat("shipper.lines_read") < lines {
+        assert!(Instant::now() < deadline, "wrap: lines not read");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let write_time = started.elapsed();
+    let spool_bytes = stat("shipper.spool_bytes");
+    let peak_rss_kib = peak_rss_kib(child.id());
+    let restored = Instant::now();
+    broker.restore().await;
+    // cat has ended: the shipper exits once the spool is replayed and acknowledged.
+    loop {
+        if child.try_wait().unwrap().is_some() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "wrap: replay did not finish");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let replay_time = restored.elapsed();
+    let counted = count_topic(&bootstrap, &topic, lines);
+    assert_eq!(counted, lines, "wrap: every line in Kafka");
+    WrapCut {
+        write_time,
+        spool_bytes,
+        peak_rss_kib,
+        replay_time,
+    }
+}
+
+fn rate(lines: u64, bytes: u64, d: Duration) -> (f64, f64) {
+    let s = d.as_secs_f64();
+    (lines as f64 / s, bytes as f64 / MIB / s)
+}
+
+fn main() {
+    let lines = env_u64("BENCH_LINES", 1_000_000);
+    let rounds = env_u64("BENCH_ROUNDS", 2);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let bootstrap = testkit::kafka().await;
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("order.log");
+        let mut w = BufWriter::new(File::create(&file).unwrap());
+        for n in 0..lines {
+            writeln!(w, "{}", ecs_line(n)).unwrap();
+        }
+        w.flush().unwrap();
+        drop(w);
+        let bytes = std::fs::metadata(&file).unwrap().len();
+        println!(
+            "shipper bench: {lines} lines, {:.1} MiB ({} bytes/line), broker {bootstrap}, {} cores",
+            bytes as f64 / MIB,
+            bytes / lines,
+            std::thread::available_parallelism().map_or(0, usize::from)
+        );
+
+        let mut best_base = Duration::MAX;
+        let mut best_ship = Duration::MAX;
+        let mut max_rss = 0;
+        for round in 1..=rounds {
+            let topic = testkit::unique_topic("bench-base");
+            testkit::create_topic(&bootstrap, &topic, 1).await;
+            let (b, t) = (bootstrap.clone(), topic.clone());
+            let f = file.clone();
+            let base = tokio::task::spawn_blocking(move || baseline(&b, &t, &f, lines))
+                .await
+                .unwrap();
+            let (b, t) = (bootstrap.clone(), topic.clone());
+            let counted = tokio::task::spawn_blocking(move || count_topic(&b, &t, lines))
+                .await
+                .unwrap();
+            assert_eq!(counted, lines, "baseline: every line in Kafka");
+
+            let topic = testkit::unique_topic("bench-ship");
+            let hb = testkit::unique_topic("bench-ship-hb");
+            testkit::create_topic(&bootstrap, &topic, 1).await;
+            testkit::create_topic(&bootstrap, &hb, 1).await;
+            let (b, t, h) = (bootstrap.clone(), topic.clone(), hb.clone());
+            let f = file.clone();
+            let (ship, rss) = tokio::task::spawn_blocking(move || shipper_tail(&b, &t, &h, &f))
+                .await
+                .unwrap();
+            let (b, t) = (bootstrap.clone(), topic.clone());
+            let counted = tokio::task::spawn_blocking(move || count_topic(&b, &t, lines))
+                .await
+                .unwrap();
+            assert!(counted >= lines, "shipper: every line in Kafka ({counted})");
+
+            let (bl, bm) = rate(lines, bytes, base);
+            let (sl, sm) = rate(lines, bytes, ship);
+            println!(
+                "round {round}: baseline {:.2} s = {bl:.0} lines/s {bm:.1} MiB/s | shipper {:.2} s = {sl:.0} lines/s {sm:.1} MiB/s | ratio {:.2} | shipper peak RSS {:.1} MiB",
+                base.as_secs_f64(),
+                ship.as_secs_f64(),
+                sl / bl,
+                rss as f64 / 1024.0
+            );
+            best_base = best_base.min(base);
+            best_ship = best_ship.min(ship);
+            max_rss = max_rss.max(rss);
+        }
+        let (bl, bm) = rate(lines, bytes, best_base);
+        let (sl, sm) = rate(lines, bytes, best_ship);
+        println!("best of {rounds}: baseline (bare rdkafka producer) {bl:.0} lines/s, {bm:.1} MiB/s");
+        println!("best of {rounds}: shipper --file                   {sl:.0} lines/s, {sm:.1} MiB/s");
+        println!("ratio shipper / baseline: {:.2}", sl / bl);
+        println!("shipper peak RSS tailing: {:.1} MiB", max_rss as f64 / 1024.0);
+
+        let wrap = wrap_cut(&file, lines).await;
+        let (wl, wm) = rate(lines, bytes, wrap.write_time);
+        let (rl, rm) = rate(lines, bytes, wrap.replay_time);
+        println!(
+            "wrap mode, Kafka cut: `cat` output through in {:.2} s ({wl:.0} lines/s, {wm:.1} MiB/s), spool {:.1} MiB, shipper peak RSS {:.1} MiB",
+            wrap.write_time.as_secs_f64(),
+            wrap.spool_bytes as f64 / MIB,
+            wrap.peak_rss_kib as f64 / 1024.0
+        );
+        println!(
+            "wrap mode, Kafka back: spool replayed and acknowledged in {:.2} s ({rl:.0} lines/s, {rm:.1} MiB/s)",
+            wrap.replay_time.as_secs_f64()
+        );
+    });
+}
