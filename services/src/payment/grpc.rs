@@ -23,9 +23,9 @@ impl From<PaymentError> for Status {
             | PaymentError::Amount(_)
             | PaymentError::NotPositive(_) => Status::invalid_argument(msg),
             PaymentError::UnknownOrder(_) => Status::not_found(msg),
-            PaymentError::AmountMismatch { .. } | PaymentError::NothingToRefund(_) => {
-                Status::failed_precondition(msg)
-            }
+            PaymentError::AmountMismatch { .. }
+            | PaymentError::NothingToRefund(_)
+            | PaymentError::Refunded { .. } => Status::failed_precondition(msg),
         }
     }
 }

@@ -31,6 +31,8 @@ pub enum PaymentError {
     UnknownOrder(String),
     #[error("the charge for order {0} was declined; there is nothing to refund")]
     NothingToRefund(String),
+    #[error("the charge for order {order_id} was refunded ({reason}); it is not charged again: place the order again with a new idempotency_key")]
+    Refunded { order_id: String, reason: String },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -102,6 +104,15 @@ impl Ledger {
                     order_id: req.order_id,
                     first: existing.amount.clone(),
                     now: req.amount,
+                });
+            }
+            // A refunded charge is not a standing approval: answering
+            // "approved" would let a retried saga confirm an order whose
+            // money was given back.
+            if existing.status == PaymentStatus::Refunded {
+                return Err(PaymentError::Refunded {
+                    order_id: req.order_id,
+                    reason: existing.refund_reason.clone().unwrap_or_default(),
                 });
             }
             return Ok((existing.clone(), false));
@@ -221,6 +232,18 @@ mod tests {
             l.charge(req("o4", "", 0), false),
             Err(PaymentError::NotPositive(_))
         ));
+    }
+
+    #[test]
+    fn a_refunded_charge_is_not_approved_again() {
+        let l = Ledger::new();
+        l.charge(req("o", "", 500), false).unwrap();
+        l.refund("o", "charge outcome unknown").unwrap();
+        let e = l.charge(req("o", "", 500), false).unwrap_err();
+        assert!(matches!(e, PaymentError::Refunded { .. }), "{e:?}");
+        assert!(e.to_string().contains("new idempotency_key"), "{e}");
+        let p = l.get("o").unwrap();
+        assert_eq!((p.status, p.charge_count), (PaymentStatus::Refunded, 1));
     }
 
     #[test]
