@@ -557,3 +557,130 @@ async fn faults_change_at_run_time_through_the_admin_service() {
     assert_eq!(e.code(), Code::Unavailable);
     assert!(e.message().contains("injected fault in payment"), "{e:?}");
 }
+
+/// Inventory whose first Commit takes effect but never answers: the order
+/// service sees a timeout for a commit that happened.
+struct CommitAnswerLost {
+    inner: meshwatch_services::inventory::InventoryService,
+    lost: std::sync::atomic::AtomicBool,
+}
+
+#[tonic::async_trait]
+impl inv::inventory_service_server::InventoryService for CommitAnswerLost {
+    async fn reserve(
+        &self,
+        r: Request<inv::ReserveRequest>,
+    ) -> Result<tonic::Response<inv::ReserveResponse>, tonic::Status> {
+        inv::inventory_service_server::InventoryService::reserve(&self.inner, r).await
+    }
+
+    async fn commit(
+        &self,
+        r: Request<inv::CommitRequest>,
+    ) -> Result<tonic::Response<inv::CommitResponse>, tonic::Status> {
+        let answer = inv::inventory_service_server::InventoryService::commit(&self.inner, r).await;
+        if !self.lost.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            // Until the caller gives up and the call is dropped.
+            std::future::pending::<()>().await;
+        }
+        answer
+    }
+
+    async fn release(
+        &self,
+        r: Request<inv::ReleaseRequest>,
+    ) -> Result<tonic::Response<inv::ReleaseResponse>, tonic::Status> {
+        inv::inventory_service_server::InventoryService::release(&self.inner, r).await
+    }
+
+    async fn get_stock(
+        &self,
+        r: Request<inv::GetStockRequest>,
+    ) -> Result<tonic::Response<inv::GetStockResponse>, tonic::Status> {
+        inv::inventory_service_server::InventoryService::get_stock(&self.inner, r).await
+    }
+}
+
+#[tokio::test]
+async fn a_commit_whose_answer_is_lost_confirms_instead_of_refunding_sold_units() {
+    let shutdown = CancellationToken::new();
+    let _stop = shutdown.clone().drop_guard();
+    let (il, inventory_addr) = bind().await;
+    let store = std::sync::Arc::new(meshwatch_services::inventory::Inventory::new(
+        vec![item("sku-lost", 5)],
+        Duration::from_secs(30),
+    ));
+    let wrapped = CommitAnswerLost {
+        inner: meshwatch_services::inventory::InventoryService::new(
+            store,
+            meshwatch_services::faults::Faults::none("inventory"),
+        ),
+        lost: std::sync::atomic::AtomicBool::new(false),
+    };
+    tokio::spawn(meshwatch::runtime::serve(
+        meshwatch::runtime::ServeConfig::new(app::identity("inventory"), &[app::INVENTORY_PROTO]),
+        il,
+        shutdown.clone(),
+        tonic::service::Routes::new(inv::inventory_service_server::InventoryServiceServer::new(
+            wrapped,
+        )),
+    ));
+    let (pl, payment_addr) = bind().await;
+    tokio::spawn(app::run_payment(
+        PaymentConfig {
+            listen: payment_addr,
+            common: Default::default(),
+        },
+        app::identity("payment"),
+        pl,
+        shutdown.clone(),
+    ));
+    let (ol, order_addr) = bind().await;
+    let mut ocfg = OrderConfig::local(
+        order_addr,
+        &format!("http://{inventory_addr}"),
+        &format!("http://{payment_addr}"),
+    );
+    ocfg.call_timeout = Duration::from_millis(300);
+    tokio::spawn(app::run_order(
+        ocfg,
+        app::identity("order"),
+        ol,
+        shutdown.clone(),
+    ));
+    let mut order = OrderClient::new(client_channel(order_addr).await);
+    let mut inventory = InventoryClient::new(client_channel(inventory_addr).await);
+    let mut payment = PaymentClient::new(client_channel(payment_addr).await);
+
+    let mut r = Request::new(request("lost-commit", "sku-lost", 2));
+    r.set_timeout(Duration::from_secs(10));
+    let placed = order
+        .place_order(r)
+        .await
+        .unwrap()
+        .into_inner()
+        .order
+        .unwrap();
+    let stock = inventory
+        .get_stock(inv::GetStockRequest {
+            skus: vec!["sku-lost".into()],
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .items;
+    let p = payment
+        .get_payment(pay::GetPaymentRequest {
+            order_id: placed.order_id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    // The units are gone from stock, so the order must have been paid for.
+    assert_eq!((stock[0].available, stock[0].reserved), (3, 0));
+    assert_eq!(placed.status(), pb::OrderStatus::Confirmed, "{placed:?}");
+    assert_eq!(
+        (p.status(), p.charge_count),
+        (pay::PaymentStatus::Charged, 1)
+    );
+}

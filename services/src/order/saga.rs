@@ -180,15 +180,23 @@ impl Orders {
         self.book.update(&order);
 
         // 3. Commit. From here on the money is taken: a failure refunds.
-        let committed = self
-            .clients
-            .commit(
-                deadline,
-                inv::CommitRequest {
-                    reservation_id: reserved.reservation_id.clone(),
-                },
-            )
-            .await;
+        let commit = inv::CommitRequest {
+            reservation_id: reserved.reservation_id.clone(),
+        };
+        let mut committed = self.clients.commit(deadline, commit.clone()).await;
+        if let Err(status) = &committed {
+            if is_ambiguous(status) {
+                // The commit may have landed with its answer lost; refunding
+                // then would give the money back for units already taken
+                // from stock (a committed reservation cannot be released).
+                // Commit is idempotent: ask once more, on our own budget.
+                tracing::warn!(order.id = %id, error.message = %status.message(), "commit outcome unknown; asking again");
+                committed = self
+                    .clients
+                    .commit(self.compensation_deadline(), commit)
+                    .await;
+            }
+        }
         if let Err(status) = committed {
             let reason = format!("inventory commit failed: {}", status.message());
             tracing::warn!(order.id = %id, error.message = %reason, "compensating: refund, then release");
