@@ -142,13 +142,17 @@ impl GapHistory {
 /// phi for a silence of `elapsed_ms` given gaps of `mean_ms` ± `std_ms`:
 /// -log10 of the probability that the next heartbeat is still to come, with
 /// the logistic approximation of the normal CDF that Akka uses.
+///
+/// Computed as log10(1 + e^z) in a form that stays finite however long the
+/// silence (Akka's -log10(e / (1 + e)) reaches infinity after a few seconds
+/// of silence, which then shows up as a meaningless 1.8e308 in `ListServices`).
 pub fn phi(elapsed_ms: f64, mean_ms: f64, std_ms: f64) -> f64 {
     let y = (elapsed_ms - mean_ms) / std_ms;
-    let e = (-y * (1.5976 + 0.070566 * y * y)).exp();
-    if elapsed_ms > mean_ms {
-        -(e / (1.0 + e)).log10()
+    let z = y * (1.5976 + 0.070566 * y * y);
+    if z > 0.0 {
+        (z + (-z).exp().ln_1p()) / std::f64::consts::LN_10
     } else {
-        -(1.0 - 1.0 / (1.0 + e)).log10()
+        z.exp().ln_1p() / std::f64::consts::LN_10
     }
 }
 

@@ -231,6 +231,53 @@ async fn a_start_up_replay_from_stale_to_fresh_does_not_flap() {
     assert!(alerts.try_recv().is_err(), "no status alert expected");
 }
 
+#[tokio::test]
+async fn the_mesh_watch_sends_each_change_once() {
+    let mut h = start().await;
+    let clock = tokio::spawn(server::run_clock(
+        h.monitor.clone(),
+        Duration::from_millis(10),
+        h.shutdown.clone(),
+    ));
+    let seen = record(watch(&mut h, "").await);
+    for (service, seq, status) in [
+        ("order", 1, HeartbeatStatus::Up),
+        ("inventory", 1, HeartbeatStatus::Up),
+        ("payment", 1, HeartbeatStatus::Up),
+        ("inventory", 2, HeartbeatStatus::Down),
+    ] {
+        h.monitor
+            .heartbeat_line(beat(service, &format!("{service}-1"), seq, status).as_bytes());
+    }
+    // order and payment fall silent too: the mesh stays NOT_SERVING, unrepeated.
+    testkit::wait_for(WAIT, "order and payment suspected", || {
+        let (services, _) = h.monitor.services(Instant::now());
+        services
+            .iter()
+            .all(|s| s.status == meshwatch::health::ServingStatus::NotServing)
+            .then_some(())
+    })
+    .await;
+    // New instances of all three: the mesh SERVING again (the marker that
+    // everything before it has been sent).
+    for service in ["order", "inventory", "payment"] {
+        h.monitor.heartbeat_line(
+            beat(service, &format!("{service}-2"), 1, HeartbeatStatus::Up).as_bytes(),
+        );
+    }
+    let statuses = testkit::wait_for(WAIT, "the mesh SERVING again", || {
+        let statuses: Vec<Pb> = seen.lock().expect("lock").iter().map(|e| e.1).collect();
+        (statuses.len() > 2 && statuses[2] == Pb::Serving).then_some(statuses)
+    })
+    .await;
+    assert_eq!(
+        statuses[..3],
+        [Pb::Serving, Pb::NotServing, Pb::Serving],
+        "every message a change"
+    );
+    clock.abort();
+}
+
 /// Spawns a task that records every message of `stream` with its arrival time.
 fn record(mut stream: Streaming<HealthCheckResponse>) -> Arc<Mutex<Vec<(Instant, Pb)>>> {
     let seen = Arc::new(Mutex::new(Vec::new()));

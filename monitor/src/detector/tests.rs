@@ -322,4 +322,22 @@ fn phi_rises_with_silence() {
     }
     assert!(phi(1000.0, 1000.0, 100.0) < 0.5);
     assert!(phi(2000.0, 1000.0, 100.0) > DEFAULT_THRESHOLD);
+    // The same values as Akka's formula where that one is finite...
+    for (elapsed, mean, std) in [
+        (1500.0, 1000.0, 200.0),
+        (800.0, 1000.0, 100.0),
+        (1200.0, 1250.0, 100.0),
+    ] {
+        let y: f64 = (elapsed - mean) / std;
+        let e = (-y * (1.5976 + 0.070566 * y * y)).exp();
+        let akka = -(e / (1.0 + e)).log10();
+        assert!(
+            (phi(elapsed, mean, std) - akka).abs() < 1e-9,
+            "{elapsed} {mean} {std}"
+        );
+    }
+    // ...and finite, still rising, where that one is infinite.
+    let long = phi(600_000.0, 1000.0, 100.0);
+    assert!(long.is_finite() && long > phi(10_000.0, 1000.0, 100.0));
+    assert_eq!(phi(0.0, 1_000_000.0, 100.0), 0.0);
 }
