@@ -46,10 +46,16 @@ impl Deadline {
 /// Parses the gRPC wire format of a timeout: up to 8 digits and a unit
 /// (`H`, `M`, `S`, `m`, `u`, `n`).
 pub fn parse_grpc_timeout(value: &str) -> Option<Duration> {
-    if value.len() < 2 || value.len() > 9 {
+    // ASCII only: splitting off the unit byte must not cut a character.
+    if !value.is_ascii() || value.len() < 2 || value.len() > 9 {
         return None;
     }
     let (digits, unit) = value.split_at(value.len() - 1);
+    // `u64::from_str` would also take a leading `+`, which the wire format
+    // does not allow.
+    if !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
     let n: u64 = digits.parse().ok()?;
     Some(match unit {
         "H" => Duration::from_secs(n.checked_mul(3600)?),
@@ -77,6 +83,9 @@ mod tests {
         assert_eq!(parse_grpc_timeout("5"), None);
         assert_eq!(parse_grpc_timeout("5x"), None);
         assert_eq!(parse_grpc_timeout("123456789S"), None);
+        assert_eq!(parse_grpc_timeout("+5S"), None);
+        assert_eq!(parse_grpc_timeout("é"), None);
+        assert_eq!(parse_grpc_timeout("5é"), None);
     }
 
     #[tokio::test(start_paused = true)]
