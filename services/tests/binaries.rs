@@ -153,12 +153,53 @@ async fn one_place_order_is_one_trace_across_three_services_in_ecs_lines() {
     assert_eq!(trace.len(), 32, "trace id {trace:?}");
     assert!(trace.bytes().all(|b| b.is_ascii_hexdigit()));
     assert_eq!(placed.trace_id, trace);
+    let declined = client
+        .place_order(pb::PlaceOrderRequest {
+            idempotency_key: "logs-2".into(),
+            customer_id: "c-1".into(),
+            items: vec![pb::LineItem {
+                sku: "sku-espresso".into(),
+                quantity: 1,
+            }],
+            currency_code: "USD".into(),
+            payment_token: "tok_decline_logs".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .order
+        .unwrap();
+    assert_eq!(declined.status(), pb::OrderStatus::PaymentDeclined);
 
     for s in [order, payment, inventory] {
         let name = s.name;
         let (status, lines) = stop(s).await;
         assert!(status.success(), "{name} exited with {status}");
         assert!(!lines.is_empty(), "{name} wrote nothing");
+        // ECS names only: a reason is `event.reason`, and every line about
+        // a reservation names its order.
+        for l in &lines {
+            assert!(!l.contains_key("reason"), "{name}: bare `reason`: {l:?}");
+        }
+        let about = |id: &str, message: &str| {
+            lines.iter().any(|l| {
+                str_field(l, "order.id") == Some(id)
+                    && str_field(l, "message").is_some_and(|m| m.contains(message))
+            })
+        };
+        match name {
+            "inventory" => {
+                assert!(about(&placed.order_id, "reservation committed"), "{name}");
+                assert!(about(&declined.order_id, "reservation released"), "{name}");
+            }
+            _ => assert!(
+                lines.iter().any(
+                    |l| str_field(l, "order.id") == Some(declined.order_id.as_str())
+                        && str_field(l, "event.reason").is_some_and(|r| r.contains("declined"))
+                ),
+                "{name}: no decline line with event.reason"
+            ),
+        }
         for l in &lines {
             for f in REQUIRED {
                 assert!(l.contains_key(f), "{name}: line without {f}: {l:?}");

@@ -112,7 +112,8 @@ impl pb::inventory_service_server::InventoryService for InventoryService {
         self.faults(&request).await?;
         let id = request.into_inner().reservation_id;
         let state = self.inventory.commit(&id)?;
-        tracing::info!(reservation.id = %id, "reservation committed");
+        let order_id = self.inventory.order_of(&id).unwrap_or_default();
+        tracing::info!(order.id = %order_id, reservation.id = %id, "reservation committed");
         Ok(Response::new(pb::CommitResponse {
             state: pb::ReservationState::from(state).into(),
         }))
@@ -125,7 +126,8 @@ impl pb::inventory_service_server::InventoryService for InventoryService {
         self.faults(&request).await?;
         let id = request.into_inner().reservation_id;
         let state = self.inventory.release(&id)?;
-        tracing::info!(reservation.id = %id, reservation.state = ?state, "reservation released");
+        let order_id = self.inventory.order_of(&id).unwrap_or_default();
+        tracing::info!(order.id = %order_id, reservation.id = %id, reservation.state = ?state, "reservation released");
         Ok(Response::new(pb::ReleaseResponse {
             state: pb::ReservationState::from(state).into(),
         }))

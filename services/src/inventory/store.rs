@@ -280,6 +280,14 @@ impl Inventory {
         }
     }
 
+    /// The order a reservation was made for (for log lines).
+    pub fn order_of(&self, reservation_id: &str) -> Option<String> {
+        self.lock()
+            .reservations
+            .get(reservation_id)
+            .map(|r| r.order_id.clone())
+    }
+
     /// Stock of `skus`, or of the whole catalog when empty.
     pub fn stock(&self, skus: &[String]) -> Result<Vec<StockLevel>, InventoryError> {
         let mut st = self.lock();

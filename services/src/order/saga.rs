@@ -171,7 +171,7 @@ impl Orders {
             tracing::info!(
                 order.id = %id,
                 order.status = "PAYMENT_DECLINED",
-                reason = order.failure_reason.as_deref().unwrap_or_default(),
+                event.reason = order.failure_reason.as_deref().unwrap_or_default(),
                 "order declined by payment; reservation released"
             );
             return Ok(order);

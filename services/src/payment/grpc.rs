@@ -110,7 +110,7 @@ impl pb::payment_service_server::PaymentService for PaymentService {
                 tracing::info!(
                     order.id = %p.order_id,
                     payment.id = %p.payment_id,
-                    reason = p.decline_reason.as_deref().unwrap_or_default(),
+                    event.reason = p.decline_reason.as_deref().unwrap_or_default(),
                     "charge declined"
                 );
             }
@@ -136,7 +136,7 @@ impl pb::payment_service_server::PaymentService for PaymentService {
         self.faults(&request).await?;
         let req = request.into_inner();
         let p = self.ledger.refund(&req.order_id, &req.reason)?;
-        tracing::warn!(order.id = %p.order_id, payment.id = %p.payment_id, reason = %req.reason, "charge refunded");
+        tracing::warn!(order.id = %p.order_id, payment.id = %p.payment_id, event.reason = %req.reason, "charge refunded");
         Ok(Response::new(pb::RefundResponse {
             payment_id: p.payment_id.clone(),
             status: pb::PaymentStatus::from(p.status).into(),
