@@ -6,6 +6,8 @@
 //! export MESHWATCH_TEST_KAFKA=$(scripts/broker start /tmp/shipper-bench-broker)
 //! cargo bench -p meshwatch-shipper --bench shipper
 //! # optional: BENCH_LINES=1000000 (default) BENCH_ROUNDS=2 (default)
+//! #           BENCH_SHIPPER_ARGS="--window-bytes 16777216" (extra flags, tail runs)
+//! #           BENCH_TRACE=1 (print the tailing shipper's stats lines)
 //! ```
 //!
 //! In one run, on the same broker, for the same file of realistic ECS lines:
@@ -98,13 +100,14 @@ impl ProducerContext for Counting {
 }
 
 /// The bare producer: same settings as the shipper, lines as they are.
-fn baseline(bootstrap: &str, topic: &str, file: &Path, lines: u64) -> Duration {
+fn baseline(bootstrap: &str, topic: &str, file: &Path, lines: u64) -> (Duration, Duration) {
     let mut cfg = Config::new(Input::Stdin, bootstrap, std::env::temp_dir(), "bench");
     cfg.logs_topic = topic.to_owned();
     let counting = Counting::default();
     let producer: ThreadedProducer<Counting> = meshwatch_shipper::sink::producer_config(&cfg)
         .create_with_context(counting.clone())
         .expect("baseline producer");
+    let cpu_before = cpu_time("self");
     let started = Instant::now();
     let mut reader = BufReader::with_capacity(64 << 10, File::open(file).unwrap());
     let mut line = Vec::with_capacity(1024);
@@ -131,12 +134,15 @@ fn baseline(bootstrap: &str, topic: &str, file: &Path, lines: u64) -> Duration {
         std::thread::sleep(Duration::from_millis(1));
     }
     let elapsed = started.elapsed();
+    // The whole bench process: the reading loop and librdkafka's threads (the
+    // runtime's idle workers add next to nothing).
+    let cpu = cpu_time("self").saturating_sub(cpu_before);
     assert_eq!(
         counting.failed.load(Ordering::Relaxed),
         0,
         "baseline failures"
     );
-    elapsed
+    (elapsed, cpu)
 }
 
 fn shipper_args<'a>(
@@ -168,6 +174,26 @@ fn shipper_args<'a>(
     .collect()
 }
 
+/// CPU time (user + system) a process has used so far, from /proc (100 Hz ticks).
+fn cpu_time(pid: &str) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let fields: Vec<u64> = rest
+        .split_whitespace()
+        .map(|f| f.parse().unwrap_or(0))
+        .collect();
+    let ticks = fields.get(11).copied().unwrap_or(0) + fields.get(12).copied().unwrap_or(0);
+    Duration::from_millis(ticks * 10)
+}
+
+/// `BENCH_SHIPPER_ARGS`: extra flags for the tailing shipper (e.g. a window size).
+fn extra_shipper_args() -> Vec<String> {
+    std::env::var("BENCH_SHIPPER_ARGS")
+        .map(|v| v.split_whitespace().map(str::to_owned).collect())
+        .unwrap_or_default()
+}
+
 fn peak_rss_kib(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
@@ -188,7 +214,7 @@ fn stop(mut child: Child) {
 }
 
 /// The shipper binary tailing `file`; returns (time to the checkpoint at the end, peak RSS KiB).
-fn shipper_tail(bootstrap: &str, topic: &str, hb: &str, file: &Path) -> (Duration, u64) {
+fn shipper_tail(bootstrap: &str, topic: &str, hb: &str, file: &Path) -> (Duration, u64, Duration) {
     let data = tempfile::tempdir().unwrap();
     let len = std::fs::metadata(file).unwrap().len();
     let cp_path = data.path().join(meshwatch_shipper::CHECKPOINT_FILE);
@@ -196,6 +222,7 @@ fn shipper_tail(bootstrap: &str, topic: &str, hb: &str, file: &Path) -> (Duratio
     let child = Command::new(env!("CARGO_BIN_EXE_shipper"))
         .args(shipper_args(bootstrap, topic, hb, data.path()))
         .args(["--file", file.to_str().unwrap()])
+        .args(extra_shipper_args())
         .stdout(Stdio::null())
         .stderr(File::create(data.path().join("stderr")).unwrap())
         .spawn()
@@ -212,6 +239,7 @@ fn shipper_tail(bootstrap: &str, topic: &str, hb: &str, file: &Path) -> (Duratio
     }
     let elapsed = started.elapsed();
     let rss = peak_rss_kib(child.id());
+    let cpu = cpu_time(&child.id().to_string());
     stop(child);
     if std::env::var_os("BENCH_TRACE").is_some() {
         // The shipper's own stats lines (every 100 ms), to see where time goes.
@@ -233,7 +261,7 @@ fn shipper_tail(bootstrap: &str, topic: &str, hb: &str, file: &Path) -> (Duratio
             }
         }
     }
-    (elapsed, rss)
+    (elapsed, rss, cpu)
 }
 
 /// Counts the records of a one-partition topic from offset 0 (bounded).
@@ -376,12 +404,14 @@ fn main() {
         let mut best_base = Duration::MAX;
         let mut best_ship = Duration::MAX;
         let mut max_rss = 0;
+        let mut best_base_cpu = Duration::MAX;
+        let mut best_ship_cpu = Duration::MAX;
         for round in 1..=rounds {
             let topic = testkit::unique_topic("bench-base");
             testkit::create_topic(&bootstrap, &topic, 1).await;
             let (b, t) = (bootstrap.clone(), topic.clone());
             let f = file.clone();
-            let base = tokio::task::spawn_blocking(move || baseline(&b, &t, &f, lines))
+            let (base, base_cpu) = tokio::task::spawn_blocking(move || baseline(&b, &t, &f, lines))
                 .await
                 .unwrap();
             let (b, t) = (bootstrap.clone(), topic.clone());
@@ -396,7 +426,7 @@ fn main() {
             testkit::create_topic(&bootstrap, &hb, 1).await;
             let (b, t, h) = (bootstrap.clone(), topic.clone(), hb.clone());
             let f = file.clone();
-            let (ship, rss) = tokio::task::spawn_blocking(move || shipper_tail(&b, &t, &h, &f))
+            let (ship, rss, ship_cpu) = tokio::task::spawn_blocking(move || shipper_tail(&b, &t, &h, &f))
                 .await
                 .unwrap();
             let (b, t) = (bootstrap.clone(), topic.clone());
@@ -408,12 +438,17 @@ fn main() {
             let (bl, bm) = rate(lines, bytes, base);
             let (sl, sm) = rate(lines, bytes, ship);
             println!(
-                "round {round}: baseline {:.2} s = {bl:.0} lines/s {bm:.1} MiB/s | shipper {:.2} s = {sl:.0} lines/s {sm:.1} MiB/s | ratio {:.2} | shipper peak RSS {:.1} MiB",
+                "round {round}: baseline {:.2} s = {bl:.0} lines/s {bm:.1} MiB/s (CPU {:.2} s) | shipper {:.2} s = {sl:.0} lines/s {sm:.1} MiB/s (CPU {:.2} s) | ratio {:.2} | CPU ratio baseline/shipper {:.2} | shipper peak RSS {:.1} MiB",
                 base.as_secs_f64(),
+                base_cpu.as_secs_f64(),
                 ship.as_secs_f64(),
+                ship_cpu.as_secs_f64(),
                 sl / bl,
+                base_cpu.as_secs_f64() / ship_cpu.as_secs_f64().max(0.01),
                 rss as f64 / 1024.0
             );
+            best_base_cpu = best_base_cpu.min(base_cpu);
+            best_ship_cpu = best_ship_cpu.min(ship_cpu);
             best_base = best_base.min(base);
             best_ship = best_ship.min(ship);
             max_rss = max_rss.max(rss);
@@ -423,6 +458,12 @@ fn main() {
         println!("best of {rounds}: baseline (bare rdkafka producer) {bl:.0} lines/s, {bm:.1} MiB/s");
         println!("best of {rounds}: shipper --file                   {sl:.0} lines/s, {sm:.1} MiB/s");
         println!("ratio shipper / baseline: {:.2}", sl / bl);
+        println!(
+            "CPU per run (least of {rounds}): baseline {:.2} s, shipper {:.2} s; ratio baseline / shipper {:.2}",
+            best_base_cpu.as_secs_f64(),
+            best_ship_cpu.as_secs_f64(),
+            best_base_cpu.as_secs_f64() / best_ship_cpu.as_secs_f64().max(0.01)
+        );
         println!("shipper peak RSS tailing: {:.1} MiB", max_rss as f64 / 1024.0);
 
         let wrap = wrap_cut(&file, lines).await;
