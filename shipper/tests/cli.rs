@@ -161,10 +161,8 @@ async fn a_missing_topic_is_reported_repeatedly_and_its_records_wait() {
 
     // Once the topic exists, the waiting records are delivered.
     testkit::create_topic(&broker, &logs, 1).await;
-    let records = testkit::read_topic(&broker, &logs, Duration::from_secs(90), |r| {
-        distinct_below(r, 5) >= 5
-    })
-    .await;
+    let records =
+        testkit::read_topic(&broker, &logs, Duration::from_secs(90), has_all_below(5)).await;
     assert_all_arrived(&records, 5);
     shipper.signal(nix::sys::signal::Signal::SIGTERM);
     let out = shipper.wait(WAIT).await;
