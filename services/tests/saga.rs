@@ -43,6 +43,7 @@ struct Options {
     reservation_ttl: Duration,
     payment_faults: FaultSettings,
     call_timeout: Duration,
+    request_budget: Duration,
     /// Point order at an address where nothing listens instead.
     inventory_down: bool,
     payment_down: bool,
@@ -55,6 +56,7 @@ impl Default for Options {
             reservation_ttl: Duration::from_secs(30),
             payment_faults: FaultSettings::default(),
             call_timeout: Duration::from_secs(3),
+            request_budget: Duration::from_secs(10),
             inventory_down: false,
             payment_down: false,
         }
@@ -123,6 +125,7 @@ async fn mesh(opts: Options) -> Mesh {
         &format!("http://{pay_target}"),
     );
     ocfg.call_timeout = opts.call_timeout;
+    ocfg.request_budget = opts.request_budget;
     tokio::spawn(app::run_order(
         ocfg,
         app::identity("order"),
@@ -415,6 +418,61 @@ async fn a_hanging_payment_answers_deadline_exceeded_within_the_call_timeout() {
     );
     // The refund hangs too (and fails); the release still puts the stock back
     // before the answer.
+    assert_eq!(m.stock("sku-espresso").await, before);
+}
+
+#[tokio::test]
+async fn a_caller_without_a_deadline_is_answered_within_the_budget_while_compensation_goes_on() {
+    let m = mesh(Options {
+        payment_faults: FaultSettings {
+            hang: true,
+            ..FaultSettings::default()
+        },
+        call_timeout: Duration::from_millis(900),
+        request_budget: Duration::from_secs(1),
+        ..Options::default()
+    })
+    .await;
+    let before = m.stock("sku-espresso").await;
+    let start = Instant::now();
+    // No grpc-timeout: order's own budget is the only bound. The charge
+    // times out at 0.9 s and the refund (which hangs too) would take the
+    // answer to 1.8 s.
+    let order = m
+        .order
+        .clone()
+        .place_order(request("budget-1", "sku-espresso", 1))
+        .await
+        .unwrap()
+        .into_inner()
+        .order
+        .unwrap();
+    let took = start.elapsed();
+    assert!(
+        took < Duration::from_millis(1500),
+        "answered after {took:?}"
+    );
+    assert_eq!(order.status(), pb::OrderStatus::Pending, "{order:?}");
+    // The saga still ends: refund attempted, stock released, order failed.
+    let until = Instant::now() + Duration::from_secs(10);
+    loop {
+        let got = m
+            .order
+            .clone()
+            .get_order(pb::GetOrderRequest {
+                order_id: order.order_id.clone(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .order
+            .unwrap();
+        if got.status() == pb::OrderStatus::Failed {
+            break;
+        }
+        assert!(Instant::now() < until, "still {got:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     assert_eq!(m.stock("sku-espresso").await, before);
 }
 

@@ -78,18 +78,31 @@ impl Orders {
             }
             Claim::Run(order) => {
                 let this = self.clone();
-                let order_id = order.order_id.clone();
-                let run = tokio::spawn(
+                let pending = order.clone();
+                let mut run = tokio::spawn(
                     async move {
+                        let mut finish = FinishOnDrop {
+                            book: Arc::clone(&this.book),
+                            key,
+                            order_id: order.order_id.clone(),
+                        };
                         let outcome = this.run(order, &request, deadline).await;
-                        this.book.finish(&key, &order_id, outcome.clone());
+                        finish.finish(outcome.clone());
                         outcome
                     }
                     .in_current_span(),
                 );
-                run.await.unwrap_or_else(|e| {
-                    Err(Status::internal(format!("order saga task failed: {e}")))
-                })
+                // Compensation runs on its own budget and may outlast ours:
+                // answer by the deadline and let the task finish the saga.
+                match tokio::time::timeout_at(deadline.instant(), &mut run).await {
+                    Ok(joined) => joined.unwrap_or_else(|e| {
+                        Err(Status::internal(format!("order saga task failed: {e}")))
+                    }),
+                    Err(_) => {
+                        tracing::warn!(order.id = %pending.order_id, "request budget spent with the saga still running; answering with the order as it stands");
+                        Ok(self.book.get(&pending.order_id).unwrap_or(pending))
+                    }
+                }
             }
         }
     }
@@ -275,6 +288,33 @@ impl Orders {
                 tracing::error!(order.id = %order_id, error.message = %s.message(), "refund failed");
                 false
             }
+        }
+    }
+}
+
+/// Ends a run's claim on its key even when the saga task dies (a panic,
+/// the runtime shutting down), so the order is not left PENDING with every
+/// retry waiting on it.
+struct FinishOnDrop {
+    book: Arc<OrderBook>,
+    key: String,
+    order_id: String,
+}
+
+impl FinishOnDrop {
+    fn finish(&mut self, outcome: Outcome) {
+        self.book
+            .finish(&std::mem::take(&mut self.key), &self.order_id, outcome);
+    }
+}
+
+impl Drop for FinishOnDrop {
+    fn drop(&mut self) {
+        if !self.key.is_empty() {
+            self.finish(Err(Status::internal(format!(
+                "order {} stopped before it was decided; retry with the same idempotency_key",
+                self.order_id
+            ))));
         }
     }
 }
