@@ -19,7 +19,11 @@
 //! - shipper: the release binary tailing the file (`--file`). Done when the
 //!   checkpoint, which only moves on Kafka's acknowledgement, reaches the end
 //!   of the file. Its peak RSS (VmHWM) is recorded.
-//! - the ratio shipper / baseline in lines/s.
+//! - the ratio shipper / baseline in lines/s, and the CPU each used.
+//! - steady state: a writer appends lines at 10,000 lines/s for 10 s to a file
+//!   the shipper tails; p50/p99 latency from the write to the line being
+//!   readable in Kafka (an upper bound of write → acknowledgement), and the
+//!   shipper's RSS mid-run.
 //! - wrap mode with Kafka cut (a broker behind `testkit::ProxiedBroker`): the
 //!   shipper wraps `cat FILE`; how fast the wrapped process's output went
 //!   through, the spool size and the shipper's peak RSS while Kafka is away, then
@@ -294,6 +298,118 @@ fn count_topic(bootstrap: &str, topic: &str, want: u64) -> u64 {
     n
 }
 
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+struct Steady {
+    histogram: hdrhistogram::Histogram<u64>,
+    rss_kib: u64,
+    peak_rss_kib: u64,
+    missing: u64,
+}
+
+/// A writer appends ECS lines to a file at a steady `rate` lines/s for
+/// `secs` seconds while the shipper tails it; a consumer notes when each line
+/// becomes readable in Kafka. Latency = write → readable (an upper bound of
+/// write → acknowledgement: it adds the consumer's fetch).
+fn steady(bootstrap: &str, rate: u64, secs: u64) -> Steady {
+    let total = rate * secs;
+    let topic = testkit::unique_topic("bench-steady");
+    let hb = testkit::unique_topic("bench-steady-hb");
+    let rt = tokio::runtime::Handle::current();
+    rt.block_on(testkit::create_topic(bootstrap, &topic, 1));
+    rt.block_on(testkit::create_topic(bootstrap, &hb, 1));
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("order.log");
+    File::create(&path).unwrap();
+    let data = dir.path().join("data");
+    let child = Command::new(env!("CARGO_BIN_EXE_shipper"))
+        .args(shipper_args(bootstrap, &topic, &hb, &data))
+        .args(["--file", path.to_str().unwrap(), "--poll-ms", "5"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+
+    let consumer: BaseConsumer = meshwatch::kafka::client_config(bootstrap)
+        .set("group.id", testkit::unique_topic("bench-steady"))
+        .set("enable.auto.commit", "false")
+        .set("fetch.wait.max.ms", "5")
+        .set("fetch.min.bytes", "1")
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(&topic, 0, Offset::Beginning)
+        .unwrap();
+    consumer.assign(&tpl).unwrap();
+
+    let written: Arc<Vec<AtomicU64>> = Arc::new((0..total).map(|_| AtomicU64::new(0)).collect());
+    let epoch = Instant::now();
+    let w = written.clone();
+    let writer_path = path.clone();
+    let writer = std::thread::spawn(move || {
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(writer_path)
+            .unwrap();
+        let start = Instant::now();
+        for n in 0..total {
+            let due = start + Duration::from_nanos(n * 1_000_000_000 / rate);
+            let now = Instant::now();
+            if due > now {
+                std::thread::sleep(due - now);
+            }
+            let line = format!("{},\"bench.n\":{n}}}\n", ecs_line(n).trim_end_matches('}'));
+            w[n as usize].store(epoch.elapsed().as_micros() as u64, Ordering::Relaxed);
+            f.write_all(line.as_bytes()).unwrap();
+        }
+    });
+
+    let mut histogram = hdrhistogram::Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).unwrap();
+    let mut seen = vec![false; total as usize];
+    let mut count = 0;
+    let mut rss = 0;
+    let deadline = Instant::now() + Duration::from_secs(secs + 60);
+    while count < total && Instant::now() < deadline {
+        let Some(Ok(m)) = consumer.poll(Duration::from_millis(50)) else {
+            continue;
+        };
+        let arrived = epoch.elapsed().as_micros() as u64;
+        let n = m
+            .payload()
+            .and_then(|p| serde_json::from_slice::<serde_json::Value>(p).ok())
+            .and_then(|v| v["bench.n"].as_u64());
+        if let Some(n) = n.filter(|n| *n < total) {
+            if !std::mem::replace(&mut seen[n as usize], true) {
+                count += 1;
+                let sent = written[n as usize].load(Ordering::Relaxed);
+                histogram.saturating_record(arrived.saturating_sub(sent).max(1));
+                if count == total / 2 {
+                    rss = rss_kib(child.id()); // steady state, mid-run
+                }
+            }
+        }
+    }
+    writer.join().unwrap();
+    let peak = peak_rss_kib(child.id());
+    let _ = consumer.unassign();
+    stop(child);
+    Steady {
+        histogram,
+        rss_kib: rss,
+        peak_rss_kib: peak,
+        missing: total - count,
+    }
+}
+
 struct WrapCut {
     write_time: Duration,
     spool_bytes: u64,
@@ -465,6 +581,23 @@ fn main() {
             best_base_cpu.as_secs_f64() / best_ship_cpu.as_secs_f64().max(0.01)
         );
         println!("shipper peak RSS tailing: {:.1} MiB", max_rss as f64 / 1024.0);
+
+        let rate_per_s = env_u64("BENCH_STEADY_RATE", 10_000);
+        let secs = env_u64("BENCH_STEADY_SECS", 10);
+        let b = bootstrap.clone();
+        let st = tokio::task::spawn_blocking(move || steady(&b, rate_per_s, secs))
+            .await
+            .unwrap();
+        assert_eq!(st.missing, 0, "steady: every line in Kafka");
+        let ms = |q: f64| st.histogram.value_at_quantile(q) as f64 / 1000.0;
+        println!(
+            "steady {rate_per_s} lines/s for {secs} s, tail: write -> readable in Kafka p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms; shipper RSS mid-run {:.1} MiB, peak {:.1} MiB",
+            ms(0.5),
+            ms(0.99),
+            st.histogram.max() as f64 / 1000.0,
+            st.rss_kib as f64 / 1024.0,
+            st.peak_rss_kib as f64 / 1024.0
+        );
 
         let wrap = wrap_cut(&file, lines).await;
         let (wl, wm) = rate(lines, bytes, wrap.write_time);
