@@ -24,6 +24,21 @@ pub const DEFAULT_PAYMENT_ADDR: &str = "http://127.0.0.1:50053";
 /// Exit code for bad flags (EX_USAGE).
 pub const EXIT_USAGE: u8 = 64;
 
+/// Longest duration the timeout and TTL flags take: far past any sensible
+/// setting, and short enough that adding it to the clock cannot overflow
+/// (which panics in the middle of a request).
+pub const MAX_DURATION: Duration = Duration::from_secs(30 * 24 * 3600);
+
+fn at_most_max(flag: &'static str, d: Duration) -> Result<Duration, ConfigError> {
+    if d > MAX_DURATION {
+        return Err(ConfigError::new(
+            flag,
+            format!("{d:?} is longer than the maximum, 30 days"),
+        ));
+    }
+    Ok(d)
+}
+
 /// A flag whose value was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("--{flag}: {reason}")]
@@ -200,7 +215,7 @@ impl TryFrom<InventoryArgs> for InventoryConfig {
         };
         Ok(Self {
             listen: listen("listen", &a.listen)?,
-            reservation_ttl: a.reservation_ttl,
+            reservation_ttl: at_most_max("reservation-ttl", a.reservation_ttl)?,
             catalog,
             common: a.common.try_into()?,
         })
@@ -316,8 +331,8 @@ impl TryFrom<OrderArgs> for OrderConfig {
             inventory_addr: url("inventory-addr", &a.inventory_addr)?,
             payment_addr: url("payment-addr", &a.payment_addr)?,
             currency: a.currency,
-            call_timeout: a.call_timeout,
-            request_budget: a.request_budget,
+            call_timeout: at_most_max("call-timeout", a.call_timeout)?,
+            request_budget: at_most_max("request-budget", a.request_budget)?,
             common: a.common.try_into()?,
         })
     }
@@ -385,5 +400,21 @@ mod tests {
         .unwrap_err();
         assert_eq!(e.flag, "catalog");
         assert!(OrderArgs::try_parse_from(["order", "--call-timeout", "soon"]).is_err());
+    }
+
+    #[test]
+    fn durations_that_would_overflow_the_clock_are_refused() {
+        // Parses as a Duration, but `Instant::now() + d` panics.
+        let huge = "10000000000000000000s";
+        let e = order(&["--call-timeout", huge]).unwrap_err();
+        assert_eq!(e.flag, "call-timeout", "{e}");
+        let e = order(&["--request-budget", huge]).unwrap_err();
+        assert_eq!(e.flag, "request-budget", "{e}");
+        let e = InventoryConfig::try_from(
+            InventoryArgs::try_parse_from(["inventory", "--reservation-ttl", huge]).unwrap(),
+        )
+        .unwrap_err();
+        assert_eq!(e.flag, "reservation-ttl", "{e}");
+        assert!(order(&["--request-budget", "720h"]).is_ok());
     }
 }
