@@ -104,6 +104,10 @@ pub struct Inventory {
     state: Mutex<State>,
     ttl: Duration,
     currency: String,
+    /// Random per process, so a reservation id held by an order's saga
+    /// across an inventory restart names nothing rather than another
+    /// order's reservation (the counter starts again at 1).
+    id_prefix: u32,
 }
 
 impl std::fmt::Debug for Inventory {
@@ -139,6 +143,7 @@ impl Inventory {
             }),
             ttl,
             currency,
+            id_prefix: rand::random(),
         }
     }
 
@@ -219,7 +224,7 @@ impl Inventory {
             }
         }
         st.next_id += 1;
-        let id = format!("res-{:08}", st.next_id);
+        let id = format!("res-{:08x}-{:08}", self.id_prefix, st.next_id);
         let reservation = Reservation {
             id: id.clone(),
             order_id: order_id.to_owned(),
@@ -453,6 +458,20 @@ mod tests {
         // A released order may reserve again.
         let r3 = i.reserve("o2", &[("a".into(), 1)]).unwrap();
         assert_ne!(r3.id, r2.id);
+    }
+
+    #[test]
+    fn reservation_ids_are_not_reused_by_a_restarted_inventory() {
+        // A saga may hold an id across an inventory restart: committing or
+        // releasing it must not touch another order's reservation.
+        let before = inv(10).reserve("o1", &[("a".into(), 1)]).unwrap();
+        let restarted = inv(10);
+        let other = restarted.reserve("o2", &[("a".into(), 1)]).unwrap();
+        assert_ne!(before.id, other.id);
+        assert!(matches!(
+            restarted.commit(&before.id),
+            Err(InventoryError::UnknownReservation(_))
+        ));
     }
 
     #[test]
