@@ -37,6 +37,8 @@ pub enum CatalogError {
     Duplicate(String),
     #[error("catalog item has an empty sku")]
     EmptySku,
+    #[error("catalog item {0:?} has price 0; payment takes no zero charges, so every order for it would fail")]
+    Free(String),
     #[error("catalog mixes currencies {0} and {1}: one catalog, one currency")]
     MixedCurrencies(String, String),
 }
@@ -92,6 +94,9 @@ pub fn validate(items: &[CatalogItem]) -> Result<(), CatalogError> {
         }
         if !seen.insert(i.sku.as_str()) {
             return Err(CatalogError::Duplicate(i.sku.clone()));
+        }
+        if i.unit_price.minor() == 0 {
+            return Err(CatalogError::Free(i.sku.clone()));
         }
         if i.unit_price.currency() != first.unit_price.currency() {
             return Err(CatalogError::MixedCurrencies(
@@ -176,5 +181,11 @@ mod tests {
         ));
         let neg = r#"[{"sku":"a","name":"A","price_minor":-5,"currency_code":"EUR","stock":3}]"#;
         assert!(matches!(parse(neg), Err(CatalogError::Price { .. })));
+        let free = r#"[{"sku":"a","name":"A","price_minor":0,"currency_code":"EUR","stock":3}]"#;
+        assert!(
+            matches!(parse(free), Err(CatalogError::Free(_))),
+            "{:?}",
+            parse(free)
+        );
     }
 }
