@@ -168,13 +168,13 @@ fn shipper_args<'a>(
         "order",
         "--stats-ms",
         "100",
-        "--checkpoint-ms",
-        "50",
         "--shutdown-grace-ms",
         "300000",
+        "--checkpoint-ms",
     ]
     .into_iter()
     .map(str::to_owned)
+    .chain([env_u64("BENCH_CHECKPOINT_MS", 50).to_string()])
     .collect()
 }
 
