@@ -156,6 +156,10 @@ fn url(flag: &'static str, s: &str) -> Result<String, ConfigError> {
     if rest.is_empty() || rest.starts_with(':') {
         return Err(ConfigError::new(flag, format!("{s:?} has no host")));
     }
+    // What the client will build from it, so a bad URL is refused here
+    // (exit 64) rather than after start-up.
+    tonic::transport::Endpoint::from_shared(s.to_owned())
+        .map_err(|e| ConfigError::new(flag, format!("{s:?} is not a valid URL ({e})")))?;
     Ok(s.to_owned())
 }
 
@@ -392,6 +396,12 @@ mod tests {
             "inventory-addr"
         );
         assert_eq!(order(&["--currency", "usd"]).unwrap_err().flag, "currency");
+        assert_eq!(
+            order(&["--payment-addr", "http://bad host:1"])
+                .unwrap_err()
+                .flag,
+            "payment-addr"
+        );
         let e = order(&["--fault-error-rate", "2"]).unwrap_err();
         assert_eq!(e.to_string(), "--fault-error-rate: 2 is outside [0, 1]");
         let e = InventoryConfig::try_from(
