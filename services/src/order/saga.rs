@@ -79,13 +79,15 @@ impl Orders {
             Claim::Run(order) => {
                 let this = self.clone();
                 let pending = order.clone();
+                // Made before the task so that it is dropped with the task
+                // even if the task is never polled.
+                let mut finish = FinishOnDrop {
+                    book: Arc::clone(&self.book),
+                    key,
+                    order_id: order.order_id.clone(),
+                };
                 let mut run = tokio::spawn(
                     async move {
-                        let mut finish = FinishOnDrop {
-                            book: Arc::clone(&this.book),
-                            key,
-                            order_id: order.order_id.clone(),
-                        };
                         let outcome = this.run(order, &request, deadline).await;
                         finish.finish(outcome.clone());
                         outcome
@@ -363,3 +365,51 @@ pub fn order_status(e: OrderError) -> Status {
 pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(3);
 /// Default budget of a PlaceOrder whose caller set no deadline.
 pub const DEFAULT_REQUEST_BUDGET: Duration = Duration::from_secs(10);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_saga_that_dies_with_its_runtime_leaves_the_key_retryable() {
+        // Accepts connections, never answers: the saga cannot finish.
+        let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = format!("http://{}", silent.local_addr().unwrap());
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let orders = rt.block_on(async {
+            Orders::new(
+                Clients::new(&addr, &addr, Duration::from_secs(30)).unwrap(),
+                "USD",
+            )
+        });
+        let request = NewOrder::validate(
+            "k".into(),
+            "c".into(),
+            vec![("sku-mug".into(), 1)],
+            "USD".into(),
+            String::new(),
+            "USD",
+        )
+        .unwrap();
+        let o = orders.clone();
+        let r = request.clone();
+        rt.block_on(async move {
+            // One poll of PlaceOrder (claim, spawn), then the caller leaves.
+            tokio::select! {
+                biased;
+                _ = o.place(r, Deadline::after(Duration::from_secs(30)), "t1") => {
+                    panic!("the saga cannot have finished")
+                }
+                () = std::future::ready(()) => {}
+            }
+        });
+        drop(rt);
+        match orders.book.claim(request, "t2").unwrap() {
+            Claim::Run(order) => assert_eq!(order.status, OrderStatus::Pending),
+            other => panic!("the key is still claimed by a dead saga: {other:?}"),
+        }
+    }
+}
