@@ -699,7 +699,7 @@ async fn a_commit_whose_answer_is_lost_confirms_instead_of_refunding_sold_units(
         &format!("http://{inventory_addr}"),
         &format!("http://{payment_addr}"),
     );
-    ocfg.call_timeout = Duration::from_millis(300);
+    ocfg.call_timeout = Duration::from_secs(1);
     tokio::spawn(app::run_order(
         ocfg,
         app::identity("order"),
