@@ -64,6 +64,10 @@ impl Slot {
 #[derive(Clone, Default)]
 pub struct HealthState {
     slots: Arc<Mutex<HashMap<String, Slot>>>,
+    /// Cancelled when the server drains: open Watch streams deliver what is
+    /// pending (the NOT_SERVING of the drain) and end, so they do not hold
+    /// the shutdown for the whole grace period.
+    closing: tokio_util::sync::CancellationToken,
 }
 
 impl std::fmt::Debug for HealthState {
@@ -107,6 +111,13 @@ impl HealthState {
                 slots.remove(name);
             }
         }
+    }
+
+    /// Ends every open Watch stream after it has delivered the changes already
+    /// made (call after setting NOT_SERVING on shutdown). New Watch calls end
+    /// right after their first message.
+    pub fn close_watches(&self) {
+        self.closing.cancel();
     }
 
     /// The status of `name`, or `None` when it is not known.
@@ -213,11 +224,18 @@ impl pb::health_server::Health for HealthService {
         let (current, mut changes) = self.state.subscribe(&name);
         let (tx, rx) = mpsc::channel(WATCH_STREAM_BUFFER);
         let state = self.state.clone();
+        let closing = self.state.closing.clone();
         tokio::spawn(async move {
             let mut last = to_pb(current);
             if tx.send(Ok(response(last))).await.is_ok() {
                 loop {
-                    let next = match changes.recv().await {
+                    let received = tokio::select! {
+                        // Changes made before the close are delivered first.
+                        biased;
+                        r = changes.recv() => r,
+                        () = closing.cancelled() => break,
+                    };
+                    let next = match received {
                         Ok(status) => to_pb(status),
                         // Fell behind: resynchronise with the present.
                         Err(broadcast::error::RecvError::Lagged(_)) => to_pb(state.get(&name)),

@@ -44,6 +44,10 @@ pub struct ServeConfig {
     pub health_names: Vec<String>,
     /// The state served as `grpc.health.v1.Health`.
     pub health: HealthState,
+    /// Fully qualified names of the services in the routes, listed by
+    /// reflection (with `grpc.health.v1.Health` and reflection itself), so
+    /// `grpcurl list` shows what this server serves and nothing else.
+    pub grpc_services: Vec<String>,
 }
 
 impl ServeConfig {
@@ -58,6 +62,7 @@ impl ServeConfig {
             drain_grace: DEFAULT_DRAIN_GRACE,
             health_names,
             health: HealthState::new(),
+            grpc_services: proto_services.iter().map(|s| (*s).to_owned()).collect(),
         }
     }
 }
@@ -91,12 +96,19 @@ pub async fn serve(
     shutdown: CancellationToken,
     routes: Routes,
 ) -> Result<(), RuntimeError> {
-    let reflection_v1 = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
-        .build_v1()?;
-    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
-        .build_v1alpha()?;
+    let reflection = || {
+        let mut b = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
+            .with_service_name("grpc.health.v1.Health")
+            .with_service_name("grpc.reflection.v1.ServerReflection")
+            .with_service_name("grpc.reflection.v1alpha.ServerReflection");
+        for name in &cfg.grpc_services {
+            b = b.with_service_name(name.clone());
+        }
+        b
+    };
+    let reflection_v1 = reflection().build_v1()?;
+    let reflection_v1alpha = reflection().build_v1alpha()?;
     let routes = routes
         .add_service(health::health_server(cfg.health.clone()))
         .add_service(reflection_v1)
@@ -140,6 +152,7 @@ pub async fn serve(
             for name in &cfg.health_names {
                 cfg.health.set(name, ServingStatus::NotServing);
             }
+            cfg.health.close_watches();
             let _ = ready_tx.send(false);
             tracing::info!(grace_ms = cfg.drain_grace.as_millis() as u64, "draining");
             stop_serving.cancel();

@@ -22,11 +22,17 @@ const STREAM_BUFFER: usize = 64;
 #[derive(Clone, Debug)]
 pub struct MonitorService {
     monitor: Monitor,
+    shutdown: tokio_util::sync::CancellationToken,
 }
 
 /// The tonic server for `meshwatch.monitor.v1.Monitor` over `monitor`.
-pub fn monitor_server(monitor: Monitor) -> pb::monitor_server::MonitorServer<MonitorService> {
-    pb::monitor_server::MonitorServer::new(MonitorService { monitor })
+/// The Monitor service; its alert streams end with UNAVAILABLE when
+/// `shutdown` fires, so they do not hold the drain for its whole grace.
+pub fn monitor_server(
+    monitor: Monitor,
+    shutdown: tokio_util::sync::CancellationToken,
+) -> pb::monitor_server::MonitorServer<MonitorService> {
+    pb::monitor_server::MonitorServer::new(MonitorService { monitor, shutdown })
 }
 
 fn status(s: ServingStatus) -> pb::ServingStatus {
@@ -126,11 +132,20 @@ impl pb::monitor_server::Monitor for MonitorService {
         let only = request.into_inner().service;
         let mut alerts = self.monitor.subscribe();
         let (tx, rx) = mpsc::channel(STREAM_BUFFER);
+        let shutdown = self.shutdown.clone();
         tokio::spawn(async move {
             loop {
                 let next = tokio::select! {
                     // The client went away: stop at once, not at the next alert.
                     () = tx.closed() => break,
+                    () = shutdown.cancelled() => {
+                        let _ = tx
+                            .send(Err(Status::unavailable(
+                                "the monitor is shutting down; reconnect (to another replica)",
+                            )))
+                            .await;
+                        break;
+                    }
                     next = alerts.recv() => next,
                 };
                 let item = match next {

@@ -42,10 +42,11 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> Result<(), runtime::RuntimeError> {
-    let mut cfg = ServeConfig::new(identity, &[]);
+    let mut cfg = ServeConfig::new(identity, &["meshwatch.monitor.v1.Monitor"]);
+    // The monitor's health state is the mesh's view, not its own.
     cfg.health_names = Vec::new();
     cfg.health = monitor.health();
-    let routes = Routes::new(grpc::monitor_server(monitor));
+    let routes = Routes::new(grpc::monitor_server(monitor, shutdown.clone()));
     runtime::serve(cfg, listener, shutdown, routes).await
 }
 

@@ -391,3 +391,61 @@ async fn list_reports_every_known_name() {
     ];
     assert_eq!(got, want);
 }
+
+/// On shutdown, open Watch and StreamAlerts streams end promptly (Watch after
+/// its last status, alerts with UNAVAILABLE) instead of holding the drain for
+/// its whole grace period.
+#[tokio::test]
+async fn open_streams_end_promptly_on_shutdown() {
+    use meshwatch::proto::monitor::v1 as mpb;
+    let monitor = Monitor::new(RegistryConfig::default(), AnomalyConfig::default());
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let shutdown = CancellationToken::new();
+    let server = tokio::spawn(server::serve(
+        monitor.clone(),
+        server::identity(),
+        listener,
+        shutdown.clone(),
+    ));
+    let channel = Channel::from_shared(format!("http://{addr}"))
+        .expect("url")
+        .connect()
+        .await
+        .expect("connect");
+    let mut watch = HealthClient::new(channel.clone())
+        .watch(HealthCheckRequest {
+            service: "order".into(),
+        })
+        .await
+        .expect("watch")
+        .into_inner();
+    let first = tokio::time::timeout(WAIT, watch.message())
+        .await
+        .expect("first message")
+        .expect("ok")
+        .expect("open");
+    assert_eq!(first.status, Pb::ServiceUnknown as i32);
+    let mut alerts = mpb::monitor_client::MonitorClient::new(channel)
+        .stream_alerts(mpb::StreamAlertsRequest::default())
+        .await
+        .expect("stream alerts")
+        .into_inner();
+
+    let stopped = Instant::now();
+    shutdown.cancel();
+    let end = tokio::time::timeout(WAIT, watch.message())
+        .await
+        .expect("the Watch stream ends within the wait");
+    assert!(matches!(end, Ok(None)), "{end:?}");
+    let end = tokio::time::timeout(WAIT, alerts.message())
+        .await
+        .expect("the alert stream ends within the wait");
+    assert_eq!(end.expect_err("UNAVAILABLE").code(), Code::Unavailable);
+    tokio::time::timeout(WAIT, server)
+        .await
+        .expect("serve returns well within the 10 s drain grace")
+        .expect("join")
+        .expect("clean stop");
+    assert!(stopped.elapsed() < WAIT);
+}

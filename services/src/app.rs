@@ -19,6 +19,8 @@ use crate::payment::{Ledger, PaymentService};
 pub const ORDER_PROTO: &str = "meshwatch.order.v1.OrderService";
 pub const INVENTORY_PROTO: &str = "meshwatch.inventory.v1.InventoryService";
 pub const PAYMENT_PROTO: &str = "meshwatch.payment.v1.PaymentService";
+/// Fault injection, served next to every service.
+pub const FAULT_PROTO: &str = "meshwatch.admin.v1.FaultService";
 
 /// Why a service stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -38,6 +40,7 @@ pub fn identity(name: &str) -> ServiceIdentity {
 
 fn serve_config(identity: ServiceIdentity, proto: &str, common: &Common) -> ServeConfig {
     let mut cfg = ServeConfig::new(identity, &[proto]);
+    cfg.grpc_services.push(FAULT_PROTO.to_owned());
     cfg.heartbeat_interval = common.heartbeat_interval;
     cfg.drain_grace = common.drain_grace;
     cfg

@@ -290,6 +290,13 @@ async fn grpcurl_lists_services_by_reflection_and_places_an_order() {
     ] {
         assert!(text.lines().any(|l| l == s), "{s} missing from {text}");
     }
+    // Only what this server serves: order does not advertise its neighbours.
+    for s in [
+        "meshwatch.payment.v1.PaymentService",
+        "meshwatch.monitor.v1.Monitor",
+    ] {
+        assert!(!text.lines().any(|l| l == s), "{s} listed by order: {text}");
+    }
     let body = r#"{"idempotency_key":"grpcurl-1","customer_id":"c-1","currency_code":"USD","items":[{"sku":"sku-espresso","quantity":2}]}"#;
     let out = grpcurl(&[
         "-plaintext",

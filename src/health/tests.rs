@@ -135,3 +135,20 @@ async fn slow_watcher_resynchronises_to_the_latest_status() {
     }
     assert_eq!(last, PbStatus::NotServing);
 }
+
+#[tokio::test]
+async fn closing_delivers_the_drain_status_then_ends_the_stream() {
+    let state = HealthState::new();
+    state.set("order", ServingStatus::Serving);
+    let svc = HealthService::new(state.clone());
+    let mut stream = svc.watch(req("order")).await.unwrap().into_inner();
+    assert_eq!(next_status(&mut stream).await, PbStatus::Serving);
+
+    state.set("order", ServingStatus::NotServing);
+    state.close_watches();
+    assert_eq!(next_status(&mut stream).await, PbStatus::NotServing);
+    let end = tokio::time::timeout(std::time::Duration::from_secs(5), stream.next())
+        .await
+        .expect("the stream ends within 5 s");
+    assert!(end.is_none(), "{end:?}");
+}

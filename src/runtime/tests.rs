@@ -14,7 +14,8 @@ async fn serves_health_and_drains_on_shutdown() {
         ServiceIdentity::new("probe", "0.1.0"),
         &["meshwatch.admin.v1.FaultService"],
     );
-    cfg.drain_grace = Duration::from_millis(300);
+    // Long: an open Watch must not hold the drain until the grace runs out.
+    cfg.drain_grace = Duration::from_secs(30);
     cfg.heartbeat_interval = Duration::from_secs(3600);
     let health = cfg.health.clone();
     let shutdown = CancellationToken::new();
@@ -69,10 +70,14 @@ async fn serves_health_and_drains_on_shutdown() {
         .expect("a status change during the drain");
     assert_eq!(next.unwrap().unwrap().status, Pb::NotServing as i32);
     assert_eq!(health.get(""), Some(ServingStatus::NotServing));
-    // The open Watch stream would hold the drain forever; the grace bounds it.
+    // Then the Watch stream ends, and with it the drain, long before the grace.
+    let end = tokio::time::timeout(Duration::from_secs(5), watch.next())
+        .await
+        .expect("the Watch stream ends during the drain");
+    assert!(end.is_none(), "{end:?}");
     tokio::time::timeout(Duration::from_secs(5), server)
         .await
-        .expect("serve returns within the drain grace")
+        .expect("serve returns once the open Watch has ended, not after the 30 s grace")
         .unwrap()
         .unwrap();
 }
