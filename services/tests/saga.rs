@@ -412,6 +412,11 @@ async fn a_hanging_payment_answers_deadline_exceeded_within_the_call_timeout() {
         "{e:?}"
     );
     assert!(
+        e.message()
+            .contains("could not be refunded: retry with the same idempotency_key"),
+        "{e:?}"
+    );
+    assert!(
         start.elapsed() < Duration::from_secs(3),
         "{:?}",
         start.elapsed()

@@ -162,13 +162,25 @@ impl Orders {
             Ok(c) => c,
             Err(status) => {
                 tracing::warn!(order.id = %id, error.message = %status.message(), "charge failed; compensating");
+                let mut status = status;
                 if is_ambiguous(&status) {
                     // The charge may have gone through before the failure.
-                    self.refund(
-                        &id,
-                        &format!("charge outcome unknown: {}", status.message()),
-                    )
-                    .await;
+                    let refunded = self
+                        .refund(
+                            &id,
+                            &format!("charge outcome unknown: {}", status.message()),
+                        )
+                        .await;
+                    if !refunded {
+                        // Say so: a charge may stand for an order that failed.
+                        status = Status::new(
+                            status.code(),
+                            format!(
+                                "{}; the charge may have gone through and could not be refunded: retry with the same idempotency_key to finish order {id}",
+                                status.message()
+                            ),
+                        );
+                    }
                 }
                 self.release(&id, &reserved.reservation_id).await;
                 return Err(status);
