@@ -171,7 +171,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     if !secs.is_finite() || secs < 0.0 {
         return Err(format!("{s:?} is not a non-negative duration"));
     }
-    Ok(Duration::from_secs_f64(secs))
+    Duration::try_from_secs_f64(secs).map_err(|_| format!("{s:?} is too long a duration"))
 }
 
 /// Connects a gRPC channel with a bounded connect timeout.
@@ -211,6 +211,10 @@ mod tests {
         assert!(parse_duration("2 weeks").is_err());
         assert!(parse_duration("").is_err());
         assert!(parse_duration("-1s").is_err());
+        assert!(
+            parse_duration("99999999999999999999s").is_err(),
+            "too long: an error, not a panic"
+        );
     }
 
     #[test]

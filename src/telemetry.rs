@@ -124,6 +124,14 @@ fn subscriber(
     (subscriber, TelemetryGuard { provider })
 }
 
+/// Records `order.id` on the current request span, so every later line of
+/// the request, and its access line, carries it. Empty ids are ignored.
+pub fn record_order_id(order_id: &str) {
+    if !order_id.is_empty() {
+        tracing::Span::current().record("order.id", order_id);
+    }
+}
+
 /// The W3C trace id (32 lower-case hex) of the current span, if one is active.
 pub fn current_trace_id() -> Option<String> {
     let cx = tracing::Span::current().context();

@@ -245,6 +245,12 @@ async fn one_place_order_is_one_trace_across_three_services_in_ecs_lines() {
                 a.get("rpc.grpc.status_code").and_then(Value::as_i64),
                 Some(0)
             );
+            // The access line says which order it served.
+            assert_eq!(
+                str_field(a, "order.id"),
+                Some(placed.order_id.as_str()),
+                "{name}: {a:?}"
+            );
         }
         // Heartbeats with a rising sequence, the last one `down`.
         let beats: Vec<_> = lines

@@ -156,6 +156,7 @@ where
             rpc.service = %service,
             rpc.method = %method,
             parent.id = tracing::field::Empty,
+            order.id = tracing::field::Empty,
         );
         {
             use opentelemetry::trace::TraceContextExt;

@@ -84,6 +84,7 @@ impl pb::inventory_service_server::InventoryService for InventoryService {
     ) -> Result<Response<pb::ReserveResponse>, Status> {
         self.faults(&request).await?;
         let req = request.into_inner();
+        meshwatch::telemetry::record_order_id(&req.order_id);
         let lines: Vec<(String, u32)> =
             req.items.into_iter().map(|i| (i.sku, i.quantity)).collect();
         let r = self
@@ -113,6 +114,7 @@ impl pb::inventory_service_server::InventoryService for InventoryService {
         let id = request.into_inner().reservation_id;
         let state = self.inventory.commit(&id)?;
         let order_id = self.inventory.order_of(&id).unwrap_or_default();
+        meshwatch::telemetry::record_order_id(&order_id);
         tracing::info!(order.id = %order_id, reservation.id = %id, "reservation committed");
         Ok(Response::new(pb::CommitResponse {
             state: pb::ReservationState::from(state).into(),
@@ -127,6 +129,7 @@ impl pb::inventory_service_server::InventoryService for InventoryService {
         let id = request.into_inner().reservation_id;
         let state = self.inventory.release(&id)?;
         let order_id = self.inventory.order_of(&id).unwrap_or_default();
+        meshwatch::telemetry::record_order_id(&order_id);
         tracing::info!(order.id = %order_id, reservation.id = %id, reservation.state = ?state, "reservation released");
         Ok(Response::new(pb::ReleaseResponse {
             state: pb::ReservationState::from(state).into(),

@@ -111,6 +111,7 @@ impl Orders {
 
     async fn run(&self, mut order: Order, req: &NewOrder, deadline: Deadline) -> Outcome {
         let id = order.order_id.clone();
+        meshwatch::telemetry::record_order_id(&id);
         tracing::info!(order.id = %id, customer.id = %req.customer_id, "placing order");
 
         // 1. Reserve.

@@ -85,6 +85,7 @@ impl pb::payment_service_server::PaymentService for PaymentService {
     ) -> Result<Response<pb::ChargeResponse>, Status> {
         self.faults(&request).await?;
         let req = request.into_inner();
+        meshwatch::telemetry::record_order_id(&req.order_id);
         let amount = Money::try_from(req.amount)
             .map_err(|e| Status::from(PaymentError::Amount(e.to_string())))?;
         let (p, decided) = self.ledger.charge(
@@ -135,6 +136,7 @@ impl pb::payment_service_server::PaymentService for PaymentService {
     ) -> Result<Response<pb::RefundResponse>, Status> {
         self.faults(&request).await?;
         let req = request.into_inner();
+        meshwatch::telemetry::record_order_id(&req.order_id);
         let p = self.ledger.refund(&req.order_id, &req.reason)?;
         tracing::warn!(order.id = %p.order_id, payment.id = %p.payment_id, event.reason = %req.reason, "charge refunded");
         Ok(Response::new(pb::RefundResponse {
