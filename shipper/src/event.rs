@@ -9,7 +9,7 @@ use serde::de::IgnoredAny;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
-use crate::route::{self, Destination};
+use crate::route::{self, Destination, Key, Traceparent};
 
 /// Tag on a line that is not JSON at all.
 pub const TAG_INVALID_JSON: &str = "meshwatch_shipper_invalid_json";
@@ -65,16 +65,16 @@ impl<'a> RawLine<'a> {
 pub struct Record {
     pub destination: Destination,
     /// `service.instance.id` of the writer: one partition per instance keeps its order.
-    pub key: Vec<u8>,
+    pub key: Key,
     /// W3C `traceparent` rebuilt from `trace.id` / `span.id`, when both are valid.
-    pub traceparent: Option<String>,
+    pub traceparent: Option<Traceparent>,
     pub payload: Vec<u8>,
 }
 
 impl Record {
     /// Bytes this record holds in memory, for the in-flight bound.
     pub fn weight(&self) -> usize {
-        self.payload.len() + self.key.len() + self.traceparent.as_ref().map_or(0, String::len) + 64
+        self.payload.len() + self.key.len() + self.traceparent.as_ref().map_or(0, |t| t.len()) + 64
     }
 }
 
@@ -109,6 +109,42 @@ pub struct Enricher {
     service_name: String,
     dataset: String,
     last_instance_id: Option<String>,
+    /// `"host.name":"…"` and `"service.name":"…"`, encoded once.
+    host_field: Vec<u8>,
+    service_field: Vec<u8>,
+    /// The last `ingested` time and file path seen, with their encoded fields:
+    /// they change once per read, not per line.
+    ingested: Cached,
+    file_path: Cached,
+}
+
+/// A string value and its encoded `"name":"value"` field.
+#[derive(Clone, Debug, Default)]
+struct Cached {
+    value: String,
+    field: Vec<u8>,
+}
+
+impl Cached {
+    fn get(&mut self, name: &str, value: &str) -> &[u8] {
+        if self.field.is_empty() || self.value != value {
+            self.value.clear();
+            self.value.push_str(value);
+            self.field = encode_field(name, value);
+        }
+        &self.field
+    }
+}
+
+/// `"name":"value"` with the value JSON-escaped (names are our constants).
+fn encode_field(name: &str, value: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(name.len() + value.len() + 5);
+    out.push(b'"');
+    out.extend_from_slice(name.as_bytes());
+    out.extend_from_slice(b"\":");
+    // Writing into a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut out, value);
+    out
 }
 
 impl Enricher {
@@ -118,6 +154,10 @@ impl Enricher {
             service_name: service_name.to_owned(),
             dataset: format!("{service_name}.log"),
             last_instance_id: None,
+            host_field: encode_field(HOST_NAME, host_name),
+            service_field: encode_field(field::SERVICE_NAME, service_name),
+            ingested: Cached::default(),
+            file_path: Cached::default(),
         }
     }
 
@@ -149,20 +189,19 @@ impl Enricher {
         }
     }
 
-    fn key_for(&mut self, instance_id: Option<&str>) -> Vec<u8> {
+    fn key_for(&mut self, instance_id: Option<&str>) -> Key {
         match instance_id {
             Some(id) => {
                 if self.last_instance_id.as_deref() != Some(id) {
                     self.last_instance_id = Some(id.to_owned());
                 }
-                id.as_bytes().to_vec()
+                Key::from(id)
             }
-            None => self
-                .last_instance_id
-                .as_deref()
-                .unwrap_or(&self.service_name)
-                .as_bytes()
-                .to_vec(),
+            None => Key::from(
+                self.last_instance_id
+                    .as_deref()
+                    .unwrap_or(&self.service_name),
+            ),
         }
     }
 
@@ -185,17 +224,17 @@ impl Enricher {
             first: empty,
         };
         if known.host_name.is_none() {
-            w.string(HOST_NAME, &self.host_name);
+            w.field(&self.host_field);
         }
         if known.ingested.is_none() {
-            w.string(EVENT_INGESTED, ingested);
+            w.field(self.ingested.get(EVENT_INGESTED, ingested));
         }
         if known.service_name.is_none() {
-            w.string(field::SERVICE_NAME, &self.service_name);
+            w.field(&self.service_field);
         }
         if let Some((path, offset)) = line.file {
             if known.file_path.is_none() {
-                w.string(LOG_FILE_PATH, path);
+                w.field(self.file_path.get(LOG_FILE_PATH, path));
             }
             if known.offset.is_none() {
                 w.number(LOG_OFFSET, offset);
@@ -362,15 +401,28 @@ impl FieldWriter<'_> {
         self.out.extend_from_slice(b"\":");
     }
 
-    fn string(&mut self, name: &str, value: &str) {
-        self.name(name);
-        // Writing into a Vec cannot fail.
-        let _ = serde_json::to_writer(&mut *self.out, value);
+    /// A whole `"name":value` pair, already encoded.
+    fn field(&mut self, encoded: &[u8]) {
+        if !std::mem::take(&mut self.first) {
+            self.out.push(b',');
+        }
+        self.out.extend_from_slice(encoded);
     }
 
     fn number(&mut self, name: &str, value: u64) {
         self.name(name);
-        self.out.extend_from_slice(value.to_string().as_bytes());
+        let mut digits = [0u8; 20];
+        let mut i = digits.len();
+        let mut v = value;
+        loop {
+            i -= 1;
+            digits[i] = b'0' + (v % 10) as u8;
+            v /= 10;
+            if v == 0 {
+                break;
+            }
+        }
+        self.out.extend_from_slice(&digits[i..]);
     }
 }
 

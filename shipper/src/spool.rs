@@ -20,7 +20,7 @@ use tokio::sync::Notify;
 
 use crate::checkpoint::write_atomic;
 use crate::event::Record;
-use crate::route::Destination;
+use crate::route::{Destination, Key, Traceparent};
 
 /// A segment is closed and a new one started once it reaches this size.
 pub const SEGMENT_BYTES: u64 = 8 << 20;
@@ -496,15 +496,16 @@ fn decode_frame(b: &[u8]) -> Frame {
     let traceparent = if tp.is_empty() {
         None
     } else {
-        match std::str::from_utf8(tp) {
-            Ok(s) => Some(s.to_owned()),
-            Err(_) => return Frame::Corrupt,
+        if std::str::from_utf8(tp).is_err() {
+            return Frame::Corrupt;
         }
+        // We only ever write well-formed values; anything else loses its header, not its record.
+        Traceparent::from_bytes(tp)
     };
     Frame::Complete(
         Record {
             destination,
-            key: key.to_vec(),
+            key: Key::from(key),
             traceparent,
             payload: body[tp_start + tp_len as usize..].to_vec(),
         },
@@ -524,8 +525,11 @@ mod tests {
             } else {
                 Destination::Logs
             },
-            key: format!("k{}", i % 3).into_bytes(),
-            traceparent: (i % 2 == 0).then(|| format!("00-{i:032x}-{i:016x}-01")),
+            key: Key::from(format!("k{}", i % 3).as_str()),
+            traceparent: (i % 2 == 0).then(|| {
+                let (t, s) = (format!("{:032x}", i + 1), format!("{:016x}", i + 1));
+                crate::route::traceparent(Some(&t), Some(&s)).unwrap()
+            }),
             payload: format!("{{\"n\":{i}}}").into_bytes(),
         }
     }
