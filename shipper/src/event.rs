@@ -10,6 +10,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use crate::route::{self, Destination, Key, Traceparent};
+use crate::scan::{self, Fields};
 
 /// Tag on a line that is not JSON at all.
 pub const TAG_INVALID_JSON: &str = "meshwatch_shipper_invalid_json";
@@ -101,6 +102,22 @@ struct Known<'a> {
     offset: Option<IgnoredAny>,
 }
 
+impl Known<'_> {
+    fn fields(&self) -> Fields<'_> {
+        Fields {
+            service_name: self.service_name.as_deref(),
+            instance_id: self.instance_id.as_deref(),
+            dataset: self.dataset.as_deref(),
+            trace_id: self.trace_id.as_deref(),
+            span_id: self.span_id.as_deref(),
+            host_name: self.host_name.is_some(),
+            ingested: self.ingested.is_some(),
+            file_path: self.file_path.is_some(),
+            offset: self.offset.is_some(),
+        }
+    }
+}
+
 /// Encodes lines of one stream. Remembers the last `service.instance.id` it saw so
 /// that bad lines of a service land on the same partition as its good ones.
 #[derive(Clone, Debug)]
@@ -170,9 +187,13 @@ impl Enricher {
         };
         match std::str::from_utf8(line.bytes) {
             Ok(text) if !problems.any() => {
+                if let Some(fields) = scan::object(text) {
+                    return self.fast(text, &fields, line, ingested);
+                }
+                // What the scanner leaves in doubt (escaped ids, exponents, …).
                 if first_non_ws(text) == Some(b'{') {
                     if let Ok(known) = serde_json::from_str::<Known<'_>>(text) {
-                        return self.fast(text, &known, line, ingested);
+                        return self.fast(text, &known.fields(), line, ingested);
                     }
                 }
                 self.slow(text, problems, line, ingested)
@@ -209,7 +230,7 @@ impl Enricher {
     fn fast(
         &mut self,
         text: &str,
-        known: &Known<'_>,
+        known: &Fields<'_>,
         line: &RawLine<'_>,
         ingested: &str,
     ) -> Record {
@@ -223,28 +244,28 @@ impl Enricher {
             out: &mut out,
             first: empty,
         };
-        if known.host_name.is_none() {
+        if !known.host_name {
             w.field(&self.host_field);
         }
-        if known.ingested.is_none() {
+        if !known.ingested {
             w.field(self.ingested.get(EVENT_INGESTED, ingested));
         }
         if known.service_name.is_none() {
             w.field(&self.service_field);
         }
         if let Some((path, offset)) = line.file {
-            if known.file_path.is_none() {
+            if !known.file_path {
                 w.field(self.file_path.get(LOG_FILE_PATH, path));
             }
-            if known.offset.is_none() {
+            if !known.offset {
                 w.number(LOG_OFFSET, offset);
             }
         }
         out.push(b'}');
         Record {
-            destination: route::destination(known.dataset.as_deref()),
-            key: self.key_for(known.instance_id.as_deref()),
-            traceparent: route::traceparent(known.trace_id.as_deref(), known.span_id.as_deref()),
+            destination: route::destination(known.dataset),
+            key: self.key_for(known.instance_id),
+            traceparent: route::traceparent(known.trace_id, known.span_id),
             payload: out,
         }
     }
@@ -617,6 +638,76 @@ mod tests {
         );
         assert!(map.contains_key(FIELD_SHIPPER_ERROR));
         assert_eq!(tags(&map), vec![TAG_NO_NEWLINE]);
+    }
+
+    #[test]
+    fn escapes_nesting_and_whitespace_keep_the_bytes() {
+        let line = br#" { "message" : "say \"hi\" \u00e9\n" , "ctx" : { "service.name" : "inner", "a" : [1, {"b": null}] } , "service.instance.id":"order-3" } "#;
+        let (r, map) = enc(&RawLine::plain(line));
+        let body = std::str::from_utf8(line).unwrap().trim_end();
+        assert!(
+            r.payload.starts_with(&body.as_bytes()[..body.len() - 1]),
+            "original bytes kept"
+        );
+        assert_eq!(map["message"], "say \"hi\" \u{e9}\n");
+        assert_eq!(map["ctx"]["service.name"], "inner");
+        assert_eq!(
+            map["service.name"], "order",
+            "a nested field is not the service's"
+        );
+        assert_eq!(r.key, b"order-3");
+        assert!(!map.contains_key("error.message"));
+    }
+
+    #[test]
+    fn escaped_ids_are_read_through_the_full_parse() {
+        let (r, map) = enc(&RawLine::plain(
+            br#"{"service.instance.id":"order\u002d4","service\u002ename":"pay"}"#,
+        ));
+        assert_eq!(r.key, b"order-4");
+        assert_eq!(map["service.name"], "pay");
+        let text = std::str::from_utf8(&r.payload).unwrap();
+        assert_eq!(
+            text.matches("service").count(),
+            2,
+            "no second service.name: {text}"
+        );
+    }
+
+    #[test]
+    fn already_enriched_line_gains_nothing_twice() {
+        let line = br#"{"host.name":"h","event.ingested":"x","service.name":"s","log.file.path":"/p","log.offset":1}"#;
+        let mut raw = RawLine::plain(line);
+        raw.file = Some(("/var/log/x.log", 99));
+        let (r, _) = enc(&raw);
+        assert_eq!(
+            r.payload,
+            line.to_vec(),
+            "nothing to add: the line as written"
+        );
+    }
+
+    #[test]
+    fn cached_fields_follow_changes() {
+        let mut e = Enricher::new("h", "order");
+        for (path, now) in [("/a", "t1"), ("/a", "t2"), ("/b", "t2"), ("/b\"q", "t3")] {
+            let mut raw = RawLine::plain(b"{}");
+            raw.file = Some((path, 5));
+            let r = e.encode(&raw, now);
+            let v: Value = serde_json::from_slice(&r.payload).unwrap();
+            assert_eq!(v["log.file.path"], path);
+            assert_eq!(v["event.ingested"], now);
+            assert_eq!(v["log.offset"], 5);
+        }
+        let mut raw = RawLine::plain(b"{}");
+        raw.file = Some(("/a", u64::MAX));
+        let r = e.encode(&raw, NOW);
+        let v: Value = serde_json::from_slice(&r.payload).unwrap();
+        assert_eq!(v["log.offset"], u64::MAX);
+        raw.file = Some(("/a", 0));
+        let r = e.encode(&raw, NOW);
+        let v: Value = serde_json::from_slice(&r.payload).unwrap();
+        assert_eq!(v["log.offset"], 0);
     }
 
     #[test]

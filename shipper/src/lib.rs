@@ -12,6 +12,7 @@ pub mod framing;
 pub mod input;
 mod pipeline;
 pub mod route;
+pub(crate) mod scan;
 pub mod sink;
 pub mod spool;
 pub mod stats;

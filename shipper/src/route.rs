@@ -151,11 +151,17 @@ impl PartialEq<[u8]> for Key {
 }
 
 fn valid_id(id: &str, len: usize) -> bool {
-    id.len() == len
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-        && id.bytes().any(|b| b != b'0')
+    let b = id.as_bytes();
+    if b.len() != len {
+        return false;
+    }
+    // No early exit: the loop over 16 or 32 bytes vectorises.
+    let (mut hex, mut nonzero) = (true, false);
+    for &c in b {
+        hex &= c.is_ascii_digit() | (b'a'..=b'f').contains(&c);
+        nonzero |= c != b'0';
+    }
+    hex && nonzero
 }
 
 #[cfg(test)]
