@@ -47,15 +47,16 @@ pub(crate) fn object(text: &str) -> Option<Fields<'_>> {
             if escaped {
                 return None;
             }
+            let key = &s.b[key];
             s.ws();
             s.eat(b':')?;
             s.ws();
             let text_slot = match key {
-                "service.name" => Some(&mut f.service_name),
-                "service.instance.id" => Some(&mut f.instance_id),
-                "event.dataset" => Some(&mut f.dataset),
-                "trace.id" => Some(&mut f.trace_id),
-                "span.id" => Some(&mut f.span_id),
+                b"service.name" => Some(&mut f.service_name),
+                b"service.instance.id" => Some(&mut f.instance_id),
+                b"event.dataset" => Some(&mut f.dataset),
+                b"trace.id" => Some(&mut f.trace_id),
+                b"span.id" => Some(&mut f.span_id),
                 _ => None,
             };
             if let Some(slot) = text_slot {
@@ -66,13 +67,14 @@ pub(crate) fn object(text: &str) -> Option<Fields<'_>> {
                 if escaped {
                     return None;
                 }
-                *slot = Some(value);
+                // Cut at ASCII quotes of a `str`: on char boundaries.
+                *slot = Some(s.text.get(value)?);
             } else {
                 let flag = match key {
-                    "host.name" => Some(&mut f.host_name),
-                    "event.ingested" => Some(&mut f.ingested),
-                    "log.file.path" => Some(&mut f.file_path),
-                    "log.offset" => Some(&mut f.offset),
+                    b"host.name" => Some(&mut f.host_name),
+                    b"event.ingested" => Some(&mut f.ingested),
+                    b"log.file.path" => Some(&mut f.file_path),
+                    b"log.offset" => Some(&mut f.offset),
                     _ => None,
                 };
                 if let Some(flag) = flag {
@@ -135,8 +137,8 @@ impl<'a> Scanner<'a> {
         }
     }
 
-    /// A string at the cursor: its raw content and whether it holds escapes.
-    fn string(&mut self) -> Option<(&'a str, bool)> {
+    /// A string at the cursor: where its raw content is and whether it holds escapes.
+    fn string(&mut self) -> Option<(std::ops::Range<usize>, bool)> {
         self.eat(b'"')?;
         let start = self.i;
         let mut escaped = false;
@@ -149,8 +151,7 @@ impl<'a> Scanner<'a> {
                 b'"' => {
                     let end = self.i;
                     self.i += 1;
-                    // Cut at ASCII quotes of a `str`: on char boundaries.
-                    return Some((self.text.get(start..end)?, escaped));
+                    return Some((start..end, escaped));
                 }
                 b'\\' => {}
                 // Control characters must be escaped in JSON strings.
