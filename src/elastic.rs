@@ -141,9 +141,11 @@ pub struct Retry {
 }
 
 impl Retry {
-    /// Tries every `interval` for about `total`.
+    /// Tries every `interval` for about `total`: a first attempt at once,
+    /// then one after each whole `interval` within `total` (so `--wait 3s`
+    /// with a 2 s interval tries at 0 s and 2 s, not only once).
     pub fn for_about(total: Duration, interval: Duration) -> Self {
-        let attempts = (total.as_millis() / interval.as_millis().max(1)).max(1);
+        let attempts = total.as_millis() / interval.as_millis().max(1) + 1;
         Self {
             attempts: u32::try_from(attempts).unwrap_or(u32::MAX),
             interval,
@@ -605,9 +607,15 @@ mod tests {
     #[test]
     fn retry_is_bounded() {
         let r = Retry::for_about(Duration::from_secs(10), Duration::from_secs(2));
-        assert_eq!(r.attempts, 5);
+        assert_eq!(r.attempts, 6);
+        let r = Retry::for_about(Duration::from_secs(3), Duration::from_secs(2));
+        assert_eq!(r.attempts, 2, "a wait longer than one interval retries");
+        let r = Retry::for_about(Duration::from_secs(1), Duration::from_secs(2));
+        assert_eq!(r.attempts, 1);
         let r = Retry::for_about(Duration::ZERO, Duration::from_secs(2));
         assert_eq!(r.attempts, 1);
+        let r = Retry::for_about(Duration::MAX, Duration::from_secs(2));
+        assert_eq!(r.attempts, u32::MAX);
     }
 
     #[tokio::test(start_paused = true)]

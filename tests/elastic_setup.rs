@@ -555,6 +555,46 @@ async fn setup_gives_up_on_an_unreachable_elasticsearch_within_its_bound() {
     ]);
     assert!(!out.status.success());
     let err = text(&out.stderr);
-    assert!(err.contains("was not ready after 2 attempts"), "{err}");
+    // Tries at 0 s, 2 s and 4 s: the whole --wait, then gives up.
+    assert!(err.contains("was not ready after 3 attempts"), "{err}");
+    assert!(started.elapsed() >= Duration::from_secs(4));
     assert!(started.elapsed() < Duration::from_secs(30));
+}
+
+/// A URL flag that does not parse is a usage error naming the flag (exit 64),
+/// like every other bad flag, and a --wait too long for the clock is not a panic.
+#[test]
+fn bad_urls_are_usage_errors_naming_the_flag() {
+    let id = "0123456789abcdef0123456789abcdef";
+    for (args, flag) in [
+        (vec!["setup", "--es", "not a url", "--skip-kibana"], "--es"),
+        (
+            vec!["setup", "--es", "ftp://x:9200", "--skip-kibana"],
+            "--es",
+        ),
+        (
+            vec![
+                "setup",
+                "--es",
+                "http://127.0.0.1:9",
+                "--kibana",
+                "kibana:5601",
+            ],
+            "--kibana",
+        ),
+        (vec!["trace", id, "--es", "elasticsearch:9200"], "--es"),
+    ] {
+        let out = meshctl(&args);
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(64), "{args:?}: {err}");
+        assert!(err.contains(&format!("invalid {flag}:")), "{args:?}: {err}");
+        assert_eq!(err.trim_end().lines().count(), 1, "{args:?}: {err}");
+    }
+
+    let port = testkit::free_port();
+    let url = format!("http://127.0.0.1:{port}");
+    let out = meshctl(&["trace", id, "--es", &url, "--wait", "4000000000000000h"]);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("cannot reach Elasticsearch"), "{err}");
 }

@@ -10,7 +10,7 @@ use clap::Args;
 use serde_json::json;
 
 use super::CliError;
-use crate::elastic::{Auth, Elastic, Kibana, Retry, SAVED_OBJECTS};
+use crate::elastic::{Auth, Elastic, ElasticError, Kibana, Retry, SAVED_OBJECTS};
 
 /// Default Elasticsearch URL.
 pub const DEFAULT_ES: &str = "http://127.0.0.1:9200";
@@ -57,6 +57,18 @@ pub struct SetupArgs {
     pub skip_kibana: bool,
 }
 
+/// A URL flag that does not parse is a usage error (exit 64) naming the flag;
+/// every other error passes through.
+pub(crate) fn url_flag(flag: &'static str) -> impl FnOnce(ElasticError) -> CliError {
+    move |e| match e {
+        ElasticError::Url { url, reason, .. } => CliError::Flag {
+            flag,
+            reason: format!("{url:?} is not an http(s) URL: {reason}"),
+        },
+        other => other.into(),
+    }
+}
+
 fn step(json: bool, what: &str, detail: &str) -> Result<(), CliError> {
     let mut out = std::io::stdout().lock();
     if json {
@@ -71,11 +83,11 @@ fn step(json: bool, what: &str, detail: &str) -> Result<(), CliError> {
 pub(crate) async fn run(args: SetupArgs, json: bool) -> Result<ExitCode, CliError> {
     let auth = args.auth.auth();
     let retry = Retry::for_about(args.wait, PROBE_INTERVAL);
-    let es = Elastic::connect(&args.es, &auth)?;
+    let es = Elastic::connect(&args.es, &auth).map_err(url_flag("es"))?;
     let kibana = if args.skip_kibana {
         None
     } else {
-        Some(Kibana::connect(&args.kibana, &auth)?)
+        Some(Kibana::connect(&args.kibana, &auth).map_err(url_flag("kibana"))?)
     };
 
     es.wait_ready(retry).await?;

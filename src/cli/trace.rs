@@ -216,17 +216,20 @@ pub(crate) async fn run(args: TraceArgs, json: bool, style: Style) -> Result<Exi
         });
     }
     let es = match &args.es {
-        Some(url) => Some(Elastic::connect(url, &args.es_auth.auth())?),
+        Some(url) => Some(
+            Elastic::connect(url, &args.es_auth.auth()).map_err(super::setup::url_flag("es"))?,
+        ),
         None => None,
     };
-    let deadline = tokio::time::Instant::now() + args.wait;
+    // A --wait too long for the clock means no deadline, not a panic.
+    let deadline = tokio::time::Instant::now().checked_add(args.wait);
     let lines = loop {
         let lines = match &es {
             Some(es) => from_es(es, &id).await?,
             None => from_kafka(&args.kafka, &id, args.idle).await?,
         };
         if distinct_services(&lines) >= args.min_services.max(1)
-            || tokio::time::Instant::now() >= deadline
+            || deadline.is_some_and(|d| tokio::time::Instant::now() >= d)
         {
             break lines;
         }
