@@ -25,6 +25,9 @@ pub(crate) struct Scanned {
     pub payload: Vec<u8>,
 }
 
+/// How long a scan waits for the broker's first answer before it counts idle time.
+const STARTUP_WAIT: Duration = Duration::from_secs(10);
+
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct ScanOptions {
     /// Keep reading new records forever.
@@ -63,17 +66,32 @@ pub(crate) async fn scan(
     consumer.assign(&assignment)?;
     let (tx, rx) = mpsc::channel(CHANNEL_BOUND);
     std::thread::spawn(move || {
+        // A partition counts as read to its end only after it yielded a
+        // record: the test broker can report an end before the records are
+        // visible. Empty partitions end by the idle rule. The idle clock starts
+        // with the broker's first answer, so a slow start is not mistaken
+        // for a quiet topic (bounded by STARTUP_WAIT).
+        let started = Instant::now();
+        let mut answered = false;
+        let mut with_records = std::collections::HashSet::new();
         let mut at_end = std::collections::HashSet::new();
         let mut last_activity = Instant::now();
         loop {
-            if !options.follow
-                && (at_end.len() >= partitions as usize || last_activity.elapsed() >= options.idle)
-            {
-                break;
+            if !options.follow {
+                let idle_over = if answered {
+                    last_activity.elapsed() >= options.idle
+                } else {
+                    started.elapsed() >= options.idle.max(STARTUP_WAIT)
+                };
+                if idle_over || at_end.len() >= partitions as usize {
+                    break;
+                }
             }
             match consumer.poll(Duration::from_millis(100)) {
                 Some(Ok(m)) => {
+                    answered = true;
                     last_activity = Instant::now();
+                    with_records.insert(m.partition());
                     at_end.remove(&m.partition());
                     let record = Scanned {
                         partition: m.partition(),
@@ -85,7 +103,13 @@ pub(crate) async fn scan(
                     }
                 }
                 Some(Err(RdError::PartitionEOF(p))) => {
-                    at_end.insert(p);
+                    if !answered {
+                        answered = true;
+                        last_activity = Instant::now();
+                    }
+                    if with_records.contains(&p) {
+                        at_end.insert(p);
+                    }
                 }
                 Some(Err(RdError::MessageConsumption(
                     RDKafkaErrorCode::UnknownTopicOrPartition,
