@@ -25,7 +25,7 @@ pub(crate) struct Scanned {
     pub payload: Vec<u8>,
 }
 
-/// How long a scan waits for the broker's first answer before it counts idle time.
+/// How long a scan waits for a first record before it takes the topic for empty.
 const STARTUP_WAIT: Duration = Duration::from_secs(10);
 
 #[derive(Clone, Copy, Debug)]
@@ -69,8 +69,8 @@ pub(crate) async fn scan(
         // A partition counts as read to its end only after it yielded a
         // record: the test broker can report an end before the records are
         // visible. Empty partitions end by the idle rule. The idle clock starts
-        // with the broker's first answer, so a slow start is not mistaken
-        // for a quiet topic (bounded by STARTUP_WAIT).
+        // with the first record, so a slow start is not mistaken for a quiet
+        // topic; a topic with no records at all ends after STARTUP_WAIT.
         let started = Instant::now();
         let mut answered = false;
         let mut with_records = std::collections::HashSet::new();
@@ -103,10 +103,6 @@ pub(crate) async fn scan(
                     }
                 }
                 Some(Err(RdError::PartitionEOF(p))) => {
-                    if !answered {
-                        answered = true;
-                        last_activity = Instant::now();
-                    }
                     if with_records.contains(&p) {
                         at_end.insert(p);
                     }
