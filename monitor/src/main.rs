@@ -7,8 +7,8 @@ use std::process::ExitCode;
 use clap::Parser;
 use meshwatch_monitor::{server, Args, MonitorConfig};
 
-/// sysexits EX_USAGE: bad flags or environment.
-const EXIT_USAGE: u8 = 64;
+/// sysexits EX_USAGE: bad flags or environment (the project's one constant).
+const EXIT_USAGE: u8 = meshwatch::cli::USAGE;
 /// sysexits EX_UNAVAILABLE: could not bind, or the server failed.
 const EXIT_UNAVAILABLE: u8 = 69;
 

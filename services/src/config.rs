@@ -21,8 +21,6 @@ pub const DEFAULT_INVENTORY_LISTEN: &str = "127.0.0.1:50052";
 pub const DEFAULT_PAYMENT_LISTEN: &str = "127.0.0.1:50053";
 pub const DEFAULT_INVENTORY_ADDR: &str = "http://127.0.0.1:50052";
 pub const DEFAULT_PAYMENT_ADDR: &str = "http://127.0.0.1:50053";
-/// Exit code for bad flags (EX_USAGE).
-pub const EXIT_USAGE: u8 = 64;
 
 /// Longest duration the timeout and TTL flags take: far past any sensible
 /// setting, and short enough that adding it to the clock cannot overflow
@@ -353,14 +351,14 @@ where
     let parsed = A::try_parse_from(args).map_err(|e| {
         let _ = e.print();
         if e.use_stderr() {
-            ExitCode::from(EXIT_USAGE)
+            ExitCode::from(meshwatch::cli::USAGE)
         } else {
             ExitCode::SUCCESS
         }
     })?;
     C::try_from(parsed).map_err(|e| {
         eprintln!("error: {e}");
-        ExitCode::from(EXIT_USAGE)
+        ExitCode::from(meshwatch::cli::USAGE)
     })
 }
 

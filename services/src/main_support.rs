@@ -23,7 +23,7 @@ where
         Ok(g) => g,
         Err(e) => {
             eprintln!("error: --log: {e}");
-            return ExitCode::from(crate::config::EXIT_USAGE);
+            return ExitCode::from(meshwatch::cli::USAGE);
         }
     };
     let rt = match tokio::runtime::Runtime::new() {
