@@ -21,9 +21,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
-use meshwatch::cli::{LoadReport, LoadSpec};
-use meshwatch::proto::admin::v1 as echo;
-use meshwatch::proto::order::v1 as pb;
+use meshwatch_meshctl::{LoadReport, LoadSpec};
+use meshwatch_proto::admin::v1 as echo;
+use meshwatch_proto::order::v1 as pb;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
@@ -72,7 +72,7 @@ impl Mesh {
         let mut cmd = Command::new(self.root.join("scripts/mesh"));
         cmd.arg(arg)
             .env("MESHWATCH_STATE", self.state.path())
-            .env("MESHWATCH_BIN_DIR", self.root.join("target/release"))
+            .env("MESHWATCH_BIN_DIR", meshwatch_testkit::bin_dir())
             .env_remove("MESHWATCH_KAFKA");
         for (k, v) in &self.ports {
             cmd.env(k, v.to_string());
@@ -125,7 +125,7 @@ fn place_order_call(
                 idempotency_key: key,
                 customer_id: "bench".into(),
                 items: vec![pb::LineItem {
-                    sku: meshwatch::cli::DEFAULT_LOAD_SKU.into(),
+                    sku: meshwatch_meshctl::DEFAULT_LOAD_SKU.into(),
                     quantity: 1,
                 }],
                 currency_code: "USD".into(),
@@ -136,7 +136,7 @@ fn place_order_call(
                 .place_order(req)
                 .await
                 .map(|r| format!("{:?}", r.get_ref().order.as_ref().map(|o| o.status)))
-                .map_err(|s| meshwatch::telemetry::code_name(s.code() as i32).to_owned())
+                .map_err(|s| meshwatch_proto::status::code_name(s.code() as i32).to_owned())
         })
     }
 }
@@ -151,7 +151,7 @@ async fn main() {
         .filter_map(|r| r.trim().parse().ok())
         .collect();
     let phase = Duration::from_secs(seconds);
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let root = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/.."));
 
     println!("building release binaries…");
     let built = Command::new("cargo")
@@ -176,7 +176,7 @@ async fn main() {
             .await
             .unwrap(),
     );
-    let echo_report = meshwatch::cli::run_load(
+    let echo_report = meshwatch_meshctl::run_load(
         LoadSpec {
             rate: 0.0,
             duration: phase,
@@ -188,7 +188,7 @@ async fn main() {
                 c.get_faults(echo::GetFaultsRequest {})
                     .await
                     .map(|_| "OK".to_owned())
-                    .map_err(|s| meshwatch::telemetry::code_name(s.code() as i32).to_owned())
+                    .map_err(|s| meshwatch_proto::status::code_name(s.code() as i32).to_owned())
             }
         },
         |_| {},
@@ -228,7 +228,7 @@ async fn main() {
     );
     line("echo baseline (saturation)", &echo_report, echo_rps);
     for (i, rate) in rates.iter().enumerate() {
-        let r = meshwatch::cli::run_load(
+        let r = meshwatch_meshctl::run_load(
             LoadSpec {
                 rate: *rate,
                 duration: phase,
@@ -240,7 +240,7 @@ async fn main() {
         .await;
         line(&format!("PlaceOrder at {rate}/s"), &r, echo_rps);
     }
-    let sat = meshwatch::cli::run_load(
+    let sat = meshwatch_meshctl::run_load(
         LoadSpec {
             rate: 0.0,
             duration: phase,
@@ -259,15 +259,15 @@ async fn main() {
     // 3. End-to-end log latency: response → order's access line in Kafka.
     let kafka = mesh.kafka();
     let arrivals: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
-    let consumer: BaseConsumer = meshwatch::kafka::client_config(&kafka)
+    let consumer: BaseConsumer = meshwatch_kafka::base_config(&kafka)
         .set("group.id", "mesh-bench")
         .set("enable.auto.commit", "false")
         .set("fetch.wait.max.ms", "10")
         .create()
         .unwrap();
-    let partitions = meshwatch::kafka::partition_count(
-        &kafka,
-        meshwatch::kafka::LOGS_TOPIC,
+    let partitions = meshwatch_kafka::partition_count(
+        &meshwatch_kafka::KafkaArgs::plain(kafka.clone()),
+        meshwatch_kafka::LOGS_TOPIC,
         Duration::from_secs(10),
     )
     .await
@@ -275,7 +275,7 @@ async fn main() {
     .unwrap();
     let mut tpl = TopicPartitionList::new();
     for p in 0..partitions {
-        tpl.add_partition_offset(meshwatch::kafka::LOGS_TOPIC, p, Offset::Beginning)
+        tpl.add_partition_offset(meshwatch_kafka::LOGS_TOPIC, p, Offset::Beginning)
             .unwrap();
     }
     consumer.assign(&tpl).unwrap();
@@ -310,7 +310,7 @@ async fn main() {
                 idempotency_key: format!("bench-log-{i}"),
                 customer_id: "bench".into(),
                 items: vec![pb::LineItem {
-                    sku: meshwatch::cli::DEFAULT_LOAD_SKU.into(),
+                    sku: meshwatch_meshctl::DEFAULT_LOAD_SKU.into(),
                     quantity: 1,
                 }],
                 currency_code: "USD".into(),

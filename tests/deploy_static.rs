@@ -10,11 +10,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use meshwatch::elastic;
+use meshwatch_meshctl::elastic;
 use serde_json::{Map, Value};
 
 fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
 }
 
 fn read(rel: &str) -> String {
@@ -27,9 +27,9 @@ fn json_file(rel: &str) -> Value {
 
 /// Index families and the topic each is fed from.
 const FAMILIES: [(&str, &str); 3] = [
-    ("logs", meshwatch::kafka::LOGS_TOPIC),
-    ("heartbeats", meshwatch::kafka::HEARTBEATS_TOPIC),
-    ("alerts", meshwatch::kafka::ALERTS_TOPIC),
+    ("logs", meshwatch_kafka::LOGS_TOPIC),
+    ("heartbeats", meshwatch_kafka::HEARTBEATS_TOPIC),
+    ("alerts", meshwatch_kafka::ALERTS_TOPIC),
 ];
 
 /// The captured records of one family, as the shippers and the monitor
@@ -311,7 +311,7 @@ fn compatible(mapped: &str, value: &Value) -> bool {
         ("keyword", Value::Array(items)) => items.iter().all(Value::is_string),
         ("long", Value::Number(n)) => n.is_i64() || n.is_u64(),
         ("double", Value::Number(_)) => true,
-        ("date", Value::String(s)) => meshwatch::ecs::parse_timestamp(s).is_some(),
+        ("date", Value::String(s)) => meshwatch_ecs::parse_timestamp(s).is_some(),
         _ => false,
     }
 }
@@ -471,7 +471,7 @@ fn every_index_fluentd_writes_has_exactly_one_template() {
     );
     assert_eq!(
         indices[elastic::LOGS_DATA_STREAM],
-        meshwatch::kafka::LOGS_TOPIC
+        meshwatch_kafka::LOGS_TOPIC
     );
     let conf = read("fluentd/fluent.conf");
     for op in directives(&conf, "write_operation") {

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use meshwatch::testkit;
+use meshwatch_testkit as testkit;
 use support::{grpcurl, stderr, Mesh};
 
 fn set_error_rate(mesh: &Mesh, rate: f64) {
@@ -88,7 +88,7 @@ async fn payment_errors_raise_an_alert_and_a_recovery() {
     set_error_rate(&mesh, 0.6);
     let firing = testkit::read_topic(
         &mesh.kafka,
-        meshwatch::kafka::ALERTS_TOPIC,
+        meshwatch_kafka::ALERTS_TOPIC,
         Duration::from_secs(30),
         {
             let start = started;
@@ -143,7 +143,7 @@ fn is_payment_alert(r: &testkit::Record, state: &str, since: SystemTime) -> bool
     };
     let fresh = v["@timestamp"]
         .as_str()
-        .and_then(meshwatch::ecs::parse_timestamp)
+        .and_then(meshwatch_ecs::parse_timestamp)
         .is_some_and(|t| t >= since);
     fresh
         && v["service.name"] == "payment"

@@ -7,7 +7,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use meshwatch::proto::health::v1 as pb;
+use meshwatch_proto::health::v1 as pb;
 use pb::health_check_response::ServingStatus;
 use support::{stderr, Mesh, BOUND};
 use tonic::Streaming;
@@ -79,7 +79,7 @@ async fn kill_payment_then_restart() {
 
     // The payment's shipper exits with its child (code 137); restart once it has.
     let wrapper = nix::unistd::Pid::from_raw(mesh.wrapper_pid("payment") as i32);
-    meshwatch::testkit::wait_for(BOUND, "payment's shipper to exit after its child", || {
+    meshwatch_testkit::wait_for(BOUND, "payment's shipper to exit after its child", || {
         nix::sys::signal::kill(wrapper, None).is_err().then_some(())
     })
     .await;

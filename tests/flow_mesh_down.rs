@@ -6,7 +6,7 @@ mod support;
 
 use std::time::Duration;
 
-use meshwatch::testkit;
+use meshwatch_testkit as testkit;
 use support::{stderr, Mesh};
 
 #[tokio::test(flavor = "multi_thread")]

@@ -46,7 +46,7 @@ async fn trace_of_one_request_spans_three_services() {
     assert!(lines.iter().all(|l| l["trace.id"] == trace_id.as_str()));
     let times: Vec<_> = lines
         .iter()
-        .map(|l| meshwatch::ecs::parse_timestamp(l["@timestamp"].as_str().unwrap()).unwrap())
+        .map(|l| meshwatch_ecs::parse_timestamp(l["@timestamp"].as_str().unwrap()).unwrap())
         .collect();
     assert!(times.windows(2).all(|w| w[0] <= w[1]), "not in time order");
     // Each service wrote its access line for its part of the request.

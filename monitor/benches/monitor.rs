@@ -23,15 +23,15 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant as StdInstant, SystemTime};
 
-use meshwatch::heartbeat::{Heartbeat, HeartbeatStatus};
-use meshwatch::proto::health::v1::health_check_response::ServingStatus as Pb;
-use meshwatch::proto::health::v1::health_client::HealthClient;
-use meshwatch::proto::health::v1::HealthCheckRequest;
-use meshwatch::proto::monitor::v1 as pb;
-use meshwatch::testkit;
+use meshwatch_ecs::heartbeat::{Heartbeat, HeartbeatStatus};
 use meshwatch_monitor::anomaly::AnomalyConfig;
 use meshwatch_monitor::registry::RegistryConfig;
 use meshwatch_monitor::{server, Monitor, MonitorConfig};
+use meshwatch_proto::health::v1::health_check_response::ServingStatus as Pb;
+use meshwatch_proto::health::v1::health_client::HealthClient;
+use meshwatch_proto::health::v1::HealthCheckRequest;
+use meshwatch_proto::monitor::v1 as pb;
+use meshwatch_testkit as testkit;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -94,7 +94,7 @@ async fn setup() -> Setup {
         listener,
         shutdown.clone(),
     ));
-    let producer = meshwatch::kafka::client_config(&broker)
+    let producer = meshwatch_kafka::base_config(&broker)
         .set("linger.ms", "0")
         .set("message.timeout.ms", "10000")
         .create()
@@ -164,7 +164,7 @@ fn spawn_beats(s: &Setup, service: String, instance: String) -> tokio::task::Joi
 async fn watch(
     url: &str,
     service: &str,
-) -> tonic::Streaming<meshwatch::proto::health::v1::HealthCheckResponse> {
+) -> tonic::Streaming<meshwatch_proto::health::v1::HealthCheckResponse> {
     let mut client = HealthClient::connect(url.to_owned())
         .await
         .expect("connect");
@@ -178,7 +178,7 @@ async fn watch(
 }
 
 async fn wait_status(
-    stream: &mut tonic::Streaming<meshwatch::proto::health::v1::HealthCheckResponse>,
+    stream: &mut tonic::Streaming<meshwatch_proto::health::v1::HealthCheckResponse>,
     want: Pb,
 ) {
     loop {
@@ -434,7 +434,7 @@ async fn throughput_kafka(n: usize) {
     let topic = testkit::unique_topic("monitor-bench-logs");
     testkit::create_topic(&broker, &topic, 1).await;
     let data = lines(n);
-    let producer: FutureProducer = meshwatch::kafka::client_config(&broker)
+    let producer: FutureProducer = meshwatch_kafka::base_config(&broker)
         .set("linger.ms", "20")
         .set("batch.num.messages", "10000")
         .set("queue.buffering.max.messages", "1000000")
@@ -463,7 +463,7 @@ async fn throughput_kafka(n: usize) {
     let t = StdInstant::now();
     let consumer = meshwatch_monitor::kafka::spawn_consumer(
         meshwatch_monitor::kafka::ConsumerSpec {
-            bootstrap: broker.clone(),
+            kafka: meshwatch_kafka::KafkaArgs::plain(broker.clone()),
             topic: topic.clone(),
             lookback: Duration::from_secs(3600),
             group_id: "monitor-bench-throughput".into(),

@@ -9,8 +9,8 @@
 
 use std::time::{Duration, Instant, SystemTime};
 
-use meshwatch::heartbeat::{Heartbeat, HeartbeatStatus};
-use meshwatch::kafka::{self, TopicSpec};
+use meshwatch_ecs::heartbeat::{Heartbeat, HeartbeatStatus};
+use meshwatch_kafka::{self as kafka, TopicSpec};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 
 #[tokio::main]
@@ -23,7 +23,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let arg = |i: usize, d: u64| args.get(i).and_then(|a| a.parse().ok()).unwrap_or(d);
     let (seconds, burst_at, stop_at) = (arg(1, 120), arg(2, 40), arg(3, 90));
     kafka::create_topics(
-        &broker,
+        &kafka::KafkaArgs::plain(broker.clone()),
         &[
             TopicSpec::new(kafka::HEARTBEATS_TOPIC, 1),
             TopicSpec::new(kafka::LOGS_TOPIC, 1),
@@ -31,9 +31,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         ],
     )
     .await?;
-    let producer: FutureProducer = kafka::client_config(&broker)
-        .set("linger.ms", "5")
-        .create()?;
+    let producer: FutureProducer = kafka::base_config(&broker).set("linger.ms", "5").create()?;
     let start = Instant::now();
     let mut tick = tokio::time::interval(Duration::from_millis(20));
     let mut n = 0u64;
@@ -71,7 +69,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         let failing = t >= burst_at && t < burst_at + 10 && n % 3 == 0;
         let line = format!(
             r#"{{"@timestamp":"{}","log.level":"{}","message":"rpc","ecs.version":"8.11.0","service.name":"payment","service.instance.id":"payment-00000000feed","event.dataset":"payment.log","rpc.method":"Charge","rpc.grpc.status_code":{},"event.duration":{},"trace.id":"{:032x}"}}"#,
-            meshwatch::ecs::format_timestamp(SystemTime::now()),
+            meshwatch_ecs::format_timestamp(SystemTime::now()),
             if failing { "error" } else { "info" },
             if failing { 13 } else { 0 },
             4_000_000 + n % 13 * 250_000,

@@ -3,7 +3,7 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use meshwatch::ecs::{self, field};
+use meshwatch_ecs::{self as ecs, field};
 use serde_json::{json, Map, Value};
 
 /// `event.dataset` of alert lines.

@@ -1,17 +1,19 @@
-//! Command line and environment (`MESHWATCH_MONITOR_*`, `MESHWATCH_KAFKA`),
-//! validated into [`MonitorConfig`] before the runtime starts.
+//! Command line and environment (`MESHWATCH_MONITOR_*` for the monitor's own
+//! tuning; `MESHWATCH_KAFKA`, `MESHWATCH_KAFKA_OPTIONS`, the topic variables
+//! and `MESHWATCH_LOG` shared with every binary), validated into
+//! [`MonitorConfig`] before the runtime starts. Durations take a unit.
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use clap::Parser;
+use meshwatch_entry::{parse_duration, ConfigError, KafkaArgs, LogArgs, TopicArgs};
 
 use crate::anomaly::{self, AnomalyConfig};
 use crate::detector::{self, DetectorConfig};
 use crate::registry::{self, RegistryConfig};
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:50050";
-pub const DEFAULT_KAFKA: &str = "127.0.0.1:9092";
 /// Heartbeats replayed at start: enough to know every live instance at once.
 pub const DEFAULT_HEARTBEAT_LOOKBACK: &str = "30s";
 /// Logs replayed at start: none (anomaly windows fill from live traffic).
@@ -21,25 +23,6 @@ pub const DEFAULT_EVALUATE_EVERY: &str = "100ms";
 /// How often missing Kafka topics are reported.
 pub const DEFAULT_TOPIC_CHECK_EVERY: &str = "30s";
 pub const DEFAULT_LOG_FILTER: &str = "info";
-
-/// `10ms`, `1.5s`, `2m`, `1h`, or a bare number of milliseconds.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let (number, unit) = s
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .map_or((s, "ms"), |i| s.split_at(i));
-    let value: f64 = number
-        .parse()
-        .map_err(|_| format!("{s:?} is not a duration (e.g. 250ms, 10s, 5m)"))?;
-    let secs = match unit {
-        "ms" => value / 1000.0,
-        "s" => value,
-        "m" => value * 60.0,
-        "h" => value * 3600.0,
-        _ => return Err(format!("{s:?}: unknown unit {unit:?} (use ms, s, m or h)")),
-    };
-    Duration::try_from_secs_f64(secs).map_err(|e| format!("{s:?}: {e}"))
-}
 
 /// The monitor's flags. Every flag has an environment variable.
 #[derive(Debug, Parser)]
@@ -52,18 +35,13 @@ pub struct Args {
     /// Address to serve gRPC on.
     #[arg(long, env = "MESHWATCH_MONITOR_LISTEN", default_value = DEFAULT_LISTEN)]
     pub listen: String,
-    /// Kafka bootstrap servers.
-    #[arg(long, env = "MESHWATCH_KAFKA", default_value = DEFAULT_KAFKA)]
-    pub kafka: String,
-    /// Topic the heartbeats are read from (every record, no consumer group).
-    #[arg(long, env = "MESHWATCH_MONITOR_HEARTBEATS_TOPIC", default_value = meshwatch::kafka::HEARTBEATS_TOPIC)]
-    pub heartbeats_topic: String,
-    /// Topic the request log lines for anomaly detection are read from.
-    #[arg(long, env = "MESHWATCH_MONITOR_LOGS_TOPIC", default_value = meshwatch::kafka::LOGS_TOPIC)]
-    pub logs_topic: String,
-    /// Topic alerts and recoveries are produced to.
-    #[arg(long, env = "MESHWATCH_MONITOR_ALERTS_TOPIC", default_value = meshwatch::kafka::ALERTS_TOPIC)]
-    pub alerts_topic: String,
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
+    /// Heartbeats are read from the heartbeats topic (every record, no
+    /// consumer group), request lines from the logs topic; alerts go to the
+    /// alerts topic.
+    #[command(flatten)]
+    pub topics: TopicArgs,
     /// Heartbeats younger than this are read at start.
     #[arg(long, env = "MESHWATCH_MONITOR_HEARTBEAT_LOOKBACK", default_value = DEFAULT_HEARTBEAT_LOOKBACK, value_parser = parse_duration)]
     pub heartbeat_lookback: Duration,
@@ -109,16 +87,15 @@ pub struct Args {
     /// How often missing Kafka topics are looked for (and reported).
     #[arg(long, env = "MESHWATCH_MONITOR_TOPIC_CHECK_EVERY", default_value = DEFAULT_TOPIC_CHECK_EVERY, value_parser = parse_duration)]
     pub topic_check_every: Duration,
-    /// Log filter (RUST_LOG syntax) for the monitor's own ECS lines.
-    #[arg(long, env = "MESHWATCH_MONITOR_LOG", default_value = DEFAULT_LOG_FILTER)]
-    pub log: String,
+    #[command(flatten)]
+    pub log: LogArgs,
 }
 
 /// A validated configuration.
 #[derive(Clone, Debug)]
 pub struct MonitorConfig {
     pub listen: SocketAddr,
-    pub kafka: String,
+    pub kafka: KafkaArgs,
     pub heartbeats_topic: String,
     pub logs_topic: String,
     pub alerts_topic: String,
@@ -131,19 +108,8 @@ pub struct MonitorConfig {
     pub log_filter: String,
 }
 
-/// A flag with an unusable value; the message names the flag.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-#[error("--{flag}: {reason}")]
-pub struct ConfigError {
-    pub flag: &'static str,
-    pub reason: String,
-}
-
 fn bad(flag: &'static str, reason: impl Into<String>) -> ConfigError {
-    ConfigError {
-        flag,
-        reason: reason.into(),
-    }
+    ConfigError::new(flag, reason)
 }
 
 impl MonitorConfig {
@@ -151,10 +117,10 @@ impl MonitorConfig {
     pub fn new(kafka: &str, listen: SocketAddr) -> Self {
         Self {
             listen,
-            kafka: kafka.to_owned(),
-            heartbeats_topic: meshwatch::kafka::HEARTBEATS_TOPIC.to_owned(),
-            logs_topic: meshwatch::kafka::LOGS_TOPIC.to_owned(),
-            alerts_topic: meshwatch::kafka::ALERTS_TOPIC.to_owned(),
+            kafka: KafkaArgs::plain(kafka),
+            heartbeats_topic: meshwatch_kafka::HEARTBEATS_TOPIC.to_owned(),
+            logs_topic: meshwatch_kafka::LOGS_TOPIC.to_owned(),
+            alerts_topic: meshwatch_kafka::ALERTS_TOPIC.to_owned(),
             heartbeat_lookback: parse_duration(DEFAULT_HEARTBEAT_LOOKBACK).unwrap_or_default(),
             log_lookback: Duration::ZERO,
             registry: RegistryConfig::default(),
@@ -176,13 +142,13 @@ impl TryFrom<Args> for MonitorConfig {
                 format!("{:?} is not an IP:port address", a.listen),
             )
         })?;
-        if a.kafka.trim().is_empty() {
+        if a.kafka.bootstrap.trim().is_empty() {
             return Err(bad("kafka", "empty bootstrap server list"));
         }
         for (flag, topic) in [
-            ("heartbeats-topic", &a.heartbeats_topic),
-            ("logs-topic", &a.logs_topic),
-            ("alerts-topic", &a.alerts_topic),
+            ("heartbeats-topic", &a.topics.heartbeats_topic),
+            ("logs-topic", &a.topics.logs_topic),
+            ("alerts-topic", &a.topics.alerts_topic),
         ] {
             if topic.trim().is_empty() {
                 return Err(bad(flag, "empty topic name"));
@@ -221,9 +187,9 @@ impl TryFrom<Args> for MonitorConfig {
         Ok(Self {
             listen,
             kafka: a.kafka,
-            heartbeats_topic: a.heartbeats_topic,
-            logs_topic: a.logs_topic,
-            alerts_topic: a.alerts_topic,
+            heartbeats_topic: a.topics.heartbeats_topic,
+            logs_topic: a.topics.logs_topic,
+            alerts_topic: a.topics.alerts_topic,
             heartbeat_lookback: a.heartbeat_lookback,
             log_lookback: a.log_lookback,
             registry: RegistryConfig {
@@ -247,7 +213,7 @@ impl TryFrom<Args> for MonitorConfig {
             },
             evaluate_every: a.evaluate_every,
             topic_check_every: a.topic_check_every,
-            log_filter: a.log,
+            log_filter: a.log.filter,
         })
     }
 }
@@ -272,6 +238,12 @@ mod tests {
     }
 
     #[test]
+    fn cli_definition_is_consistent() {
+        use clap::CommandFactory;
+        Args::command().debug_assert();
+    }
+
+    #[test]
     fn bad_values_name_their_flag() {
         assert_eq!(parse(&["--listen", "nowhere"]).unwrap_err().flag, "listen");
         assert_eq!(
@@ -287,12 +259,12 @@ mod tests {
     }
 
     #[test]
-    fn durations_parse() {
-        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
-        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
-        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
-        assert_eq!(parse_duration("40"), Ok(Duration::from_millis(40)));
-        assert!(parse_duration("5 parsecs").is_err());
-        assert!(parse_duration("-1s").is_err());
+    fn durations_need_a_unit() {
+        assert!(Args::try_parse_from(["monitor", "--acceptable-pause", "40"]).is_err());
+        let cfg = parse(&["--acceptable-pause", "1500ms"]).expect("valid");
+        assert_eq!(
+            cfg.registry.detector.acceptable_pause,
+            Duration::from_millis(1500)
+        );
     }
 }

@@ -8,7 +8,7 @@
 use std::collections::VecDeque;
 use std::time::{Duration, SystemTime};
 
-use meshwatch::heartbeat::{Heartbeat, HeartbeatStatus};
+use meshwatch_ecs::heartbeat::{Heartbeat, HeartbeatStatus};
 use tokio::time::Instant;
 
 /// Akka's default suspicion threshold.

@@ -3,8 +3,8 @@
 
 use std::time::Duration;
 
-use meshwatch::health::ServingStatus;
-use meshwatch::proto::monitor::v1 as pb;
+use meshwatch_proto::monitor::v1 as pb;
+use meshwatch_runtime::health::ServingStatus;
 use tokio::sync::{broadcast, mpsc};
 use tokio::time::Instant;
 use tokio_stream::wrappers::ReceiverStream;

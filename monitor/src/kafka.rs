@@ -51,7 +51,7 @@ pub enum KafkaIoError {
 /// What to read and from when.
 #[derive(Clone, Debug)]
 pub struct ConsumerSpec {
-    pub bootstrap: String,
+    pub kafka: meshwatch_kafka::KafkaArgs,
     pub topic: String,
     /// Records older than this (by their Kafka timestamp) at start-up are skipped.
     pub lookback: Duration,
@@ -68,7 +68,7 @@ pub fn spawn_consumer(
     shutdown: CancellationToken,
     mut handle: impl FnMut(&[u8]) + Send + 'static,
 ) -> Result<std::thread::JoinHandle<()>, KafkaIoError> {
-    let consumer: BaseConsumer = meshwatch::kafka::client_config(&spec.bootstrap)
+    let consumer: BaseConsumer = meshwatch_kafka::client_config(&spec.kafka)
         .set("group.id", &spec.group_id)
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
@@ -179,8 +179,8 @@ impl std::fmt::Debug for AlertProducer {
 }
 
 impl AlertProducer {
-    pub fn new(bootstrap: &str, topic: &str) -> Result<Self, KafkaIoError> {
-        let producer = meshwatch::kafka::client_config(bootstrap)
+    pub fn new(kafka: &meshwatch_kafka::KafkaArgs, topic: &str) -> Result<Self, KafkaIoError> {
+        let producer = meshwatch_kafka::client_config(kafka)
             .set("message.timeout.ms", ALERT_DELIVERY_TIMEOUT_MS)
             .set("linger.ms", "5")
             .create()
@@ -229,14 +229,15 @@ impl AlertProducer {
 /// naming the missing ones (each time) until they do; then keeps checking,
 /// because a topic can be deleted.
 pub async fn report_missing_topics(
-    bootstrap: String,
+    kafka: meshwatch_kafka::KafkaArgs,
     topics: Vec<String>,
     every: Duration,
     shutdown: CancellationToken,
 ) {
     let names: Vec<&str> = topics.iter().map(String::as_str).collect();
+    let bootstrap = kafka.bootstrap.clone();
     loop {
-        match meshwatch::kafka::missing_topics(&bootstrap, &names, METADATA_TIMEOUT).await {
+        match meshwatch_kafka::missing_topics(&kafka, &names, METADATA_TIMEOUT).await {
             Ok(missing) if missing.is_empty() => {}
             Ok(missing) => tracing::error!(
                 kafka = %bootstrap,

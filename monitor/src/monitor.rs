@@ -6,8 +6,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
-use meshwatch::health::{HealthState, ServingStatus};
-use meshwatch::heartbeat::{self, Heartbeat};
+use meshwatch_ecs::heartbeat::{self, Heartbeat};
+use meshwatch_runtime::health::{HealthState, ServingStatus};
 use serde_json::{Map, Value};
 use tokio::sync::broadcast;
 use tokio::time::Instant;

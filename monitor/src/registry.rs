@@ -5,8 +5,8 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use meshwatch::health::{HealthState, ServingStatus};
-use meshwatch::heartbeat::Heartbeat;
+use meshwatch_ecs::heartbeat::Heartbeat;
+use meshwatch_runtime::health::{HealthState, ServingStatus};
 use tokio::time::Instant;
 
 use crate::detector::{DetectorConfig, InstanceDetector, Liveness};

@@ -5,8 +5,8 @@
 
 use std::time::Duration;
 
-use meshwatch::ecs::ServiceIdentity;
-use meshwatch::runtime::{self, ServeConfig};
+use meshwatch_ecs::ServiceIdentity;
+use meshwatch_runtime::{self as runtime, ServeConfig};
 use tokio::net::TcpListener;
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
@@ -112,7 +112,7 @@ pub async fn run(
     let hb_monitor = monitor.clone();
     let heartbeats = kafka::spawn_consumer(
         ConsumerSpec {
-            bootstrap: cfg.kafka.clone(),
+            kafka: cfg.kafka.clone(),
             topic: cfg.heartbeats_topic.clone(),
             lookback: cfg.heartbeat_lookback,
             group_id: format!("{group}-heartbeats"),
@@ -123,7 +123,7 @@ pub async fn run(
     let log_monitor = monitor.clone();
     let logs = kafka::spawn_consumer(
         ConsumerSpec {
-            bootstrap: cfg.kafka.clone(),
+            kafka: cfg.kafka.clone(),
             topic: cfg.logs_topic.clone(),
             lookback: cfg.log_lookback,
             group_id: format!("{group}-logs"),

@@ -5,8 +5,8 @@ use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use meshwatch::heartbeat::{Heartbeat, HeartbeatStatus};
-use meshwatch::testkit;
+use meshwatch_ecs::heartbeat::{Heartbeat, HeartbeatStatus};
+use meshwatch_testkit as testkit;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 

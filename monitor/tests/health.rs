@@ -4,14 +4,14 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use meshwatch::heartbeat::{Heartbeat, HeartbeatStatus};
-use meshwatch::proto::health::v1::health_check_response::ServingStatus as Pb;
-use meshwatch::proto::health::v1::health_client::HealthClient;
-use meshwatch::proto::health::v1::{HealthCheckRequest, HealthCheckResponse, HealthListRequest};
-use meshwatch::testkit;
+use meshwatch_ecs::heartbeat::{Heartbeat, HeartbeatStatus};
 use meshwatch_monitor::anomaly::AnomalyConfig;
 use meshwatch_monitor::registry::RegistryConfig;
 use meshwatch_monitor::{server, Monitor};
+use meshwatch_proto::health::v1::health_check_response::ServingStatus as Pb;
+use meshwatch_proto::health::v1::health_client::HealthClient;
+use meshwatch_proto::health::v1::{HealthCheckRequest, HealthCheckResponse, HealthListRequest};
+use meshwatch_testkit as testkit;
 use tokio::net::TcpListener;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -254,7 +254,7 @@ async fn the_mesh_watch_sends_each_change_once() {
         let (services, _) = h.monitor.services(Instant::now());
         services
             .iter()
-            .all(|s| s.status == meshwatch::health::ServingStatus::NotServing)
+            .all(|s| s.status == meshwatch_runtime::health::ServingStatus::NotServing)
             .then_some(())
     })
     .await;
@@ -397,7 +397,7 @@ async fn list_reports_every_known_name() {
 /// its whole grace period.
 #[tokio::test]
 async fn open_streams_end_promptly_on_shutdown() {
-    use meshwatch::proto::monitor::v1 as mpb;
+    use meshwatch_proto::monitor::v1 as mpb;
     let monitor = Monitor::new(RegistryConfig::default(), AnomalyConfig::default());
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");

@@ -5,14 +5,14 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use meshwatch::heartbeat::{Heartbeat, HeartbeatStatus};
-use meshwatch::proto::health::v1::health_check_response::ServingStatus as Pb;
-use meshwatch::proto::health::v1::health_client::HealthClient;
-use meshwatch::proto::health::v1::HealthCheckRequest;
-use meshwatch::proto::monitor::v1 as pb;
-use meshwatch::testkit;
+use meshwatch_ecs::heartbeat::{Heartbeat, HeartbeatStatus};
 use meshwatch_monitor::anomaly::AnomalyConfig;
 use meshwatch_monitor::{server, MonitorConfig};
+use meshwatch_proto::health::v1::health_check_response::ServingStatus as Pb;
+use meshwatch_proto::health::v1::health_client::HealthClient;
+use meshwatch_proto::health::v1::HealthCheckRequest;
+use meshwatch_proto::monitor::v1 as pb;
+use meshwatch_testkit as testkit;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use tokio::net::TcpListener;
 use tokio::time::Instant;
@@ -36,7 +36,7 @@ async fn mesh() -> Mesh {
     testkit::create_topic(&broker, &heartbeats, 2).await;
     testkit::create_topic(&broker, &logs, 2).await;
     testkit::create_topic(&broker, &alerts, 1).await;
-    let producer = meshwatch::kafka::client_config(&broker)
+    let producer = meshwatch_kafka::base_config(&broker)
         .set("message.timeout.ms", "10000")
         .set("linger.ms", "0")
         .create()
@@ -99,7 +99,7 @@ fn heartbeat(service: &str, instance: &str, seq: u64, status: HeartbeatStatus) -
 fn access_line(service: &str, code: i32, n: u64) -> String {
     format!(
         r#"{{"@timestamp":"{}","log.level":"{}","message":"rpc","ecs.version":"8.11.0","service.name":"{service}","service.instance.id":"{service}-1","event.dataset":"{service}.log","rpc.method":"PlaceOrder","rpc.grpc.status_code":{code},"event.duration":{},"trace.id":"{n:032x}"}}"#,
-        meshwatch::ecs::format_timestamp(SystemTime::now()),
+        meshwatch_ecs::format_timestamp(SystemTime::now()),
         if code == 0 { "info" } else { "error" },
         5_000_000 + n % 7 * 100_000,
     )
@@ -107,7 +107,7 @@ fn access_line(service: &str, code: i32, n: u64) -> String {
 
 /// Spawns a task that records every message of a Watch with its arrival time.
 fn record(
-    mut stream: tonic::Streaming<meshwatch::proto::health::v1::HealthCheckResponse>,
+    mut stream: tonic::Streaming<meshwatch_proto::health::v1::HealthCheckResponse>,
 ) -> Arc<Mutex<Vec<(Instant, Pb)>>> {
     let seen = Arc::new(Mutex::new(Vec::new()));
     let sink = Arc::clone(&seen);

@@ -4,8 +4,8 @@
 
 use std::sync::Arc;
 
-use meshwatch::ecs::ServiceIdentity;
-use meshwatch::runtime::{self, RuntimeError, ServeConfig};
+use meshwatch_ecs::ServiceIdentity;
+use meshwatch_runtime::{self as runtime, RuntimeError, ServeConfig};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic::service::Routes;
@@ -13,7 +13,7 @@ use tonic::service::Routes;
 use crate::config::{Common, InventoryConfig, OrderConfig, PaymentConfig};
 use crate::faults::{FaultAdmin, FaultError, Faults};
 use crate::inventory::{store::run_expiry, Inventory, InventoryService};
-use crate::order::{clients::ClientError, Clients, OrderService, Orders};
+use crate::order::{clients::ClientError, GrpcPayments, GrpcStock, OrderService, Orders};
 use crate::payment::{Ledger, PaymentService};
 
 pub const ORDER_PROTO: &str = "meshwatch.order.v1.OrderService";
@@ -97,8 +97,9 @@ pub async fn run_order(
     shutdown: CancellationToken,
 ) -> Result<(), AppError> {
     let faults = Faults::new("order", cfg.common.faults)?;
-    let clients = Clients::new(&cfg.inventory_addr, &cfg.payment_addr, cfg.call_timeout)?;
-    let orders = Orders::new(clients, &cfg.currency);
+    let stock = GrpcStock::new(&cfg.inventory_addr, cfg.call_timeout)?;
+    let payments = GrpcPayments::new(&cfg.payment_addr, cfg.call_timeout)?;
+    let orders = Orders::new(stock, payments, cfg.call_timeout, &cfg.currency);
     let routes =
         Routes::new(OrderService::new(orders, faults.clone(), cfg.request_budget).into_server())
             .add_service(FaultAdmin::new(faults).into_server());

@@ -9,7 +9,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
-use meshwatch::cli::parse_duration;
+use meshwatch_entry::{parse_args_from, parse_duration, ConfigError, Exit, LogArgs};
 
 use crate::faults::FaultSettings;
 use crate::inventory::catalog::{self, CatalogItem};
@@ -37,23 +37,6 @@ fn at_most_max(flag: &'static str, d: Duration) -> Result<Duration, ConfigError>
     Ok(d)
 }
 
-/// A flag whose value was refused.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("--{flag}: {reason}")]
-pub struct ConfigError {
-    pub flag: &'static str,
-    pub reason: String,
-}
-
-impl ConfigError {
-    fn new(flag: &'static str, reason: impl Into<String>) -> Self {
-        Self {
-            flag,
-            reason: reason.into(),
-        }
-    }
-}
-
 /// Flags every service has.
 #[derive(Debug, Clone, clap::Args)]
 pub struct CommonArgs {
@@ -63,9 +46,8 @@ pub struct CommonArgs {
     /// Bound on the drain after SIGTERM/SIGINT.
     #[arg(long, env = "MESHWATCH_DRAIN_GRACE", default_value = "10s", value_parser = parse_duration)]
     pub drain_grace: Duration,
-    /// Log filter (RUST_LOG syntax) for the ECS lines on stdout.
-    #[arg(long, env = "MESHWATCH_LOG", default_value = meshwatch::telemetry::DEFAULT_FILTER)]
-    pub log: String,
+    #[command(flatten)]
+    pub log: LogArgs,
     /// Fault injection: latency added before each RPC.
     #[arg(long, env = "MESHWATCH_FAULT_LATENCY", default_value = "0ms", value_parser = parse_duration)]
     pub fault_latency: Duration,
@@ -110,7 +92,7 @@ impl TryFrom<CommonArgs> for Common {
         Ok(Self {
             heartbeat_interval: a.heartbeat_interval,
             drain_grace: a.drain_grace,
-            log: a.log,
+            log: a.log.filter,
             faults: FaultSettings {
                 latency: a.fault_latency,
                 error_rate: a.fault_error_rate,
@@ -124,9 +106,9 @@ impl TryFrom<CommonArgs> for Common {
 impl Default for Common {
     fn default() -> Self {
         Self {
-            heartbeat_interval: meshwatch::heartbeat::DEFAULT_INTERVAL,
-            drain_grace: meshwatch::runtime::DEFAULT_DRAIN_GRACE,
-            log: meshwatch::telemetry::DEFAULT_FILTER.to_owned(),
+            heartbeat_interval: meshwatch_ecs::heartbeat::DEFAULT_INTERVAL,
+            drain_grace: meshwatch_runtime::DEFAULT_DRAIN_GRACE,
+            log: meshwatch_runtime::telemetry::DEFAULT_FILTER.to_owned(),
             faults: FaultSettings::default(),
         }
     }
@@ -340,26 +322,17 @@ impl TryFrom<OrderArgs> for OrderConfig {
     }
 }
 
-/// Parses `args` into `C` through `A`; on bad input prints one line (or
-/// clap's usage error) to stderr and returns the exit code: 0 for --help
-/// and --version, 64 otherwise.
+/// Parses `args` into `C` through `A`; on bad input prints one line naming
+/// the flag and returns the exit code: 0 for --help and --version, 64
+/// otherwise.
 pub fn parse<A, C>(args: impl IntoIterator<Item = OsString>) -> Result<C, ExitCode>
 where
     A: Parser,
     C: TryFrom<A, Error = ConfigError>,
 {
-    let parsed = A::try_parse_from(args).map_err(|e| {
-        let _ = e.print();
-        if e.use_stderr() {
-            ExitCode::from(meshwatch::cli::USAGE)
-        } else {
-            ExitCode::SUCCESS
-        }
-    })?;
-    C::try_from(parsed).map_err(|e| {
-        eprintln!("error: {e}");
-        ExitCode::from(meshwatch::cli::USAGE)
-    })
+    let program = A::command().get_name().to_owned();
+    let parsed: A = parse_args_from(&program, args).map_err(ExitCode::from)?;
+    C::try_from(parsed).map_err(|e| Exit::Usage.fail(&program, e))
 }
 
 #[cfg(test)]
@@ -370,6 +343,14 @@ mod tests {
         let mut v = vec!["order"];
         v.extend_from_slice(args);
         OrderConfig::try_from(OrderArgs::try_parse_from(v).unwrap())
+    }
+
+    #[test]
+    fn cli_definitions_are_consistent() {
+        use clap::CommandFactory;
+        OrderArgs::command().debug_assert();
+        InventoryArgs::command().debug_assert();
+        PaymentArgs::command().debug_assert();
     }
 
     #[test]
@@ -412,14 +393,19 @@ mod tests {
 
     #[test]
     fn durations_that_would_overflow_the_clock_are_refused() {
-        // Parses as a Duration, but `Instant::now() + d` panics.
+        // Parses as a Duration, but `Instant::now() + d` panics: refused by
+        // the parser; past 30 days refused by the config, naming the flag.
         let huge = "10000000000000000000s";
-        let e = order(&["--call-timeout", huge]).unwrap_err();
+        for flag in ["--call-timeout", "--request-budget"] {
+            assert!(OrderArgs::try_parse_from(["order", flag, huge]).is_err());
+        }
+        assert!(InventoryArgs::try_parse_from(["inventory", "--reservation-ttl", huge]).is_err());
+        let e = order(&["--call-timeout", "31d"]).unwrap_err();
         assert_eq!(e.flag, "call-timeout", "{e}");
-        let e = order(&["--request-budget", huge]).unwrap_err();
+        let e = order(&["--request-budget", "31d"]).unwrap_err();
         assert_eq!(e.flag, "request-budget", "{e}");
         let e = InventoryConfig::try_from(
-            InventoryArgs::try_parse_from(["inventory", "--reservation-ttl", huge]).unwrap(),
+            InventoryArgs::try_parse_from(["inventory", "--reservation-ttl", "31d"]).unwrap(),
         )
         .unwrap_err();
         assert_eq!(e.flag, "reservation-ttl", "{e}");

@@ -5,7 +5,7 @@
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use meshwatch::proto::admin::v1 as pb;
+use meshwatch_proto::admin::v1 as pb;
 use tonic::{Request, Response, Status};
 
 use crate::deadline::Deadline;

@@ -2,9 +2,7 @@
 
 use std::fmt;
 
-use meshwatch::proto::common::v1 as pb;
-
-/// Why a proto `Money` was refused.
+/// Why an amount was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum MoneyError {
     #[error("money is missing")]
@@ -95,24 +93,6 @@ impl fmt::Display for Money {
     }
 }
 
-impl TryFrom<Option<pb::Money>> for Money {
-    type Error = MoneyError;
-
-    fn try_from(value: Option<pb::Money>) -> Result<Self, Self::Error> {
-        let value = value.ok_or(MoneyError::Missing)?;
-        Money::new(&value.currency_code, value.amount_minor)
-    }
-}
-
-impl From<&Money> for pb::Money {
-    fn from(m: &Money) -> Self {
-        pb::Money {
-            currency_code: m.currency.clone(),
-            amount_minor: m.minor,
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -133,6 +113,5 @@ mod tests {
             Money::new("USD", i64::MAX).unwrap().times(2),
             Err(MoneyError::Overflow)
         ));
-        assert_eq!(Money::try_from(None), Err(MoneyError::Missing));
     }
 }

@@ -6,9 +6,9 @@
 use std::process::Stdio;
 use std::time::Duration;
 
-use meshwatch::proto::health::v1 as health;
-use meshwatch::proto::order::v1 as pb;
-use meshwatch::testkit::free_port;
+use meshwatch_proto::health::v1 as health;
+use meshwatch_proto::order::v1 as pb;
+use meshwatch_testkit::free_port;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use serde_json::{Map, Value};

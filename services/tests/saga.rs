@@ -5,10 +5,10 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use meshwatch::proto::admin::v1 as admin;
-use meshwatch::proto::inventory::v1 as inv;
-use meshwatch::proto::order::v1 as pb;
-use meshwatch::proto::payment::v1 as pay;
+use meshwatch_proto::admin::v1 as admin;
+use meshwatch_proto::inventory::v1 as inv;
+use meshwatch_proto::order::v1 as pb;
+use meshwatch_proto::payment::v1 as pay;
 use meshwatch_services::app;
 use meshwatch_services::config::{InventoryConfig, OrderConfig, PaymentConfig};
 use meshwatch_services::faults::FaultSettings;
@@ -680,8 +680,8 @@ async fn a_commit_whose_answer_is_lost_confirms_instead_of_refunding_sold_units(
         ),
         lost: std::sync::atomic::AtomicBool::new(false),
     };
-    tokio::spawn(meshwatch::runtime::serve(
-        meshwatch::runtime::ServeConfig::new(app::identity("inventory"), &[app::INVENTORY_PROTO]),
+    tokio::spawn(meshwatch_runtime::serve(
+        meshwatch_runtime::ServeConfig::new(app::identity("inventory"), &[app::INVENTORY_PROTO]),
         il,
         shutdown.clone(),
         tonic::service::Routes::new(inv::inventory_service_server::InventoryServiceServer::new(

@@ -41,8 +41,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use meshwatch::testkit::{self, ProxiedBroker};
 use meshwatch_shipper::{Config, Input};
+use meshwatch_testkit::{self as testkit, ProxiedBroker};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::{ClientContext, Message, Offset, TopicPartitionList};
@@ -156,7 +156,7 @@ fn shipper_args<'a>(
     data: &'a Path,
 ) -> Vec<String> {
     [
-        "--kafka-bootstrap",
+        "--kafka",
         bootstrap,
         "--logs-topic",
         topic,
@@ -166,15 +166,15 @@ fn shipper_args<'a>(
         data.to_str().unwrap(),
         "--service-name",
         "order",
-        "--stats-ms",
-        "100",
-        "--shutdown-grace-ms",
-        "300000",
-        "--checkpoint-ms",
+        "--stats",
+        "100ms",
+        "--shutdown-grace",
+        "300000ms",
+        "--checkpoint",
     ]
     .into_iter()
     .map(str::to_owned)
-    .chain([env_u64("BENCH_CHECKPOINT_MS", 50).to_string()])
+    .chain([format!("{}ms", env_u64("BENCH_CHECKPOINT_MS", 50))])
     .collect()
 }
 
@@ -270,7 +270,7 @@ fn shipper_tail(bootstrap: &str, topic: &str, hb: &str, file: &Path) -> (Duratio
 
 /// Counts the records of a one-partition topic from offset 0 (bounded).
 fn count_topic(bootstrap: &str, topic: &str, want: u64) -> u64 {
-    let consumer: BaseConsumer = meshwatch::kafka::client_config(bootstrap)
+    let consumer: BaseConsumer = meshwatch_kafka::base_config(bootstrap)
         .set("group.id", testkit::unique_topic("bench-count"))
         .set("enable.auto.commit", "false")
         .create()
@@ -333,13 +333,13 @@ fn steady(bootstrap: &str, rate: u64, secs: u64) -> Steady {
     let data = dir.path().join("data");
     let child = Command::new(env!("CARGO_BIN_EXE_shipper"))
         .args(shipper_args(bootstrap, &topic, &hb, &data))
-        .args(["--file", path.to_str().unwrap(), "--poll-ms", "5"])
+        .args(["--file", path.to_str().unwrap(), "--poll", "5ms"])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
 
-    let consumer: BaseConsumer = meshwatch::kafka::client_config(bootstrap)
+    let consumer: BaseConsumer = meshwatch_kafka::base_config(bootstrap)
         .set("group.id", testkit::unique_topic("bench-steady"))
         .set("enable.auto.commit", "false")
         .set("fetch.wait.max.ms", "5")

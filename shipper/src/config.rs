@@ -1,15 +1,17 @@
-//! Command line and environment (`MESHWATCH_SHIPPER_*`, `MESHWATCH_KAFKA`),
-//! validated into [`Config`] before the runtime starts.
+//! Command line and environment (`MESHWATCH_SHIPPER_*` for what only the
+//! shipper has; `MESHWATCH_KAFKA`, `MESHWATCH_KAFKA_OPTIONS` and the topic
+//! variables shared with every binary), validated into [`Config`] before the
+//! runtime starts. Durations take a unit (`5ms`, `10s`).
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
+use meshwatch_entry::{env, parse_duration, ConfigError, KafkaArgs};
 
-pub const DEFAULT_BOOTSTRAP: &str = "127.0.0.1:9092";
 pub const DEFAULT_DATA_DIR: &str = "/var/lib/meshwatch-shipper";
-pub const DEFAULT_LOGS_TOPIC: &str = meshwatch::kafka::LOGS_TOPIC;
-pub const DEFAULT_HEARTBEATS_TOPIC: &str = meshwatch::kafka::HEARTBEATS_TOPIC;
+pub const DEFAULT_LOGS_TOPIC: &str = meshwatch_kafka::LOGS_TOPIC;
+pub const DEFAULT_HEARTBEATS_TOPIC: &str = meshwatch_kafka::HEARTBEATS_TOPIC;
 pub const DEFAULT_MAX_LINE_BYTES: usize = 1 << 20;
 /// In-flight bound between reading and Kafka's acknowledgement, in records.
 pub const DEFAULT_WINDOW_RECORDS: usize = 20_000;
@@ -17,13 +19,13 @@ pub const DEFAULT_WINDOW_RECORDS: usize = 20_000;
 pub const DEFAULT_WINDOW_BYTES: usize = 8 << 20;
 pub const DEFAULT_SPOOL_MAX_BYTES: u64 = 256 << 20;
 pub const DEFAULT_COMPRESSION: &str = "lz4";
-pub const DEFAULT_LINGER_MS: u64 = 5;
-pub const DEFAULT_POLL_MS: u64 = 50;
-pub const DEFAULT_CHECKPOINT_MS: u64 = 1000;
-pub const DEFAULT_STATS_MS: u64 = 10_000;
-pub const DEFAULT_HEARTBEAT_MS: u64 = 1000;
-pub const DEFAULT_TOPIC_CHECK_MS: u64 = 10_000;
-pub const DEFAULT_SHUTDOWN_GRACE_MS: u64 = 5000;
+pub const DEFAULT_LINGER: Duration = Duration::from_millis(5);
+pub const DEFAULT_POLL: Duration = Duration::from_millis(50);
+pub const DEFAULT_CHECKPOINT: Duration = Duration::from_secs(1);
+pub const DEFAULT_STATS: Duration = Duration::from_secs(10);
+pub const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(1);
+pub const DEFAULT_TOPIC_CHECK: Duration = Duration::from_secs(10);
+pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 const COMPRESSIONS: [&str; 5] = ["none", "gzip", "snappy", "lz4", "zstd"];
 
 /// Where lines come from.
@@ -55,7 +57,8 @@ pub struct Config {
     pub window_bytes: usize,
     pub spool_max_bytes: u64,
     pub compression: String,
-    pub linger_ms: u64,
+    /// librdkafka's `linger.ms`: how long a batch may wait for more records.
+    pub linger: Duration,
     /// Extra librdkafka properties, applied last (they win).
     pub kafka_options: Vec<(String, String)>,
     pub poll_interval: Duration,
@@ -84,14 +87,14 @@ impl Config {
             window_bytes: DEFAULT_WINDOW_BYTES,
             spool_max_bytes: DEFAULT_SPOOL_MAX_BYTES,
             compression: DEFAULT_COMPRESSION.to_owned(),
-            linger_ms: DEFAULT_LINGER_MS,
+            linger: DEFAULT_LINGER,
             kafka_options: Vec::new(),
-            poll_interval: Duration::from_millis(DEFAULT_POLL_MS),
-            checkpoint_interval: Duration::from_millis(DEFAULT_CHECKPOINT_MS),
-            stats_interval: Some(Duration::from_millis(DEFAULT_STATS_MS)),
-            heartbeat_interval: Some(Duration::from_millis(DEFAULT_HEARTBEAT_MS)),
-            topic_check_interval: Duration::from_millis(DEFAULT_TOPIC_CHECK_MS),
-            shutdown_grace: Duration::from_millis(DEFAULT_SHUTDOWN_GRACE_MS),
+            poll_interval: DEFAULT_POLL,
+            checkpoint_interval: DEFAULT_CHECKPOINT,
+            stats_interval: Some(DEFAULT_STATS),
+            heartbeat_interval: Some(DEFAULT_HEARTBEAT),
+            topic_check_interval: DEFAULT_TOPIC_CHECK,
+            shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
         }
     }
 }
@@ -104,19 +107,8 @@ pub fn local_host_name() -> String {
         .unwrap_or_else(|| "localhost".to_owned())
 }
 
-/// A flag that failed validation; the message names it.
-#[derive(Debug, thiserror::Error)]
-#[error("{flag}: {reason}")]
-pub struct ConfigError {
-    pub flag: &'static str,
-    pub reason: String,
-}
-
 fn bad(flag: &'static str, reason: impl Into<String>) -> ConfigError {
-    ConfigError {
-        flag,
-        reason: reason.into(),
-    }
+    ConfigError::new(flag, reason)
 }
 
 /// Ships one service's JSON lines to Kafka, at least once.
@@ -131,9 +123,9 @@ pub struct Args {
     /// Read lines from stdin.
     #[arg(long, env = "MESHWATCH_SHIPPER_STDIN")]
     pub stdin: bool,
-    /// Kafka bootstrap servers (host:port,…). A broker that is down is not a start-up error.
-    #[arg(long, env = "MESHWATCH_KAFKA", default_value = DEFAULT_BOOTSTRAP)]
-    pub kafka_bootstrap: String,
+    /// Kafka: a broker that is down is not a start-up error.
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
     /// Checkpoint and spool directory (created if missing; one shipper per directory).
     #[arg(long, env = "MESHWATCH_SHIPPER_DATA_DIR", default_value = DEFAULT_DATA_DIR)]
     pub data_dir: PathBuf,
@@ -143,9 +135,11 @@ pub struct Args {
     /// host.name added to every record [default: the host's name].
     #[arg(long, env = "MESHWATCH_SHIPPER_HOST_NAME")]
     pub host_name: Option<String>,
-    #[arg(long, env = "MESHWATCH_SHIPPER_LOGS_TOPIC", default_value = DEFAULT_LOGS_TOPIC)]
+    /// The topic of log lines (everything that is not a heartbeat).
+    #[arg(long, env = env::LOGS_TOPIC, default_value = DEFAULT_LOGS_TOPIC, value_name = "TOPIC")]
     pub logs_topic: String,
-    #[arg(long, env = "MESHWATCH_SHIPPER_HEARTBEATS_TOPIC", default_value = DEFAULT_HEARTBEATS_TOPIC)]
+    /// The topic of heartbeat lines.
+    #[arg(long, env = env::HEARTBEATS_TOPIC, default_value = DEFAULT_HEARTBEATS_TOPIC, value_name = "TOPIC")]
     pub heartbeats_topic: String,
     /// Longer lines are cut here and shipped flagged, with their original length.
     #[arg(long, env = "MESHWATCH_SHIPPER_MAX_LINE_BYTES", default_value_t = DEFAULT_MAX_LINE_BYTES)]
@@ -162,33 +156,27 @@ pub struct Args {
     /// none, gzip, snappy, lz4 or zstd.
     #[arg(long, env = "MESHWATCH_SHIPPER_COMPRESSION", default_value = DEFAULT_COMPRESSION)]
     pub compression: String,
-    #[arg(long, env = "MESHWATCH_SHIPPER_LINGER_MS", default_value_t = DEFAULT_LINGER_MS)]
-    pub linger_ms: u64,
-    /// Any librdkafka property, KEY=VALUE, repeatable (applied last).
-    #[arg(
-        long = "kafka-option",
-        env = "MESHWATCH_SHIPPER_KAFKA_OPTIONS",
-        value_delimiter = ',',
-        value_name = "KEY=VALUE"
-    )]
-    pub kafka_options: Vec<String>,
+    /// How long a batch may wait for more records before it is sent (librdkafka linger.ms).
+    #[arg(long, env = "MESHWATCH_SHIPPER_LINGER", default_value = "5ms", value_parser = parse_duration, value_name = "DURATION")]
+    pub linger: Duration,
     /// How often an idle tail looks for new data and rotation.
-    #[arg(long, env = "MESHWATCH_SHIPPER_POLL_MS", default_value_t = DEFAULT_POLL_MS)]
-    pub poll_ms: u64,
-    #[arg(long, env = "MESHWATCH_SHIPPER_CHECKPOINT_MS", default_value_t = DEFAULT_CHECKPOINT_MS)]
-    pub checkpoint_ms: u64,
-    /// Stats line on stderr every so often; 0 turns it off.
-    #[arg(long, env = "MESHWATCH_SHIPPER_STATS_MS", default_value_t = DEFAULT_STATS_MS)]
-    pub stats_ms: u64,
-    /// The shipper's own heartbeat interval; 0 turns it off.
-    #[arg(long, env = "MESHWATCH_SHIPPER_HEARTBEAT_MS", default_value_t = DEFAULT_HEARTBEAT_MS)]
-    pub heartbeat_ms: u64,
+    #[arg(long = "poll", env = "MESHWATCH_SHIPPER_POLL", default_value = "50ms", value_parser = parse_duration, value_name = "DURATION")]
+    pub poll: Duration,
+    /// How often the checkpoint of acknowledged lines is written.
+    #[arg(long = "checkpoint", env = "MESHWATCH_SHIPPER_CHECKPOINT", default_value = "1s", value_parser = parse_duration, value_name = "DURATION")]
+    pub checkpoint: Duration,
+    /// Stats line on stderr every so often; 0s turns it off.
+    #[arg(long = "stats", env = "MESHWATCH_SHIPPER_STATS", default_value = "10s", value_parser = parse_duration, value_name = "DURATION")]
+    pub stats: Duration,
+    /// The shipper's own heartbeat interval; 0s turns it off.
+    #[arg(long = "heartbeat", env = "MESHWATCH_SHIPPER_HEARTBEAT", default_value = "1s", value_parser = parse_duration, value_name = "DURATION")]
+    pub heartbeat: Duration,
     /// How often to check that the topics exist (a missing one is reported each time).
-    #[arg(long, env = "MESHWATCH_SHIPPER_TOPIC_CHECK_MS", default_value_t = DEFAULT_TOPIC_CHECK_MS)]
-    pub topic_check_ms: u64,
+    #[arg(long = "topic-check", env = "MESHWATCH_SHIPPER_TOPIC_CHECK", default_value = "10s", value_parser = parse_duration, value_name = "DURATION")]
+    pub topic_check: Duration,
     /// On SIGTERM or end of input, wait this long for acknowledgements before exiting.
-    #[arg(long, env = "MESHWATCH_SHIPPER_SHUTDOWN_GRACE_MS", default_value_t = DEFAULT_SHUTDOWN_GRACE_MS)]
-    pub shutdown_grace_ms: u64,
+    #[arg(long = "shutdown-grace", env = "MESHWATCH_SHIPPER_SHUTDOWN_GRACE", default_value = "5s", value_parser = parse_duration, value_name = "DURATION")]
+    pub shutdown_grace: Duration,
     /// The command to wrap (after `--`).
     #[arg(last = true, value_name = "CMD")]
     pub command: Vec<String>,
@@ -202,7 +190,7 @@ impl Args {
             + usize::from(!self.command.is_empty());
         if inputs != 1 {
             return Err(bad(
-                "--file/--stdin/-- CMD",
+                "file/--stdin/-- CMD",
                 format!("give exactly one input (a file to tail, --stdin, or a command after --); got {inputs}"),
             ));
         }
@@ -213,12 +201,12 @@ impl Args {
             };
             if !parent.is_dir() {
                 return Err(bad(
-                    "--file",
+                    "file",
                     format!("directory {} does not exist", parent.display()),
                 ));
             }
             if path.is_dir() {
-                return Err(bad("--file", format!("{} is a directory", path.display())));
+                return Err(bad("file", format!("{} is a directory", path.display())));
             }
             Input::File(path)
         } else if self.stdin {
@@ -233,17 +221,17 @@ impl Args {
         };
         let service_name = match self.service_name {
             Some(name) if name.trim().is_empty() => {
-                return Err(bad("--service-name", "must not be empty"))
+                return Err(bad("service-name", "must not be empty"))
             }
             Some(name) => name,
             None => default_service_name(&input),
         };
-        if self.kafka_bootstrap.trim().is_empty() {
-            return Err(bad("--kafka-bootstrap", "must not be empty"));
+        if self.kafka.bootstrap.trim().is_empty() {
+            return Err(bad("kafka", "must not be empty"));
         }
         for (flag, topic) in [
-            ("--logs-topic", &self.logs_topic),
-            ("--heartbeats-topic", &self.heartbeats_topic),
+            ("logs-topic", &self.logs_topic),
+            ("heartbeats-topic", &self.heartbeats_topic),
         ] {
             if topic.is_empty()
                 || topic.len() > 249
@@ -258,17 +246,17 @@ impl Args {
             }
         }
         if self.max_line_bytes < 256 {
-            return Err(bad("--max-line-bytes", "must be at least 256"));
+            return Err(bad("max-line-bytes", "must be at least 256"));
         }
         if self.window_records == 0 {
-            return Err(bad("--window-records", "must be at least 1"));
+            return Err(bad("window-records", "must be at least 1"));
         }
         if self.window_bytes < self.max_line_bytes {
-            return Err(bad("--window-bytes", "must be at least --max-line-bytes"));
+            return Err(bad("window-bytes", "must be at least --max-line-bytes"));
         }
         if !COMPRESSIONS.contains(&self.compression.as_str()) {
             return Err(bad(
-                "--compression",
+                "compression",
                 format!(
                     "{:?} is not one of {}",
                     self.compression,
@@ -276,32 +264,25 @@ impl Args {
                 ),
             ));
         }
-        let mut kafka_options = Vec::new();
-        for opt in self.kafka_options {
-            match opt.split_once('=') {
-                Some((k, v)) if !k.trim().is_empty() => {
-                    kafka_options.push((k.trim().to_owned(), v.to_owned()))
-                }
-                _ => return Err(bad("--kafka-option", format!("{opt:?} is not KEY=VALUE"))),
-            }
-        }
         if let Err(e) = std::fs::create_dir_all(&self.data_dir) {
             return Err(bad(
-                "--data-dir",
+                "data-dir",
                 format!("cannot create {}: {e}", self.data_dir.display()),
             ));
         }
-        if self.poll_ms == 0 || self.checkpoint_ms == 0 || self.topic_check_ms == 0 {
-            return Err(bad(
-                "--poll-ms/--checkpoint-ms/--topic-check-ms",
-                "must be positive",
-            ));
+        for (flag, d) in [
+            ("poll", self.poll),
+            ("checkpoint", self.checkpoint),
+            ("topic-check", self.topic_check),
+        ] {
+            if d.is_zero() {
+                return Err(bad(flag, "must be positive"));
+            }
         }
-        let ms = Duration::from_millis;
-        let optional = |v: u64| (v > 0).then(|| ms(v));
+        let optional = |d: Duration| (!d.is_zero()).then_some(d);
         Ok(Config {
             input,
-            bootstrap: self.kafka_bootstrap,
+            bootstrap: self.kafka.bootstrap,
             data_dir: self.data_dir,
             service_name,
             host_name: self.host_name.unwrap_or_else(local_host_name),
@@ -312,14 +293,14 @@ impl Args {
             window_bytes: self.window_bytes,
             spool_max_bytes: self.spool_max_bytes,
             compression: self.compression,
-            linger_ms: self.linger_ms,
-            kafka_options,
-            poll_interval: ms(self.poll_ms),
-            checkpoint_interval: ms(self.checkpoint_ms),
-            stats_interval: optional(self.stats_ms),
-            heartbeat_interval: optional(self.heartbeat_ms),
-            topic_check_interval: ms(self.topic_check_ms),
-            shutdown_grace: ms(self.shutdown_grace_ms),
+            linger: self.linger,
+            kafka_options: self.kafka.options,
+            poll_interval: self.poll,
+            checkpoint_interval: self.checkpoint,
+            stats_interval: optional(self.stats),
+            heartbeat_interval: optional(self.heartbeat),
+            topic_check_interval: self.topic_check,
+            shutdown_grace: self.shutdown_grace,
         })
     }
 }
@@ -364,8 +345,14 @@ mod tests {
     }
 
     #[test]
+    fn cli_definition_is_consistent() {
+        use clap::CommandFactory;
+        Args::command().debug_assert();
+    }
+
+    #[test]
     fn exactly_one_input() {
-        assert!(parse(&[]).unwrap_err().flag.contains("--file"));
+        assert!(parse(&[]).unwrap_err().flag.contains("file"));
         assert!(parse(&["--stdin", "--", "x"]).is_err());
         assert!(parse(&["--stdin"]).is_ok());
     }
@@ -376,29 +363,25 @@ mod tests {
             parse(&["--stdin", "--compression", "brotli"])
                 .unwrap_err()
                 .flag,
-            "--compression"
+            "compression"
         );
-        assert_eq!(
-            parse(&["--stdin", "--kafka-option", "novalue"])
-                .unwrap_err()
-                .flag,
-            "--kafka-option"
-        );
+        assert!(Args::try_parse_from(["shipper", "--stdin", "--kafka-option", "novalue"]).is_err());
+        assert!(Args::try_parse_from(["shipper", "--stdin", "--linger", "5"]).is_err());
         assert_eq!(
             parse(&["--stdin", "--logs-topic", "a b"]).unwrap_err().flag,
-            "--logs-topic"
+            "logs-topic"
         );
         assert_eq!(
             parse(&["--file", "/nonexistent-dir/x.log"])
                 .unwrap_err()
                 .flag,
-            "--file"
+            "file"
         );
         assert_eq!(
             parse(&["--stdin", "--max-line-bytes", "10"])
                 .unwrap_err()
                 .flag,
-            "--max-line-bytes"
+            "max-line-bytes"
         );
     }
 
@@ -419,5 +402,34 @@ mod tests {
                 ("client.id".into(), "x=y".into())
             ]
         );
+    }
+}
+
+#[cfg(test)]
+mod duration_tests {
+    use super::*;
+
+    #[test]
+    fn durations_take_units_and_zero_turns_optional_ones_off() {
+        let dir = std::env::temp_dir().join("meshwatch-shipper-config-test");
+        let c = Args::try_parse_from([
+            "shipper",
+            "--stdin",
+            "--data-dir",
+            dir.to_str().unwrap(),
+            "--linger",
+            "0ms",
+            "--stats",
+            "0s",
+            "--shutdown-grace",
+            "1500ms",
+        ])
+        .unwrap()
+        .validate()
+        .unwrap();
+        assert_eq!(c.linger, Duration::ZERO);
+        assert_eq!(c.stats_interval, None);
+        assert_eq!(c.shutdown_grace, Duration::from_millis(1500));
+        assert_eq!(c.heartbeat_interval, Some(DEFAULT_HEARTBEAT));
     }
 }

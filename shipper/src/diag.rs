@@ -4,7 +4,7 @@
 use std::io::Write;
 use std::time::SystemTime;
 
-use meshwatch::ecs::{self, field};
+use meshwatch_ecs::{self as ecs, field};
 use serde_json::{Map, Value};
 
 /// `event.dataset` of the shipper's own lines.

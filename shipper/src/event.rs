@@ -4,7 +4,7 @@
 
 use std::borrow::Cow;
 
-use meshwatch::ecs::{self, field};
+use meshwatch_ecs::{self as ecs, field};
 use serde::de::IgnoredAny;
 use serde::Deserialize;
 use serde_json::{Map, Value};

@@ -17,6 +17,7 @@ pub mod sink;
 pub mod spool;
 pub mod stats;
 
+use meshwatch_entry::Exit;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
@@ -65,8 +66,10 @@ impl RunError {
     pub fn exit_code(&self) -> i32 {
         match self {
             RunError::Exec(input::exec::ExecError::Spawn { .. }) => 127,
-            RunError::DataDir { .. } | RunError::Spool(_) | RunError::Checkpoint(_) => 73,
-            _ => 1,
+            RunError::DataDir { .. } | RunError::Spool(_) | RunError::Checkpoint(_) => {
+                Exit::CantCreate.into()
+            }
+            _ => Exit::Runtime.into(),
         }
     }
 }

@@ -1,38 +1,22 @@
 //! `shipper`: parses flags, installs signal handlers, and runs the library.
 #![forbid(unsafe_code)]
 
-use clap::error::ErrorKind;
-use clap::Parser;
+use meshwatch_entry::{parse_args, Exit};
 use meshwatch_shipper::{Args, ShutdownSignal};
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::mpsc;
 
-/// Exit code for a bad flag (EX_USAGE).
-const EXIT_USAGE: i32 = 64;
-
 fn main() {
-    let args = match Args::try_parse() {
+    let args: Args = match parse_args("shipper") {
         Ok(args) => args,
-        Err(e) if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) => {
-            let _ = e.print();
-            std::process::exit(0);
-        }
-        Err(e) => {
-            let text = e.to_string();
-            let first = text
-                .lines()
-                .next()
-                .unwrap_or("invalid arguments")
-                .trim_start_matches("error: ");
-            eprintln!("shipper: {first} (see shipper --help)");
-            std::process::exit(EXIT_USAGE);
-        }
+        // --help/--version exit 0, a bad flag 64; the message is printed.
+        Err(exit) => std::process::exit(exit.into()),
     };
     let config = match args.validate() {
         Ok(config) => config,
         Err(e) => {
-            eprintln!("shipper: {e}");
-            std::process::exit(EXIT_USAGE);
+            Exit::Usage.fail("shipper", e);
+            std::process::exit(Exit::Usage.into());
         }
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -42,8 +26,8 @@ fn main() {
     {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("shipper: cannot start the runtime: {e}");
-            std::process::exit(1);
+            Exit::Unavailable.fail("shipper", format_args!("cannot start the runtime: {e}"));
+            std::process::exit(Exit::Unavailable.into());
         }
     };
     let code = runtime.block_on(async {
@@ -55,8 +39,11 @@ fn main() {
             let mut stream = match signal(kind) {
                 Ok(s) => s,
                 Err(e) => {
-                    eprintln!("shipper: cannot install signal handlers: {e}");
-                    return 1;
+                    Exit::Unavailable.fail(
+                        "shipper",
+                        format_args!("cannot install signal handlers: {e}"),
+                    );
+                    return Exit::Unavailable.into();
                 }
             };
             let tx = tx.clone();

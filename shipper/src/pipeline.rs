@@ -14,8 +14,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use meshwatch::ecs::ServiceIdentity;
-use meshwatch::heartbeat::{Heartbeat, HeartbeatStatus};
+use meshwatch_ecs::heartbeat::{Heartbeat, HeartbeatStatus};
+use meshwatch_ecs::ServiceIdentity;
 use nix::sys::signal::Signal;
 use serde_json::json;
 use tokio::sync::mpsc;
@@ -449,7 +449,7 @@ impl Core {
     }
 
     fn push_own(&mut self, line: String) {
-        let now = meshwatch::ecs::format_timestamp(SystemTime::now());
+        let now = meshwatch_ecs::format_timestamp(SystemTime::now());
         let record = self.own.encode(&RawLine::plain(line.as_bytes()), &now);
         self.push(record, Position::Internal);
     }
@@ -477,10 +477,10 @@ impl Core {
         );
         crate::diag::error(&message, &[("shipper.lines_dropped", json!(dropped))]);
         let event = json!({
-            "@timestamp": meshwatch::ecs::format_timestamp(SystemTime::now()),
+            "@timestamp": meshwatch_ecs::format_timestamp(SystemTime::now()),
             "log.level": "error",
             "message": message,
-            "ecs.version": meshwatch::ecs::ECS_VERSION,
+            "ecs.version": meshwatch_ecs::ECS_VERSION,
             "service.name": "shipper",
             "service.instance.id": self.identity.instance_id,
             "event.dataset": crate::diag::DATASET,

@@ -1,7 +1,7 @@
 //! Where a record goes: heartbeats to the heartbeats topic, everything else to
 //! the logs topic; and the W3C `traceparent` header rebuilt from the line.
 
-use meshwatch::ecs::HEARTBEAT_DATASET;
+use meshwatch_ecs::HEARTBEAT_DATASET;
 
 /// Which configured topic a record is produced to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -28,7 +28,7 @@ impl Destination {
     }
 }
 
-/// The same rule as `meshwatch::heartbeat::is_heartbeat` (`event.dataset` equals
+/// The same rule as `meshwatch_ecs::heartbeat::is_heartbeat` (`event.dataset` equals
 /// the heartbeat dataset), applied to the one field the fast path extracts.
 pub fn destination(event_dataset: Option<&str>) -> Destination {
     if event_dataset == Some(HEARTBEAT_DATASET) {
@@ -176,7 +176,7 @@ mod tests {
             if let Some(d) = dataset {
                 obj.insert("event.dataset".into(), Value::String(d.into()));
             }
-            let expected = meshwatch::heartbeat::is_heartbeat(&obj);
+            let expected = meshwatch_ecs::heartbeat::is_heartbeat(&obj);
             assert_eq!(
                 destination(dataset) == Destination::Heartbeats,
                 expected,

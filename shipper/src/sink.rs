@@ -98,14 +98,14 @@ impl std::fmt::Debug for Sink {
 
 /// The librdkafka settings the shipper uses, before `--kafka-option` overrides.
 pub fn producer_config(config: &Config) -> ClientConfig {
-    let mut c = meshwatch::kafka::client_config(&config.bootstrap);
+    let mut c = meshwatch_kafka::base_config(&config.bootstrap);
     let queue_kbytes = (config.window_bytes * 2 / 1024 + 1024).to_string();
     let queue_messages = (config.window_records * 2 + 1000).to_string();
     c.set("client.id", format!("shipper-{}", config.service_name))
         .set("acks", "all")
         .set("enable.idempotence", "true")
         .set("compression.type", &config.compression)
-        .set("linger.ms", config.linger_ms.to_string())
+        .set("linger.ms", config.linger.as_millis().to_string())
         .set("batch.size", "1000000")
         .set("batch.num.messages", "10000")
         .set("message.timeout.ms", "0")

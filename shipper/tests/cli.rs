@@ -10,7 +10,7 @@ use std::io::Write;
 use std::time::Duration;
 
 use common::*;
-use meshwatch::testkit;
+use meshwatch_testkit as testkit;
 
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -80,12 +80,7 @@ async fn bad_flags_exit_64_naming_the_flag() {
     assert_usage_error(&["--file", "/nonexistent-dir/x.log"], &[], "--file").await;
     assert_usage_error(&[], &[], "--stdin").await;
     // The broker address is read from MESHWATCH_KAFKA, like the rest of the project.
-    assert_usage_error(
-        &["--stdin"],
-        &[("MESHWATCH_KAFKA", " ")],
-        "--kafka-bootstrap",
-    )
-    .await;
+    assert_usage_error(&["--stdin"], &[("MESHWATCH_KAFKA", " ")], "--kafka").await;
 }
 
 #[tokio::test]
@@ -93,19 +88,14 @@ async fn help_names_the_environment_variables() {
     let out = run(&["--help"], &[]).await;
     assert_eq!(out.code, Some(0));
     let help = String::from_utf8_lossy(&out.stdout);
-    assert!(help.contains("--kafka-bootstrap"), "{help}");
+    assert!(help.contains("--kafka"), "{help}");
     assert!(help.contains("[env: MESHWATCH_KAFKA="), "{help}");
 }
 
 #[tokio::test]
 async fn a_command_that_cannot_start_exits_127() {
     let out = run(
-        &[
-            "--kafka-bootstrap",
-            "127.0.0.1:1",
-            "--",
-            "/nonexistent/service",
-        ],
+        &["--kafka", "127.0.0.1:1", "--", "/nonexistent/service"],
         &[],
     )
     .await;
@@ -138,10 +128,10 @@ async fn a_missing_topic_is_reported_repeatedly_and_its_records_wait() {
         path.to_str().unwrap(),
         "--data-dir",
         data.to_str().unwrap(),
-        "--topic-check-ms",
-        "200",
-        "--stats-ms",
-        "0",
+        "--topic-check",
+        "200ms",
+        "--stats",
+        "0ms",
     ];
     args.extend(kafka_args(&broker, &logs, &hb));
     let shipper = Shipper::spawn(&args);

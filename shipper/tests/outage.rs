@@ -11,8 +11,8 @@ use std::io::{BufWriter, Write};
 use std::time::{Duration, Instant};
 
 use common::*;
-use meshwatch::testkit::{self, ProxiedBroker};
 use meshwatch_shipper::{CHECKPOINT_FILE, LOSS_TAG};
+use meshwatch_testkit::{self as testkit, ProxiedBroker};
 use nix::sys::signal::Signal;
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -41,10 +41,10 @@ async fn tail_waits_at_its_checkpoint_while_kafka_is_away() {
         path.to_str().unwrap(),
         "--data-dir",
         data.to_str().unwrap(),
-        "--stats-ms",
-        "100",
-        "--checkpoint-ms",
-        "100",
+        "--stats",
+        "100ms",
+        "--checkpoint",
+        "100ms",
         "--window-records",
         "10000",
     ];
@@ -106,8 +106,8 @@ async fn wrap_spools_to_disk_never_blocks_the_service_and_memory_stays_bounded()
         data.to_str().unwrap(),
         "--service-name",
         "writer",
-        "--stats-ms",
-        "200",
+        "--stats",
+        "200ms",
     ];
     args.extend(kafka_args(broker.bootstrap(), &logs, &hb));
     args.extend(["--", "sh", "-c", &script]);
@@ -175,9 +175,9 @@ async fn the_spool_survives_a_shipper_restart() {
             data.to_str().unwrap().to_owned(),
             "--service-name".into(),
             "writer".into(),
-            "--stats-ms".into(),
-            "0".into(),
-            "--shutdown-grace-ms".into(),
+            "--stats".into(),
+            "0ms".into(),
+            "--shutdown-grace".into(),
             grace.into(),
         ];
         args.extend(
@@ -187,7 +187,7 @@ async fn the_spool_survives_a_shipper_restart() {
         );
         args
     };
-    let mut first_args = base("300");
+    let mut first_args = base("300ms");
     first_args.extend(["--".into(), "sh".into(), "-c".into(), script]);
     let refs: Vec<&str> = first_args.iter().map(String::as_str).collect();
     let mut first = Shipper::spawn_piped(&refs);
@@ -206,7 +206,7 @@ async fn the_spool_survives_a_shipper_restart() {
 
     // Kafka is back; a new shipper on the same data directory replays the spool.
     broker.restore().await;
-    let mut second_args = base("20000");
+    let mut second_args = base("20000ms");
     second_args.extend(["--".into(), "true".into()]);
     let refs: Vec<&str> = second_args.iter().map(String::as_str).collect();
     let second = Shipper::spawn(&refs);
@@ -236,8 +236,8 @@ async fn lines_beyond_the_spool_bound_are_counted_and_reported_once_kafka_is_bac
         data.to_str().unwrap(),
         "--service-name",
         "writer",
-        "--stats-ms",
-        "100",
+        "--stats",
+        "100ms",
         "--spool-max-bytes",
         "65536",
     ];

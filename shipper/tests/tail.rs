@@ -12,8 +12,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::*;
-use meshwatch::testkit;
 use meshwatch_shipper::Input;
+use meshwatch_testkit as testkit;
 
 const HAPPY_LINES: u64 = 100_000;
 const INSTANCES: u64 = 4;
@@ -215,7 +215,7 @@ fn spawn_binary(
         .args(["--file", path.to_str().unwrap()])
         .args(["--data-dir", data.to_str().unwrap()])
         .args([
-            "--kafka-bootstrap",
+            "--kafka",
             broker,
             "--logs-topic",
             logs,
@@ -223,12 +223,12 @@ fn spawn_binary(
             hb,
         ])
         .args([
-            "--checkpoint-ms",
-            "100",
-            "--poll-ms",
-            "10",
-            "--stats-ms",
-            "0",
+            "--checkpoint",
+            "100ms",
+            "--poll",
+            "10ms",
+            "--stats",
+            "0ms",
             "--window-records",
             "5000",
         ])

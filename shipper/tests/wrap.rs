@@ -8,11 +8,11 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use meshwatch::testkit;
 use meshwatch_shipper::event::{
     FIELD_ORIGINAL_BYTES, TAG_INVALID_JSON, TAG_INVALID_UTF8, TAG_NOT_OBJECT, TAG_NO_NEWLINE,
     TAG_TRUNCATED,
 };
+use meshwatch_testkit as testkit;
 use nix::sys::signal::Signal;
 use serde_json::Value;
 
@@ -44,8 +44,8 @@ wait $p"#;
         data.to_str().unwrap(),
         "--service-name",
         "svc",
-        "--stats-ms",
-        "0",
+        "--stats",
+        "0ms",
     ];
     args.extend(kafka_args(&broker, &logs, &hb));
     args.extend(["--", "sh", "-c", script]);
@@ -133,8 +133,8 @@ async fn every_kind_of_bad_input_arrives_as_an_event_saying_what_was_wrong() {
         "order",
         "--max-line-bytes",
         "256",
-        "--stats-ms",
-        "0",
+        "--stats",
+        "0ms",
     ];
     args.extend(kafka_args(&broker, &logs, &hb));
     let shipper = Shipper::spawn_with(&args, std::fs::File::open(&input).unwrap().into());

@@ -18,7 +18,7 @@ cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 
 trap cleanup EXIT
 
 "$bin/meshctl" topics create --kafka "$kafka" >/dev/null
-ship() { local name=$1; shift; "$bin/shipper" --kafka-bootstrap "$kafka" --data-dir "$state/$name" --service-name "$name" -- "$@" >"$state/$name.out" 2>"$state/$name.err" & pids+=($!); }
+ship() { local name=$1; shift; "$bin/shipper" --kafka "$kafka" --data-dir "$state/$name" --service-name "$name" -- "$@" >"$state/$name.out" 2>"$state/$name.err" & pids+=($!); }
 ship monitor "$bin/monitor" --listen 127.0.0.1:59050 --kafka "$kafka"
 ship inventory "$bin/inventory" --listen 127.0.0.1:59052
 inventory_pid=$!
@@ -31,7 +31,7 @@ done
 place() { grpcurl -plaintext -d "$1" 127.0.0.1:59051 meshwatch.order.v1.OrderService/PlaceOrder || true; }
 place '{"idempotency_key":"capture-1","customer_id":"c-1","currency_code":"USD","items":[{"sku":"sku-espresso","quantity":1}]}'
 place '{"idempotency_key":"capture-2","customer_id":"c-1","currency_code":"USD","items":[{"sku":"no-such-sku","quantity":1}]}'
-"$bin/shipper" --kafka-bootstrap "$kafka" --data-dir "$state/junk" --service-name junk -- sh -c 'echo "panic: not a JSON line"' >/dev/null
+"$bin/shipper" --kafka "$kafka" --data-dir "$state/junk" --service-name junk -- sh -c 'echo "panic: not a JSON line"' >/dev/null
 kill -TERM "$inventory_pid"
 sleep 4 # the monitor notices the graceful down heartbeat and alerts
 for family in logs heartbeats alerts; do

@@ -3,11 +3,11 @@
 //! binaries; `scripts/mesh down` on drop. Plus the tools a user would run.
 #![allow(dead_code, clippy::unwrap_used)] // each flow test uses part of it
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use meshwatch::testkit;
+use meshwatch_testkit as testkit;
 
 pub struct Mesh {
     pub root: PathBuf,
@@ -25,11 +25,8 @@ pub struct Mesh {
 impl Mesh {
     /// Starts the mesh; `env` goes to every process (e.g. monitor tuning).
     pub async fn up(env: &[(&str, &str)]) -> Self {
-        let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-        let bin_dir = Path::new(env!("CARGO_BIN_EXE_meshctl"))
-            .parent()
-            .unwrap()
-            .to_path_buf();
+        let root = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/.."));
+        let bin_dir = testkit::bin_dir();
         for b in [
             "order",
             "inventory",

@@ -1,6 +1,6 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use meshwatch::heartbeat::{Heartbeat, HeartbeatStatus};
+use meshwatch_ecs::heartbeat::{Heartbeat, HeartbeatStatus};
 use tokio::time::{advance, Instant};
 
 use super::*;

@@ -1,7 +1,7 @@
 use std::time::{Duration, SystemTime};
 
-use meshwatch::health::{HealthState, ServingStatus};
-use meshwatch::heartbeat::{Heartbeat, HeartbeatStatus};
+use meshwatch_ecs::heartbeat::{Heartbeat, HeartbeatStatus};
+use meshwatch_runtime::health::{HealthState, ServingStatus};
 use tokio::time::{advance, Instant};
 
 use super::*;

@@ -9,7 +9,8 @@ fn main() -> ExitCode {
         Err(code) => return code,
     };
     let (listen, log) = (cfg.listen, cfg.common.log.clone());
-    meshwatch_services::main_with("inventory", listen, &log, move |id, l, s| {
+    let identity = meshwatch_services::app::identity("inventory");
+    meshwatch_runtime::entry::run_main(identity, listen, &log, move |id, l, s| {
         meshwatch_services::app::run_inventory(cfg, id, l, s)
     })
 }

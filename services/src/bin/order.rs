@@ -9,7 +9,8 @@ fn main() -> ExitCode {
         Err(code) => return code,
     };
     let (listen, log) = (cfg.listen, cfg.common.log.clone());
-    meshwatch_services::main_with("order", listen, &log, move |id, l, s| {
+    let identity = meshwatch_services::app::identity("order");
+    meshwatch_runtime::entry::run_main(identity, listen, &log, move |id, l, s| {
         meshwatch_services::app::run_order(cfg, id, l, s)
     })
 }

@@ -3,13 +3,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use meshwatch::proto::inventory::v1 as pb;
+use meshwatch_proto::inventory::v1 as pb;
 use tonic::{Request, Response, Status};
 
 use super::store::{Inventory, InventoryError, ReservationState, ReservedItem};
-use crate::deadline::Deadline;
+use crate::edge::{money_proto, timestamp};
 use crate::faults::Faults;
-use crate::timestamp;
 
 /// Budget assumed when a caller sends no deadline (only faults wait on it).
 const DEFAULT_BUDGET: Duration = Duration::from_secs(30);
@@ -49,7 +48,7 @@ impl From<&ReservedItem> for pb::ReservedItem {
         pb::ReservedItem {
             sku: i.sku.clone(),
             quantity: i.quantity,
-            unit_price: Some((&i.unit_price).into()),
+            unit_price: Some(money_proto(&i.unit_price)),
         }
     }
 }
@@ -71,7 +70,7 @@ impl InventoryService {
     }
 
     async fn faults<T>(&self, request: &Request<T>) -> Result<(), Status> {
-        let deadline = Deadline::from_metadata(request.metadata(), DEFAULT_BUDGET);
+        let deadline = crate::edge::deadline(request.metadata(), DEFAULT_BUDGET);
         Ok(self.faults.before_rpc(deadline).await?)
     }
 }
@@ -84,7 +83,7 @@ impl pb::inventory_service_server::InventoryService for InventoryService {
     ) -> Result<Response<pb::ReserveResponse>, Status> {
         self.faults(&request).await?;
         let req = request.into_inner();
-        meshwatch::telemetry::record_order_id(&req.order_id);
+        meshwatch_runtime::telemetry::record_order_id(&req.order_id);
         let lines: Vec<(String, u32)> =
             req.items.into_iter().map(|i| (i.sku, i.quantity)).collect();
         let r = self
@@ -114,7 +113,7 @@ impl pb::inventory_service_server::InventoryService for InventoryService {
         let id = request.into_inner().reservation_id;
         let state = self.inventory.commit(&id)?;
         let order_id = self.inventory.order_of(&id).unwrap_or_default();
-        meshwatch::telemetry::record_order_id(&order_id);
+        meshwatch_runtime::telemetry::record_order_id(&order_id);
         tracing::info!(order.id = %order_id, reservation.id = %id, "reservation committed");
         Ok(Response::new(pb::CommitResponse {
             state: pb::ReservationState::from(state).into(),
@@ -129,7 +128,7 @@ impl pb::inventory_service_server::InventoryService for InventoryService {
         let id = request.into_inner().reservation_id;
         let state = self.inventory.release(&id)?;
         let order_id = self.inventory.order_of(&id).unwrap_or_default();
-        meshwatch::telemetry::record_order_id(&order_id);
+        meshwatch_runtime::telemetry::record_order_id(&order_id);
         tracing::info!(order.id = %order_id, reservation.id = %id, reservation.state = ?state, "reservation released");
         Ok(Response::new(pb::ReleaseResponse {
             state: pb::ReservationState::from(state).into(),
@@ -146,7 +145,7 @@ impl pb::inventory_service_server::InventoryService for InventoryService {
             items: levels
                 .into_iter()
                 .map(|l| pb::StockItem {
-                    unit_price: Some((&l.unit_price).into()),
+                    unit_price: Some(money_proto(&l.unit_price)),
                     sku: l.sku,
                     name: l.name,
                     available: l.available,

@@ -9,12 +9,15 @@ use std::time::SystemTime;
 
 use tokio::sync::watch;
 
+use super::ports::CallError;
 use crate::money::{is_currency_code, Money};
 
 /// Longest idempotency key and customer id accepted.
 pub const MAX_ID_LEN: usize = 128;
 
-/// Why an order request was refused before anything happened.
+/// Why an order was refused or failed. Validation errors come before
+/// anything happened; the others end a saga run, which may be retried with
+/// the same idempotency key.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum OrderError {
     #[error("idempotency_key is required (1 to {MAX_ID_LEN} characters); reuse it when you retry")]
@@ -41,6 +44,15 @@ pub enum OrderError {
     MissingOrderId,
     #[error("order {0:?} not found")]
     UnknownOrder(String),
+    /// Inventory or payment failed or refused; the message names which.
+    #[error("{0}")]
+    Downstream(CallError),
+    /// Inventory's prices cannot be used (another currency, overflow).
+    #[error("{0}")]
+    Pricing(String),
+    /// The run stopped before it was decided (its task died).
+    #[error("{0}")]
+    Interrupted(String),
 }
 
 /// A validated `PlaceOrder` request.
@@ -146,8 +158,8 @@ pub struct Order {
 }
 
 /// How a saga run ended, as concurrent retries see it: the order, or the
-/// error to answer with (a gRPC status; the run may be retried).
-pub type Outcome = Result<Order, tonic::Status>;
+/// error to answer with (the run may be retried).
+pub type Outcome = Result<Order, OrderError>;
 
 /// What [`OrderBook::claim`] decided for a request.
 #[derive(Debug)]
@@ -322,10 +334,10 @@ impl OrderBook {
                     order_id: order_id.to_owned(),
                 }
             }
-            Err(status) => {
+            Err(error) => {
                 if let Some(order) = st.orders.get_mut(order_id) {
                     order.status = OrderStatus::Failed;
-                    order.failure_reason = Some(status.message().to_owned());
+                    order.failure_reason = Some(error.to_string());
                 }
                 Entry::Retryable {
                     request,
@@ -439,7 +451,10 @@ mod tests {
         book.finish(
             "k",
             &order.order_id,
-            Err(tonic::Status::unavailable("payment")),
+            Err(OrderError::Downstream(CallError::new(
+                crate::order::ports::CallFailure::Unavailable,
+                "payment unavailable",
+            ))),
         );
         let Claim::Run(again) = book.claim(new_order("k", 1), "t").unwrap() else {
             panic!("retry runs again")

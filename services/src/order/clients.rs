@@ -1,20 +1,25 @@
-//! Order's gRPC clients for inventory and payment: lazy channels that
-//! reconnect by themselves, trace propagation, a client-side timeout on every
-//! call (the caller's remaining budget, capped), and errors that name the
-//! service that failed.
+//! Order's gRPC clients for inventory and payment, the adapters behind the
+//! saga's ports: lazy channels that reconnect by themselves, trace
+//! propagation, a client-side timeout on every call (the caller's remaining
+//! budget, capped), and errors that name the service that failed.
 
 use std::future::Future;
 use std::time::Duration;
 
-use meshwatch::proto::inventory::v1 as inv;
-use meshwatch::proto::inventory::v1::inventory_service_client::InventoryServiceClient;
-use meshwatch::proto::payment::v1 as pay;
-use meshwatch::proto::payment::v1::payment_service_client::PaymentServiceClient;
-use meshwatch::telemetry::{traced_channel, TracedChannel};
+use meshwatch_proto::inventory::v1 as inv;
+use meshwatch_proto::inventory::v1::inventory_service_client::InventoryServiceClient;
+use meshwatch_proto::payment::v1 as pay;
+use meshwatch_proto::payment::v1::payment_service_client::PaymentServiceClient;
+use meshwatch_runtime::telemetry::{traced_channel, TracedChannel};
 use tonic::transport::Endpoint;
 use tonic::{Code, Request, Status};
 
+use super::ports::{
+    CallError, CallFailure, ChargeDecision, Payments, Reservation, ReservedLine, Stock,
+};
 use crate::deadline::Deadline;
+use crate::edge::money_proto;
+use crate::money::Money;
 
 /// Bound on establishing a TCP connection to a downstream service.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
@@ -37,14 +42,7 @@ struct Downstream<C> {
     client: C,
     name: &'static str,
     addr: String,
-}
-
-/// The clients a saga needs.
-#[derive(Debug, Clone)]
-pub struct Clients {
-    inventory: Downstream<InventoryServiceClient<TracedChannel>>,
-    payment: Downstream<PaymentServiceClient<TracedChannel>>,
-    /// Upper bound on one downstream call.
+    /// Upper bound on one call.
     call_timeout: Duration,
 }
 
@@ -63,139 +61,180 @@ fn channel(flag: &'static str, addr: &str) -> Result<TracedChannel, ClientError>
     ))
 }
 
-impl Clients {
-    /// Clients for `inventory_addr` and `payment_addr` (URLs). Connections
-    /// are made on first use, so a downstream that is not up yet is fine.
-    pub fn new(
-        inventory_addr: &str,
-        payment_addr: &str,
-        call_timeout: Duration,
-    ) -> Result<Self, ClientError> {
-        Ok(Self {
-            inventory: Downstream {
-                client: InventoryServiceClient::new(channel("inventory-addr", inventory_addr)?),
-                name: "inventory",
-                addr: inventory_addr.to_owned(),
-            },
-            payment: Downstream {
-                client: PaymentServiceClient::new(channel("payment-addr", payment_addr)?),
-                name: "payment",
-                addr: payment_addr.to_owned(),
-            },
+/// Inventory over gRPC: the saga's [`Stock`].
+#[derive(Debug, Clone)]
+pub struct GrpcStock(Downstream<InventoryServiceClient<TracedChannel>>);
+
+impl GrpcStock {
+    /// A client for `addr` (a URL); connects on first use, so an inventory
+    /// that is not up yet is fine.
+    pub fn new(addr: &str, call_timeout: Duration) -> Result<Self, ClientError> {
+        Ok(Self(Downstream {
+            client: InventoryServiceClient::new(channel("inventory-addr", addr)?),
+            name: "inventory",
+            addr: addr.to_owned(),
             call_timeout,
-        })
-    }
-
-    pub fn call_timeout(&self) -> Duration {
-        self.call_timeout
-    }
-
-    pub async fn reserve(
-        &self,
-        deadline: Deadline,
-        req: inv::ReserveRequest,
-    ) -> Result<inv::ReserveResponse, Status> {
-        let mut c = self.inventory.client.clone();
-        call(
-            &self.inventory,
-            self.call_timeout,
-            deadline,
-            "Reserve",
-            req,
-            |r| async move { c.reserve(r).await },
-        )
-        .await
-    }
-
-    pub async fn commit(
-        &self,
-        deadline: Deadline,
-        req: inv::CommitRequest,
-    ) -> Result<inv::CommitResponse, Status> {
-        let mut c = self.inventory.client.clone();
-        call(
-            &self.inventory,
-            self.call_timeout,
-            deadline,
-            "Commit",
-            req,
-            |r| async move { c.commit(r).await },
-        )
-        .await
-    }
-
-    pub async fn release(
-        &self,
-        deadline: Deadline,
-        req: inv::ReleaseRequest,
-    ) -> Result<inv::ReleaseResponse, Status> {
-        let mut c = self.inventory.client.clone();
-        call(
-            &self.inventory,
-            self.call_timeout,
-            deadline,
-            "Release",
-            req,
-            |r| async move { c.release(r).await },
-        )
-        .await
-    }
-
-    pub async fn charge(
-        &self,
-        deadline: Deadline,
-        req: pay::ChargeRequest,
-    ) -> Result<pay::ChargeResponse, Status> {
-        let mut c = self.payment.client.clone();
-        call(
-            &self.payment,
-            self.call_timeout,
-            deadline,
-            "Charge",
-            req,
-            |r| async move { c.charge(r).await },
-        )
-        .await
-    }
-
-    pub async fn refund(
-        &self,
-        deadline: Deadline,
-        req: pay::RefundRequest,
-    ) -> Result<pay::RefundResponse, Status> {
-        let mut c = self.payment.client.clone();
-        call(
-            &self.payment,
-            self.call_timeout,
-            deadline,
-            "Refund",
-            req,
-            |r| async move { c.refund(r).await },
-        )
-        .await
+        }))
     }
 }
 
-/// One downstream call within `min(deadline, cap)`, enforced on this side
-/// too so a peer that never answers cannot hang the saga.
+impl Stock for GrpcStock {
+    async fn reserve(
+        &self,
+        deadline: Deadline,
+        order_id: &str,
+        items: &[(String, u32)],
+    ) -> Result<Reservation, CallError> {
+        let req = inv::ReserveRequest {
+            order_id: order_id.to_owned(),
+            items: items
+                .iter()
+                .map(|(sku, quantity)| inv::ItemRequest {
+                    sku: sku.clone(),
+                    quantity: *quantity,
+                })
+                .collect(),
+        };
+        let mut c = self.0.client.clone();
+        let r = call(&self.0, deadline, "Reserve", req, |r| async move {
+            c.reserve(r).await
+        })
+        .await?;
+        Ok(Reservation {
+            reservation_id: r.reservation_id,
+            lines: r
+                .items
+                .into_iter()
+                .map(|i| {
+                    let (currency_code, unit_price_minor) = i
+                        .unit_price
+                        .map(|m| (m.currency_code, m.amount_minor))
+                        .unwrap_or_default();
+                    ReservedLine {
+                        sku: i.sku,
+                        quantity: i.quantity,
+                        currency_code,
+                        unit_price_minor,
+                    }
+                })
+                .collect(),
+        })
+    }
+
+    async fn commit(&self, deadline: Deadline, reservation_id: &str) -> Result<(), CallError> {
+        let req = inv::CommitRequest {
+            reservation_id: reservation_id.to_owned(),
+        };
+        let mut c = self.0.client.clone();
+        call(&self.0, deadline, "Commit", req, |r| async move {
+            c.commit(r).await
+        })
+        .await
+        .map(drop)
+    }
+
+    async fn release(&self, deadline: Deadline, reservation_id: &str) -> Result<(), CallError> {
+        let req = inv::ReleaseRequest {
+            reservation_id: reservation_id.to_owned(),
+        };
+        let mut c = self.0.client.clone();
+        call(&self.0, deadline, "Release", req, |r| async move {
+            c.release(r).await
+        })
+        .await
+        .map(drop)
+    }
+}
+
+/// Payment over gRPC: the saga's [`Payments`].
+#[derive(Debug, Clone)]
+pub struct GrpcPayments(Downstream<PaymentServiceClient<TracedChannel>>);
+
+impl GrpcPayments {
+    /// A client for `addr` (a URL); connects on first use.
+    pub fn new(addr: &str, call_timeout: Duration) -> Result<Self, ClientError> {
+        Ok(Self(Downstream {
+            client: PaymentServiceClient::new(channel("payment-addr", addr)?),
+            name: "payment",
+            addr: addr.to_owned(),
+            call_timeout,
+        }))
+    }
+}
+
+impl Payments for GrpcPayments {
+    async fn charge(
+        &self,
+        deadline: Deadline,
+        order_id: &str,
+        customer_id: &str,
+        amount: &Money,
+        payment_token: &str,
+    ) -> Result<ChargeDecision, CallError> {
+        let req = pay::ChargeRequest {
+            order_id: order_id.to_owned(),
+            customer_id: customer_id.to_owned(),
+            amount: Some(money_proto(amount)),
+            payment_token: payment_token.to_owned(),
+        };
+        let mut c = self.0.client.clone();
+        let r = call(&self.0, deadline, "Charge", req, |r| async move {
+            c.charge(r).await
+        })
+        .await?;
+        Ok(if r.outcome() == pay::ChargeOutcome::Approved {
+            ChargeDecision::Approved {
+                payment_id: r.payment_id,
+            }
+        } else {
+            ChargeDecision::Declined {
+                payment_id: r.payment_id,
+                reason: r.decline_reason,
+            }
+        })
+    }
+
+    async fn refund(
+        &self,
+        deadline: Deadline,
+        order_id: &str,
+        reason: &str,
+    ) -> Result<(), CallError> {
+        let req = pay::RefundRequest {
+            order_id: order_id.to_owned(),
+            reason: reason.to_owned(),
+        };
+        let mut c = self.0.client.clone();
+        call(&self.0, deadline, "Refund", req, |r| async move {
+            c.refund(r).await
+        })
+        .await
+        .map(drop)
+    }
+}
+
+/// One downstream call within `min(deadline, call_timeout)`, enforced on
+/// this side too so a peer that never answers cannot hang the saga.
 async fn call<C, Req, Resp, F, Fut>(
     downstream: &Downstream<C>,
-    cap: Duration,
     deadline: Deadline,
     method: &str,
     req: Req,
     f: F,
-) -> Result<Resp, Status>
+) -> Result<Resp, CallError>
 where
     F: FnOnce(Request<Req>) -> Fut,
     Fut: Future<Output = Result<tonic::Response<Resp>, Status>>,
 {
-    let budget = deadline.remaining().min(cap);
+    let budget = deadline.remaining().min(downstream.call_timeout);
     if budget.is_zero() {
-        return Err(Status::deadline_exceeded(format!(
-            "request deadline passed before calling {}.{method}",
-            downstream.name
-        )));
+        return Err(CallError::new(
+            CallFailure::DeadlineExceeded,
+            format!(
+                "request deadline passed before calling {}.{method}",
+                downstream.name
+            ),
+        ));
     }
     let mut request = Request::new(req);
     request.set_timeout(budget);
@@ -206,35 +245,54 @@ where
             &downstream.addr,
             method,
             budget,
-            status,
+            &status,
         )),
-        Err(_) => Err(Status::deadline_exceeded(format!(
-            "{} did not answer {method} within {budget:?} ({})",
-            downstream.name, downstream.addr
-        ))),
+        Err(_) => Err(CallError::new(
+            CallFailure::DeadlineExceeded,
+            format!(
+                "{} did not answer {method} within {budget:?} ({})",
+                downstream.name, downstream.addr
+            ),
+        )),
     }
 }
 
-/// Maps a downstream status to the one order answers with, naming the
+/// Maps a downstream status to the failure order answers with, naming the
 /// service: transport trouble is UNAVAILABLE, a timeout DEADLINE_EXCEEDED,
-/// a refusal keeps its code.
-pub fn name_failure(name: &str, addr: &str, method: &str, budget: Duration, s: Status) -> Status {
+/// a refusal keeps its meaning.
+pub fn name_failure(
+    name: &str,
+    addr: &str,
+    method: &str,
+    budget: Duration,
+    s: &Status,
+) -> CallError {
+    let refused = |failure| CallError::new(failure, format!("{name}: {}", s.message()));
     match s.code() {
-        Code::Unavailable | Code::Unknown | Code::Internal | Code::Unimplemented => {
-            Status::unavailable(format!(
+        Code::Unavailable
+        | Code::Unknown
+        | Code::Internal
+        | Code::Unimplemented
+        | Code::DataLoss => CallError::new(
+            CallFailure::Unavailable,
+            format!(
                 "{name} unavailable ({addr}) during {method}: {}",
                 s.message()
-            ))
+            ),
+        ),
+        Code::DeadlineExceeded | Code::Cancelled => CallError::new(
+            CallFailure::DeadlineExceeded,
+            format!(
+                "{name} did not answer {method} within {budget:?} ({addr}): {}",
+                s.message()
+            ),
+        ),
+        Code::NotFound => refused(CallFailure::NotFound),
+        Code::InvalidArgument | Code::OutOfRange => refused(CallFailure::InvalidArgument),
+        Code::FailedPrecondition | Code::Aborted | Code::AlreadyExists => {
+            refused(CallFailure::FailedPrecondition)
         }
-        Code::DeadlineExceeded | Code::Cancelled => Status::deadline_exceeded(format!(
-            "{name} did not answer {method} within {budget:?} ({addr}): {}",
-            s.message()
-        )),
-        code => Status::new(code, format!("{name}: {}", s.message())),
+        Code::ResourceExhausted => refused(CallFailure::ResourceExhausted),
+        Code::Ok | Code::PermissionDenied | Code::Unauthenticated => refused(CallFailure::Refused),
     }
-}
-
-/// True when the step may or may not have happened at the peer.
-pub fn is_ambiguous(s: &Status) -> bool {
-    matches!(s.code(), Code::Unavailable | Code::DeadlineExceeded)
 }

@@ -2,14 +2,14 @@
 
 use std::time::Duration;
 
-use meshwatch::proto::order::v1 as pb;
+use meshwatch_proto::order::v1 as pb;
 use tonic::{Request, Response, Status};
 
-use super::book::{NewOrder, Order, OrderStatus};
-use super::saga::{order_status, Orders};
-use crate::deadline::Deadline;
+use super::book::{NewOrder, Order, OrderError, OrderStatus};
+use super::ports::{CallFailure, Payments, Stock};
+use super::saga::Orders;
+use crate::edge::{money_proto, timestamp};
 use crate::faults::Faults;
-use crate::timestamp;
 
 impl From<OrderStatus> for pb::OrderStatus {
     fn from(s: OrderStatus) -> Self {
@@ -34,10 +34,10 @@ impl From<&Order> for pb::Order {
                 .map(|i| pb::PricedLineItem {
                     sku: i.sku.clone(),
                     quantity: i.quantity,
-                    unit_price: Some((&i.unit_price).into()),
+                    unit_price: Some(money_proto(&i.unit_price)),
                 })
                 .collect(),
-            total: o.total.as_ref().map(Into::into),
+            total: o.total.as_ref().map(money_proto),
             status: pb::OrderStatus::from(o.status).into(),
             payment_id: o.payment_id.clone().unwrap_or_default(),
             reservation_id: o.reservation_id.clone().unwrap_or_default(),
@@ -48,17 +48,47 @@ impl From<&Order> for pb::Order {
     }
 }
 
+/// The status a caller sees for an order error: validation is
+/// INVALID_ARGUMENT, an unknown order NOT_FOUND, a reused key
+/// FAILED_PRECONDITION, a downstream failure keeps its meaning.
+pub fn order_status(e: OrderError) -> Status {
+    let msg = e.to_string();
+    match e {
+        OrderError::UnknownOrder(_) => Status::not_found(msg),
+        OrderError::KeyReused(_) | OrderError::Pricing(_) => Status::failed_precondition(msg),
+        OrderError::Interrupted(_) => Status::internal(msg),
+        OrderError::Downstream(call) => match call.failure {
+            CallFailure::NotFound => Status::not_found(msg),
+            CallFailure::InvalidArgument => Status::invalid_argument(msg),
+            CallFailure::FailedPrecondition => Status::failed_precondition(msg),
+            CallFailure::ResourceExhausted => Status::resource_exhausted(msg),
+            CallFailure::Refused => Status::failed_precondition(msg),
+            CallFailure::Unavailable => Status::unavailable(msg),
+            CallFailure::DeadlineExceeded => Status::deadline_exceeded(msg),
+        },
+        OrderError::MissingKey
+        | OrderError::TooLong { .. }
+        | OrderError::MissingCustomer
+        | OrderError::NoItems
+        | OrderError::EmptySku { .. }
+        | OrderError::ZeroQuantity { .. }
+        | OrderError::DuplicateSku(_)
+        | OrderError::MissingCurrency(_)
+        | OrderError::Currency { .. }
+        | OrderError::MissingOrderId => Status::invalid_argument(msg),
+    }
+}
+
 /// The gRPC face of [`Orders`].
-#[derive(Debug, Clone)]
-pub struct OrderService {
-    orders: Orders,
+pub struct OrderService<S, P> {
+    orders: Orders<S, P>,
     faults: Faults,
     /// Budget of a PlaceOrder whose caller sent no deadline (and the cap).
     request_budget: Duration,
 }
 
-impl OrderService {
-    pub fn new(orders: Orders, faults: Faults, request_budget: Duration) -> Self {
+impl<S: Stock, P: Payments> OrderService<S, P> {
+    pub fn new(orders: Orders<S, P>, faults: Faults, request_budget: Duration) -> Self {
         Self {
             orders,
             faults,
@@ -72,14 +102,14 @@ impl OrderService {
 }
 
 #[tonic::async_trait]
-impl pb::order_service_server::OrderService for OrderService {
+impl<S: Stock, P: Payments> pb::order_service_server::OrderService for OrderService<S, P> {
     async fn place_order(
         &self,
         request: Request<pb::PlaceOrderRequest>,
     ) -> Result<Response<pb::PlaceOrderResponse>, Status> {
-        let deadline = Deadline::from_metadata(request.metadata(), self.request_budget);
+        let deadline = crate::edge::deadline(request.metadata(), self.request_budget);
         self.faults.before_rpc(deadline).await?;
-        let trace_id = meshwatch::telemetry::current_trace_id().unwrap_or_default();
+        let trace_id = meshwatch_runtime::telemetry::current_trace_id().unwrap_or_default();
         let r = request.into_inner();
         let new = NewOrder::validate(
             r.idempotency_key,
@@ -90,7 +120,11 @@ impl pb::order_service_server::OrderService for OrderService {
             self.orders.currency(),
         )
         .map_err(order_status)?;
-        let order = self.orders.place(new, deadline, &trace_id).await?;
+        let order = self
+            .orders
+            .place(new, deadline, &trace_id)
+            .await
+            .map_err(order_status)?;
         Ok(Response::new(pb::PlaceOrderResponse {
             order: Some((&order).into()),
             trace_id,
@@ -101,7 +135,7 @@ impl pb::order_service_server::OrderService for OrderService {
         &self,
         request: Request<pb::GetOrderRequest>,
     ) -> Result<Response<pb::GetOrderResponse>, Status> {
-        let deadline = Deadline::from_metadata(request.metadata(), self.request_budget);
+        let deadline = crate::edge::deadline(request.metadata(), self.request_budget);
         self.faults.before_rpc(deadline).await?;
         let order = self
             .orders

@@ -7,32 +7,55 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use meshwatch::proto::inventory::v1 as inv;
-use meshwatch::proto::payment::v1 as pay;
-use tonic::{Code, Status};
 use tracing::Instrument;
 
 use super::book::{
     Claim, NewOrder, Order, OrderBook, OrderError, OrderStatus, Outcome, PricedItem,
 };
-use super::clients::{is_ambiguous, Clients};
+use super::ports::{CallError, CallFailure, ChargeDecision, Payments, Reservation, Stock};
 use crate::deadline::Deadline;
 use crate::money::Money;
 
-/// Order's domain: the book and the downstream clients.
-#[derive(Debug, Clone)]
-pub struct Orders {
+/// Order's domain: the book and the two ports the saga drives.
+pub struct Orders<S, P> {
     book: Arc<OrderBook>,
-    clients: Clients,
+    stock: Arc<S>,
+    payments: Arc<P>,
+    /// Budget of each compensation step, independent of the caller.
+    compensation_budget: Duration,
     /// The catalog currency orders must be placed in.
     currency: String,
 }
 
-impl Orders {
-    pub fn new(clients: Clients, currency: &str) -> Self {
+impl<S, P> Clone for Orders<S, P> {
+    fn clone(&self) -> Self {
+        Self {
+            book: Arc::clone(&self.book),
+            stock: Arc::clone(&self.stock),
+            payments: Arc::clone(&self.payments),
+            compensation_budget: self.compensation_budget,
+            currency: self.currency.clone(),
+        }
+    }
+}
+
+impl<S, P> std::fmt::Debug for Orders<S, P> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Orders")
+            .field("currency", &self.currency)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S: Stock, P: Payments> Orders<S, P> {
+    /// Orders over `stock` and `payments`; each compensation step (release,
+    /// refund, a second commit) gets `compensation_budget`.
+    pub fn new(stock: S, payments: P, compensation_budget: Duration, currency: &str) -> Self {
         Self {
             book: Arc::new(OrderBook::new()),
-            clients,
+            stock: Arc::new(stock),
+            payments: Arc::new(payments),
+            compensation_budget,
             currency: currency.to_owned(),
         }
     }
@@ -48,11 +71,7 @@ impl Orders {
     /// Places `request` idempotently, answering within `deadline`.
     pub async fn place(&self, request: NewOrder, deadline: Deadline, trace_id: &str) -> Outcome {
         let key = request.idempotency_key.clone();
-        match self
-            .book
-            .claim(request.clone(), trace_id)
-            .map_err(order_status)?
-        {
+        match self.book.claim(request.clone(), trace_id)? {
             Claim::Done(order) => {
                 tracing::info!(order.id = %order.order_id, "idempotent replay: returning the decided order");
                 Ok(order)
@@ -98,7 +117,9 @@ impl Orders {
                 // answer by the deadline and let the task finish the saga.
                 match tokio::time::timeout_at(deadline.instant(), &mut run).await {
                     Ok(joined) => joined.unwrap_or_else(|e| {
-                        Err(Status::internal(format!("order saga task failed: {e}")))
+                        Err(OrderError::Interrupted(format!(
+                            "order saga task failed: {e}"
+                        )))
                     }),
                     Err(_) => {
                         tracing::warn!(order.id = %pending.order_id, "request budget spent with the saga still running; answering with the order as it stands");
@@ -111,35 +132,24 @@ impl Orders {
 
     async fn run(&self, mut order: Order, req: &NewOrder, deadline: Deadline) -> Outcome {
         let id = order.order_id.clone();
-        meshwatch::telemetry::record_order_id(&id);
+        meshwatch_runtime::telemetry::record_order_id(&id);
         tracing::info!(order.id = %id, customer.id = %req.customer_id, "placing order");
 
         // 1. Reserve.
         let reserved = self
-            .clients
-            .reserve(
-                deadline,
-                inv::ReserveRequest {
-                    order_id: id.clone(),
-                    items: req
-                        .items
-                        .iter()
-                        .map(|(sku, quantity)| inv::ItemRequest {
-                            sku: sku.clone(),
-                            quantity: *quantity,
-                        })
-                        .collect(),
-                },
-            )
+            .stock
+            .reserve(deadline, &id, &req.items)
             .await
-            .inspect_err(|s| tracing::warn!(order.id = %id, error.message = %s.message(), "reservation failed"))?;
+            .inspect_err(
+                |e| tracing::warn!(order.id = %id, error.message = %e, "reservation failed"),
+            )
+            .map_err(OrderError::Downstream)?;
         order.reservation_id = Some(reserved.reservation_id.clone());
-        let priced = price(&reserved, &self.currency);
-        let (items, total) = match priced {
+        let (items, total) = match price(&reserved, &self.currency) {
             Ok(p) => p,
             Err(reason) => {
                 self.release(&id, &reserved.reservation_id).await;
-                return Err(Status::failed_precondition(reason));
+                return Err(OrderError::Pricing(reason));
             }
         };
         order.items = items;
@@ -148,85 +158,69 @@ impl Orders {
 
         // 2. Charge.
         let charged = self
-            .clients
-            .charge(
-                deadline,
-                pay::ChargeRequest {
-                    order_id: id.clone(),
-                    customer_id: req.customer_id.clone(),
-                    amount: Some((&total).into()),
-                    payment_token: req.payment_token.clone(),
-                },
-            )
+            .payments
+            .charge(deadline, &id, &req.customer_id, &total, &req.payment_token)
             .await;
-        let charge = match charged {
-            Ok(c) => c,
-            Err(status) => {
-                tracing::warn!(order.id = %id, error.message = %status.message(), "charge failed; compensating");
-                let mut status = status;
-                if is_ambiguous(&status) {
+        let decision = match charged {
+            Ok(d) => d,
+            Err(mut error) => {
+                tracing::warn!(order.id = %id, error.message = %error, "charge failed; compensating");
+                if error.is_ambiguous() {
                     // The charge may have gone through before the failure.
                     let refunded = self
-                        .refund(
-                            &id,
-                            &format!("charge outcome unknown: {}", status.message()),
-                        )
+                        .refund(&id, &format!("charge outcome unknown: {error}"))
                         .await;
                     if !refunded {
                         // Say so: a charge may stand for an order that failed.
-                        status = Status::new(
-                            status.code(),
-                            format!(
-                                "{}; the charge may have gone through and could not be refunded: retry with the same idempotency_key to finish order {id}",
-                                status.message()
-                            ),
+                        error.message = format!(
+                            "{error}; the charge may have gone through and could not be refunded: retry with the same idempotency_key to finish order {id}"
                         );
                     }
                 }
                 self.release(&id, &reserved.reservation_id).await;
-                return Err(status);
+                return Err(OrderError::Downstream(error));
             }
         };
-        if charge.outcome() != pay::ChargeOutcome::Approved {
-            self.release(&id, &reserved.reservation_id).await;
-            order.status = OrderStatus::PaymentDeclined;
-            order.payment_id = non_empty(charge.payment_id);
-            order.failure_reason = Some(if charge.decline_reason.is_empty() {
-                "payment declined".to_owned()
-            } else {
-                charge.decline_reason
-            });
-            tracing::info!(
-                order.id = %id,
-                order.status = "PAYMENT_DECLINED",
-                event.reason = order.failure_reason.as_deref().unwrap_or_default(),
-                "order declined by payment; reservation released"
-            );
-            return Ok(order);
-        }
-        order.payment_id = non_empty(charge.payment_id);
+        let payment_id = match decision {
+            ChargeDecision::Approved { payment_id } => payment_id,
+            ChargeDecision::Declined { payment_id, reason } => {
+                self.release(&id, &reserved.reservation_id).await;
+                order.status = OrderStatus::PaymentDeclined;
+                order.payment_id = non_empty(payment_id);
+                order.failure_reason = Some(if reason.is_empty() {
+                    "payment declined".to_owned()
+                } else {
+                    reason
+                });
+                tracing::info!(
+                    order.id = %id,
+                    order.status = "PAYMENT_DECLINED",
+                    event.reason = order.failure_reason.as_deref().unwrap_or_default(),
+                    "order declined by payment; reservation released"
+                );
+                return Ok(order);
+            }
+        };
+        order.payment_id = non_empty(payment_id);
         self.book.update(&order);
 
         // 3. Commit. From here on the money is taken: a failure refunds.
-        let commit = inv::CommitRequest {
-            reservation_id: reserved.reservation_id.clone(),
-        };
-        let mut committed = self.clients.commit(deadline, commit.clone()).await;
-        if let Err(status) = &committed {
-            if is_ambiguous(status) {
+        let mut committed = self.stock.commit(deadline, &reserved.reservation_id).await;
+        if let Err(error) = &committed {
+            if error.is_ambiguous() {
                 // The commit may have landed with its answer lost; refunding
                 // then would give the money back for units already taken
                 // from stock (a committed reservation cannot be released).
                 // Commit is idempotent: ask once more, on our own budget.
-                tracing::warn!(order.id = %id, error.message = %status.message(), "commit outcome unknown; asking again");
+                tracing::warn!(order.id = %id, error.message = %error, "commit outcome unknown; asking again");
                 committed = self
-                    .clients
-                    .commit(self.compensation_deadline(), commit)
+                    .stock
+                    .commit(self.compensation_deadline(), &reserved.reservation_id)
                     .await;
             }
         }
-        if let Err(status) = committed {
-            let reason = format!("inventory commit failed: {}", status.message());
+        if let Err(error) = committed {
+            let reason = format!("inventory commit failed: {error}");
             tracing::warn!(order.id = %id, error.message = %reason, "compensating: refund, then release");
             let refunded = self.refund(&id, &reason).await;
             self.release(&id, &reserved.reservation_id).await;
@@ -254,27 +248,22 @@ impl Orders {
 
     /// Compensation budget: independent of the caller, who may be gone.
     fn compensation_deadline(&self) -> Deadline {
-        Deadline::after(self.clients.call_timeout())
+        Deadline::after(self.compensation_budget)
     }
 
     async fn release(&self, order_id: &str, reservation_id: &str) {
         let r = self
-            .clients
-            .release(
-                self.compensation_deadline(),
-                inv::ReleaseRequest {
-                    reservation_id: reservation_id.to_owned(),
-                },
-            )
+            .stock
+            .release(self.compensation_deadline(), reservation_id)
             .await;
         match r {
-            Ok(_) => {
+            Ok(()) => {
                 tracing::info!(order.id = %order_id, reservation.id = %reservation_id, "reservation released")
             }
-            Err(s) => tracing::error!(
+            Err(e) => tracing::error!(
                 order.id = %order_id,
                 reservation.id = %reservation_id,
-                error.message = %s.message(),
+                error.message = %e,
                 "release failed; the reservation expires at its TTL"
             ),
         }
@@ -283,24 +272,21 @@ impl Orders {
     /// True when no charge is left standing.
     async fn refund(&self, order_id: &str, reason: &str) -> bool {
         let r = self
-            .clients
-            .refund(
-                self.compensation_deadline(),
-                pay::RefundRequest {
-                    order_id: order_id.to_owned(),
-                    reason: reason.to_owned(),
-                },
-            )
+            .payments
+            .refund(self.compensation_deadline(), order_id, reason)
             .await;
         match r {
-            Ok(_) => {
+            Ok(()) => {
                 tracing::warn!(order.id = %order_id, "payment refunded");
                 true
             }
             // Never charged, or declined: nothing to give back.
-            Err(s) if matches!(s.code(), Code::NotFound | Code::FailedPrecondition) => true,
-            Err(s) => {
-                tracing::error!(order.id = %order_id, error.message = %s.message(), "refund failed");
+            Err(CallError {
+                failure: CallFailure::NotFound | CallFailure::FailedPrecondition,
+                ..
+            }) => true,
+            Err(e) => {
+                tracing::error!(order.id = %order_id, error.message = %e, "refund failed");
                 false
             }
         }
@@ -326,7 +312,7 @@ impl FinishOnDrop {
 impl Drop for FinishOnDrop {
     fn drop(&mut self) {
         if !self.key.is_empty() {
-            self.finish(Err(Status::internal(format!(
+            self.finish(Err(OrderError::Interrupted(format!(
                 "order {} stopped before it was decided; retry with the same idempotency_key",
                 self.order_id
             ))));
@@ -339,39 +325,29 @@ fn non_empty(s: String) -> Option<String> {
 }
 
 /// Items with prices and the total, all in `currency`.
-fn price(r: &inv::ReserveResponse, currency: &str) -> Result<(Vec<PricedItem>, Money), String> {
+fn price(r: &Reservation, currency: &str) -> Result<(Vec<PricedItem>, Money), String> {
     let mut total = Money::zero(currency).map_err(|e| e.to_string())?;
-    let mut items = Vec::with_capacity(r.items.len());
-    for i in &r.items {
-        let unit = Money::try_from(i.unit_price.clone())
-            .map_err(|e| format!("inventory priced {} badly: {e}", i.sku))?;
+    let mut items = Vec::with_capacity(r.lines.len());
+    for line in &r.lines {
+        let unit = Money::new(&line.currency_code, line.unit_price_minor)
+            .map_err(|e| format!("inventory priced {} badly: {e}", line.sku))?;
         if unit.currency() != currency {
             return Err(format!(
                 "inventory prices {} in {}, but orders are taken in {currency}",
-                i.sku,
+                line.sku,
                 unit.currency()
             ));
         }
         total = total
-            .plus(&unit.times(i.quantity).map_err(|e| e.to_string())?)
+            .plus(&unit.times(line.quantity).map_err(|e| e.to_string())?)
             .map_err(|e| e.to_string())?;
         items.push(PricedItem {
-            sku: i.sku.clone(),
-            quantity: i.quantity,
+            sku: line.sku.clone(),
+            quantity: line.quantity,
             unit_price: unit,
         });
     }
     Ok((items, total))
-}
-
-/// Maps an [`OrderError`] to the status a caller sees.
-pub fn order_status(e: OrderError) -> Status {
-    let msg = e.to_string();
-    match e {
-        OrderError::UnknownOrder(_) => Status::not_found(msg),
-        OrderError::KeyReused(_) => Status::failed_precondition(msg),
-        _ => Status::invalid_argument(msg),
-    }
 }
 
 /// Default bound on one downstream call.
@@ -380,49 +356,4 @@ pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(3);
 pub const DEFAULT_REQUEST_BUDGET: Duration = Duration::from_secs(10);
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_saga_that_dies_with_its_runtime_leaves_the_key_retryable() {
-        // Accepts connections, never answers: the saga cannot finish.
-        let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = format!("http://{}", silent.local_addr().unwrap());
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        let orders = rt.block_on(async {
-            Orders::new(
-                Clients::new(&addr, &addr, Duration::from_secs(30)).unwrap(),
-                "USD",
-            )
-        });
-        let request = NewOrder::validate(
-            "k".into(),
-            "c".into(),
-            vec![("sku-mug".into(), 1)],
-            "USD".into(),
-            String::new(),
-            "USD",
-        )
-        .unwrap();
-        let o = orders.clone();
-        let r = request.clone();
-        rt.block_on(async move {
-            // One poll of PlaceOrder (claim, spawn), then the caller leaves.
-            tokio::select! {
-                biased;
-                _ = o.place(r, Deadline::after(Duration::from_secs(30)), "t1") => {
-                    panic!("the saga cannot have finished")
-                }
-                () = std::future::ready(()) => {}
-            }
-        });
-        drop(rt);
-        match orders.book.claim(request, "t2").unwrap() {
-            Claim::Run(order) => assert_eq!(order.status, OrderStatus::Pending),
-            other => panic!("the key is still claimed by a dead saga: {other:?}"),
-        }
-    }
-}
+mod tests;

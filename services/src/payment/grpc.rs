@@ -3,14 +3,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use meshwatch::proto::payment::v1 as pb;
+use meshwatch_proto::payment::v1 as pb;
 use tonic::{Request, Response, Status};
 
 use super::ledger::{ChargeRequest, Ledger, Payment, PaymentError, PaymentStatus};
-use crate::deadline::Deadline;
+use crate::edge::{money_proto, timestamp};
 use crate::faults::Faults;
-use crate::money::Money;
-use crate::timestamp;
 
 const DEFAULT_BUDGET: Duration = Duration::from_secs(30);
 
@@ -45,7 +43,7 @@ impl From<&Payment> for pb::Payment {
         pb::Payment {
             payment_id: p.payment_id.clone(),
             order_id: p.order_id.clone(),
-            amount: Some((&p.amount).into()),
+            amount: Some(money_proto(&p.amount)),
             status: pb::PaymentStatus::from(p.status).into(),
             charge_count: p.charge_count,
             decline_reason: p.decline_reason.clone().unwrap_or_default(),
@@ -72,7 +70,7 @@ impl PaymentService {
     }
 
     async fn faults<T>(&self, request: &Request<T>) -> Result<(), Status> {
-        let deadline = Deadline::from_metadata(request.metadata(), DEFAULT_BUDGET);
+        let deadline = crate::edge::deadline(request.metadata(), DEFAULT_BUDGET);
         Ok(self.faults.before_rpc(deadline).await?)
     }
 }
@@ -85,8 +83,8 @@ impl pb::payment_service_server::PaymentService for PaymentService {
     ) -> Result<Response<pb::ChargeResponse>, Status> {
         self.faults(&request).await?;
         let req = request.into_inner();
-        meshwatch::telemetry::record_order_id(&req.order_id);
-        let amount = Money::try_from(req.amount)
+        meshwatch_runtime::telemetry::record_order_id(&req.order_id);
+        let amount = crate::edge::money(req.amount)
             .map_err(|e| Status::from(PaymentError::Amount(e.to_string())))?;
         let (p, decided) = self.ledger.charge(
             ChargeRequest {
@@ -136,13 +134,13 @@ impl pb::payment_service_server::PaymentService for PaymentService {
     ) -> Result<Response<pb::RefundResponse>, Status> {
         self.faults(&request).await?;
         let req = request.into_inner();
-        meshwatch::telemetry::record_order_id(&req.order_id);
+        meshwatch_runtime::telemetry::record_order_id(&req.order_id);
         let p = self.ledger.refund(&req.order_id, &req.reason)?;
         tracing::warn!(order.id = %p.order_id, payment.id = %p.payment_id, event.reason = %req.reason, "charge refunded");
         Ok(Response::new(pb::RefundResponse {
             payment_id: p.payment_id.clone(),
             status: pb::PaymentStatus::from(p.status).into(),
-            amount: Some((&p.amount).into()),
+            amount: Some(money_proto(&p.amount)),
         }))
     }
 

@@ -172,7 +172,7 @@ impl Tailer {
         let chunk = &buf[..n];
         c.offset += n as u64;
         self.counters.add_read(n as u64);
-        let ingested = meshwatch::ecs::format_timestamp(SystemTime::now());
+        let ingested = meshwatch_ecs::format_timestamp(SystemTime::now());
         let (enricher, batch, bytes) = (&mut self.enricher, &mut self.batch, &mut self.batch_bytes);
         let (ident, path) = (&c.ident, c.path_str.as_str());
         let mut lines = 0;
@@ -197,7 +197,7 @@ impl Tailer {
 
     /// Ships a last line without newline of a file we leave for good.
     fn finish_file(&mut self, c: &mut Current) {
-        let ingested = meshwatch::ecs::format_timestamp(SystemTime::now());
+        let ingested = meshwatch_ecs::format_timestamp(SystemTime::now());
         let (enricher, batch) = (&mut self.enricher, &mut self.batch);
         let (ident, path) = (&c.ident, c.path_str.as_str());
         c.framer.finish(|l| {

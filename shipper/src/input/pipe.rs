@@ -50,13 +50,13 @@ pub(crate) fn pump(
             }
         }
         counters.add_read(n as u64);
-        let ingested = meshwatch::ecs::format_timestamp(SystemTime::now());
+        let ingested = meshwatch_ecs::format_timestamp(SystemTime::now());
         framer.feed(chunk, |l| {
             records.push(enricher.encode(&raw(&l), &ingested));
         });
         ship(&spool, &mut records, &counters);
     }
-    let ingested = meshwatch::ecs::format_timestamp(SystemTime::now());
+    let ingested = meshwatch_ecs::format_timestamp(SystemTime::now());
     framer.finish(|l| records.push(enricher.encode(&raw(&l), &ingested)));
     ship(&spool, &mut records, &counters);
     spool.writer_done();

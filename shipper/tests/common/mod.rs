@@ -8,8 +8,8 @@ use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use meshwatch::testkit::{self, Record};
 use meshwatch_shipper::{Config, Input, ShutdownSignal};
+use meshwatch_testkit::{self as testkit, Record};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
@@ -348,7 +348,7 @@ pub fn writer_script(total: u64, done: &Path) -> String {
 /// Broker and topic flags for the binary.
 pub fn kafka_args<'a>(bootstrap: &'a str, logs: &'a str, hb: &'a str) -> Vec<&'a str> {
     vec![
-        "--kafka-bootstrap",
+        "--kafka",
         bootstrap,
         "--logs-topic",
         logs,
@@ -365,11 +365,15 @@ const SENTINEL: &str = "meshwatch-test-sentinel";
 /// records without the sentinels.
 pub async fn read_all(bootstrap: &str, topic: &str, timeout: Duration) -> Vec<Record> {
     use rdkafka::producer::{FutureProducer, FutureRecord};
-    let partitions = meshwatch::kafka::partition_count(bootstrap, topic, Duration::from_secs(10))
-        .await
-        .expect("topic metadata")
-        .expect("topic exists");
-    let producer: FutureProducer = meshwatch::kafka::client_config(bootstrap)
+    let partitions = meshwatch_kafka::partition_count(
+        &meshwatch_kafka::KafkaArgs::plain(bootstrap),
+        topic,
+        Duration::from_secs(10),
+    )
+    .await
+    .expect("topic metadata")
+    .expect("topic exists");
+    let producer: FutureProducer = meshwatch_kafka::base_config(bootstrap)
         .set("message.timeout.ms", "20000")
         .create()
         .expect("sentinel producer");

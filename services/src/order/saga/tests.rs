@@ -1,0 +1,335 @@
+//! The saga against fake ports: every compensation path, no sockets.
+
+use std::collections::VecDeque;
+use std::sync::Mutex;
+
+use super::*;
+use crate::order::ports::ReservedLine;
+
+/// A scripted downstream: answers from a queue (the last answer repeats) and
+/// records every call.
+struct Script<T> {
+    answers: Mutex<VecDeque<T>>,
+    calls: Mutex<Vec<String>>,
+}
+
+impl<T: Clone> Script<T> {
+    fn new(answers: Vec<T>) -> Self {
+        Self {
+            answers: Mutex::new(answers.into()),
+            calls: Mutex::new(Vec::new()),
+        }
+    }
+
+    fn next(&self, call: String) -> T {
+        self.calls.lock().unwrap().push(call);
+        let mut q = self.answers.lock().unwrap();
+        if q.len() > 1 {
+            q.pop_front().unwrap()
+        } else {
+            q.front().cloned().expect("a scripted answer")
+        }
+    }
+}
+
+fn unavailable(what: &str) -> CallError {
+    CallError::new(CallFailure::Unavailable, format!("{what} unavailable"))
+}
+
+struct FakeStock {
+    reserve: Script<Result<Reservation, CallError>>,
+    commit: Script<Result<(), CallError>>,
+    release: Script<Result<(), CallError>>,
+}
+
+impl FakeStock {
+    fn ok(currency: &str) -> Self {
+        Self {
+            reserve: Script::new(vec![Ok(Reservation {
+                reservation_id: "res-1".into(),
+                lines: vec![ReservedLine {
+                    sku: "sku-mug".into(),
+                    quantity: 2,
+                    currency_code: currency.into(),
+                    unit_price_minor: 900,
+                }],
+            })]),
+            commit: Script::new(vec![Ok(())]),
+            release: Script::new(vec![Ok(())]),
+        }
+    }
+
+    fn calls(&self) -> Vec<String> {
+        let mut all = self.reserve.calls.lock().unwrap().clone();
+        all.extend(self.commit.calls.lock().unwrap().iter().cloned());
+        all.extend(self.release.calls.lock().unwrap().iter().cloned());
+        all
+    }
+}
+
+impl Stock for FakeStock {
+    async fn reserve(
+        &self,
+        _deadline: Deadline,
+        order_id: &str,
+        _items: &[(String, u32)],
+    ) -> Result<Reservation, CallError> {
+        self.reserve.next(format!("reserve {order_id}"))
+    }
+
+    async fn commit(&self, _deadline: Deadline, reservation_id: &str) -> Result<(), CallError> {
+        self.commit.next(format!("commit {reservation_id}"))
+    }
+
+    async fn release(&self, _deadline: Deadline, reservation_id: &str) -> Result<(), CallError> {
+        self.release.next(format!("release {reservation_id}"))
+    }
+}
+
+struct FakePayments {
+    charge: Script<Result<ChargeDecision, CallError>>,
+    refund: Script<Result<(), CallError>>,
+}
+
+impl FakePayments {
+    fn approving() -> Self {
+        Self {
+            charge: Script::new(vec![Ok(ChargeDecision::Approved {
+                payment_id: "pay-1".into(),
+            })]),
+            refund: Script::new(vec![Ok(())]),
+        }
+    }
+
+    fn calls(&self) -> Vec<String> {
+        let mut all = self.charge.calls.lock().unwrap().clone();
+        all.extend(self.refund.calls.lock().unwrap().iter().cloned());
+        all
+    }
+}
+
+impl Payments for FakePayments {
+    async fn charge(
+        &self,
+        _deadline: Deadline,
+        order_id: &str,
+        _customer_id: &str,
+        amount: &Money,
+        _payment_token: &str,
+    ) -> Result<ChargeDecision, CallError> {
+        self.charge.next(format!("charge {order_id} {amount}"))
+    }
+
+    async fn refund(
+        &self,
+        _deadline: Deadline,
+        order_id: &str,
+        _reason: &str,
+    ) -> Result<(), CallError> {
+        self.refund.next(format!("refund {order_id}"))
+    }
+}
+
+fn request(key: &str) -> NewOrder {
+    NewOrder::validate(
+        key.into(),
+        "c-1".into(),
+        vec![("sku-mug".into(), 2)],
+        "USD".into(),
+        String::new(),
+        "USD",
+    )
+    .unwrap()
+}
+
+async fn place(stock: FakeStock, payments: FakePayments) -> (Outcome, Vec<String>, Vec<String>) {
+    let orders = Orders::new(stock, payments, Duration::from_secs(1), "USD");
+    let outcome = orders
+        .place(request("k"), Deadline::after(Duration::from_secs(5)), "t")
+        .await;
+    let (stock, payments) = (orders.stock.calls(), orders.payments.calls());
+    let strip = |calls: Vec<String>| -> Vec<String> {
+        calls
+            .into_iter()
+            .map(|c| c.split(' ').next().unwrap_or_default().to_owned())
+            .collect()
+    };
+    (outcome, strip(stock), strip(payments))
+}
+
+#[tokio::test]
+async fn happy_path_reserves_charges_commits() {
+    let (outcome, stock, payments) = place(FakeStock::ok("USD"), FakePayments::approving()).await;
+    let order = outcome.unwrap();
+    assert_eq!(order.status, OrderStatus::Confirmed);
+    assert_eq!(order.total.unwrap().minor(), 1800);
+    assert_eq!(order.payment_id.as_deref(), Some("pay-1"));
+    assert_eq!(stock, ["reserve", "commit"]);
+    assert_eq!(payments, ["charge"]);
+}
+
+#[tokio::test]
+async fn a_decline_releases_and_is_an_outcome_not_an_error() {
+    let payments = FakePayments {
+        charge: Script::new(vec![Ok(ChargeDecision::Declined {
+            payment_id: "pay-2".into(),
+            reason: "card declined".into(),
+        })]),
+        refund: Script::new(vec![Ok(())]),
+    };
+    let (outcome, stock, payments) = place(FakeStock::ok("USD"), payments).await;
+    let order = outcome.unwrap();
+    assert_eq!(order.status, OrderStatus::PaymentDeclined);
+    assert_eq!(order.failure_reason.as_deref(), Some("card declined"));
+    assert_eq!(stock, ["reserve", "release"]);
+    assert_eq!(payments, ["charge"]);
+}
+
+#[tokio::test]
+async fn an_ambiguous_charge_is_refunded_then_released() {
+    let payments = FakePayments {
+        charge: Script::new(vec![Err(unavailable("payment"))]),
+        refund: Script::new(vec![Ok(())]),
+    };
+    let (outcome, stock, payments) = place(FakeStock::ok("USD"), payments).await;
+    let error = outcome.unwrap_err();
+    assert!(matches!(&error, OrderError::Downstream(e) if e.failure == CallFailure::Unavailable));
+    assert!(!error.to_string().contains("could not be refunded"));
+    assert_eq!(stock, ["reserve", "release"]);
+    assert_eq!(payments, ["charge", "refund"]);
+}
+
+#[tokio::test]
+async fn a_failed_refund_after_an_ambiguous_charge_is_said() {
+    let payments = FakePayments {
+        charge: Script::new(vec![Err(unavailable("payment"))]),
+        refund: Script::new(vec![Err(unavailable("payment"))]),
+    };
+    let (outcome, _, _) = place(FakeStock::ok("USD"), payments).await;
+    let error = outcome.unwrap_err().to_string();
+    assert!(error.contains("could not be refunded"), "{error}");
+    assert!(error.contains("same idempotency_key"), "{error}");
+}
+
+#[tokio::test]
+async fn a_refusal_to_charge_is_not_refunded() {
+    let payments = FakePayments {
+        charge: Script::new(vec![Err(CallError::new(
+            CallFailure::InvalidArgument,
+            "payment: amount must be positive",
+        ))]),
+        refund: Script::new(vec![Ok(())]),
+    };
+    let (outcome, stock, payments) = place(FakeStock::ok("USD"), payments).await;
+    assert!(outcome.is_err());
+    assert_eq!(stock, ["reserve", "release"]);
+    assert_eq!(payments, ["charge"]);
+}
+
+#[tokio::test]
+async fn an_ambiguous_commit_is_asked_again_before_any_refund() {
+    let mut stock = FakeStock::ok("USD");
+    stock.commit = Script::new(vec![Err(unavailable("inventory")), Ok(())]);
+    let (outcome, stock, payments) = place(stock, FakePayments::approving()).await;
+    assert_eq!(outcome.unwrap().status, OrderStatus::Confirmed);
+    assert_eq!(stock, ["reserve", "commit", "commit"]);
+    assert_eq!(payments, ["charge"]);
+}
+
+#[tokio::test]
+async fn a_failed_commit_refunds_then_releases() {
+    let mut stock = FakeStock::ok("USD");
+    stock.commit = Script::new(vec![Err(CallError::new(
+        CallFailure::FailedPrecondition,
+        "inventory: reservation res-1 expired",
+    ))]);
+    let (outcome, stock, payments) = place(stock, FakePayments::approving()).await;
+    let order = outcome.unwrap();
+    assert_eq!(order.status, OrderStatus::Failed);
+    let reason = order.failure_reason.unwrap();
+    assert!(reason.contains("payment refunded"), "{reason}");
+    assert_eq!(stock, ["reserve", "commit", "release"]);
+    assert_eq!(payments, ["charge", "refund"]);
+}
+
+#[tokio::test]
+async fn prices_in_another_currency_release_without_charging() {
+    let (outcome, stock, payments) = place(FakeStock::ok("EUR"), FakePayments::approving()).await;
+    assert!(matches!(outcome, Err(OrderError::Pricing(_))));
+    assert_eq!(stock, ["reserve", "release"]);
+    assert!(payments.is_empty());
+}
+
+#[tokio::test]
+async fn a_failed_reservation_touches_nothing_else_and_the_key_stays_retryable() {
+    let mut stock = FakeStock::ok("USD");
+    stock.reserve = Script::new(vec![
+        Err(CallError::new(
+            CallFailure::FailedPrecondition,
+            "inventory: not enough sku-mug",
+        )),
+        FakeStock::ok("USD").reserve.next(String::new()),
+    ]);
+    let orders = Orders::new(
+        stock,
+        FakePayments::approving(),
+        Duration::from_secs(1),
+        "USD",
+    );
+    let deadline = || Deadline::after(Duration::from_secs(5));
+    let first = orders.place(request("k"), deadline(), "t").await;
+    assert!(matches!(first, Err(OrderError::Downstream(_))));
+    let second = orders.place(request("k"), deadline(), "t").await.unwrap();
+    assert_eq!(second.status, OrderStatus::Confirmed);
+    assert_eq!(orders.payments.calls().len(), 1, "charged once");
+}
+
+/// A stock that never answers: the saga cannot finish.
+struct Silent;
+
+impl Stock for Silent {
+    async fn reserve(
+        &self,
+        _: Deadline,
+        _: &str,
+        _: &[(String, u32)],
+    ) -> Result<Reservation, CallError> {
+        std::future::pending().await
+    }
+    async fn commit(&self, _: Deadline, _: &str) -> Result<(), CallError> {
+        std::future::pending().await
+    }
+    async fn release(&self, _: Deadline, _: &str) -> Result<(), CallError> {
+        std::future::pending().await
+    }
+}
+
+#[test]
+fn a_saga_that_dies_with_its_runtime_leaves_the_key_retryable() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let orders = Orders::new(
+        Silent,
+        FakePayments::approving(),
+        Duration::from_secs(30),
+        "USD",
+    );
+    let o = orders.clone();
+    rt.block_on(async move {
+        // One poll of PlaceOrder (claim, spawn), then the caller leaves.
+        tokio::select! {
+            biased;
+            _ = o.place(request("k"), Deadline::after(Duration::from_secs(30)), "t1") => {
+                panic!("the saga cannot have finished")
+            }
+            () = std::future::ready(()) => {}
+        }
+    });
+    drop(rt);
+    match orders.book.claim(request("k"), "t2").unwrap() {
+        Claim::Run(order) => assert_eq!(order.status, OrderStatus::Pending),
+        other => panic!("the key is still claimed by a dead saga: {other:?}"),
+    }
+}
