@@ -155,7 +155,19 @@ fn compose_starts_in_order_with_health_checks() {
     assert_eq!(condition("order", "inventory"), "service_healthy");
     assert_eq!(condition("order", "payment"), "service_healthy");
     assert_eq!(condition("setup", "elasticsearch"), "service_healthy");
-    assert_eq!(condition("setup", "kibana"), "service_healthy");
+    // Ingestion is never gated on Kibana: the templates job waits only for
+    // Elasticsearch; the Kibana import is its own job that nothing waits on.
+    assert!(
+        services["setup"]["depends_on"].get("kibana").is_none(),
+        "setup must not wait for Kibana"
+    );
+    assert_eq!(condition("kibana-setup", "kibana"), "service_started");
+    for (name, svc) in services {
+        assert!(
+            svc["depends_on"].get("kibana-setup").is_none(),
+            "{name} waits for the Kibana import"
+        );
+    }
     assert_eq!(
         condition("kibana", "es-passwords"),
         "service_completed_successfully"
