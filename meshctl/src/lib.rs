@@ -61,13 +61,15 @@ pub enum CliError {
     TraceNotFound(String),
     #[error(transparent)]
     Elastic(#[from] elastic::ElasticError),
+    #[error(transparent)]
+    Config(#[from] meshwatch_entry::ConfigError),
 }
 
 impl CliError {
     /// [`Exit::Usage`] for a bad flag value, [`Exit::Runtime`] for everything else.
     pub fn exit(&self) -> Exit {
         match self {
-            CliError::Flag { .. } => Exit::Usage,
+            CliError::Flag { .. } | CliError::Config(_) => Exit::Usage,
             _ => Exit::Runtime,
         }
     }
@@ -93,6 +95,10 @@ pub struct Cli {
     /// Print machine-readable JSON (one object per line) instead of tables.
     #[arg(long, global = true)]
     pub json: bool,
+    /// gRPC TLS towards order and the monitor (https:// addresses; a bare
+    /// HOST:PORT is https when --tls-ca is given).
+    #[command(flatten)]
+    pub tls: meshwatch_entry::TlsArgs,
     /// Colour the output: auto (when stdout is a terminal), always, never.
     #[arg(long, global = true, value_enum, default_value_t = ColorChoice::Auto, env = "MESHWATCH_COLOR")]
     pub color: ColorChoice,
@@ -135,9 +141,15 @@ pub struct LogTopicArgs {
     pub logs_topic: String,
 }
 
+/// TLS for the gRPC connections of this run, loaded once from the global
+/// `--tls-*` flags before any command connects.
+static TLS: std::sync::OnceLock<Option<meshwatch_tls::Tls>> = std::sync::OnceLock::new();
+
 /// Runs one meshctl command to completion.
 pub async fn run(cli: Cli) -> Result<ExitCode, CliError> {
     let style = Style::new(cli.color);
+    let tls = meshwatch_tls::Tls::load(&cli.tls)?;
+    let _ = TLS.set(tls);
     match cli.command {
         Command::Trace(args) => trace::run(args, cli.json, style).await,
         Command::Tail(args) => tail::run(args, cli.json, style).await,
@@ -150,28 +162,44 @@ pub async fn run(cli: Cli) -> Result<ExitCode, CliError> {
     }
 }
 
-/// Connects a gRPC channel with a bounded connect timeout.
+/// Connects a gRPC channel with a bounded connect timeout: `http://`,
+/// `https://` (with `--tls-ca`), or a bare HOST:PORT (https when `--tls-ca`
+/// is given, else http).
 pub(crate) async fn connect(
     what: &'static str,
     addr: &str,
 ) -> Result<tonic::transport::Channel, CliError> {
+    let tls = TLS.get().and_then(Option::as_ref);
     let uri = if addr.contains("://") {
         addr.to_owned()
+    } else if tls.is_some_and(meshwatch_tls::Tls::can_call_tls) {
+        format!("https://{addr}")
     } else {
         format!("http://{addr}")
     };
-    let endpoint = tonic::transport::Endpoint::from_shared(uri.clone())
+    let endpoint = meshwatch_tls::endpoint(what, &uri, tls)
         .map_err(|e| CliError::Connect {
             what,
             addr: addr.to_owned(),
-            reason: e.to_string(),
+            reason: e.reason,
         })?
         .connect_timeout(Duration::from_secs(5));
     endpoint.connect().await.map_err(|e| CliError::Connect {
         what,
         addr: uri,
-        reason: std::error::Error::source(&e).map_or_else(|| e.to_string(), ToString::to_string),
+        reason: source_text(&e),
     })
+}
+
+/// The innermost cause of `e` (what the TLS or TCP layer said).
+fn source_text(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text = s.to_string();
+        source = s.source();
+    }
+    text
 }
 
 #[cfg(test)]

@@ -28,14 +28,27 @@ pub struct EsAuthArgs {
     /// Password of --user.
     #[arg(long, env = "MESHWATCH_ES_PASSWORD", hide_env_values = true)]
     pub password: Option<String>,
+    /// PEM CA bundle that signed the https:// Elasticsearch and Kibana
+    /// certificates (default: the system's trusted roots).
+    #[arg(long = "es-ca", env = "MESHWATCH_ES_CA", value_name = "PEM")]
+    pub ca: Option<std::path::PathBuf>,
 }
 
 impl EsAuthArgs {
-    pub fn auth(&self) -> Auth {
-        Auth {
+    /// Credentials and the CA, read now so a bad file is a usage error.
+    pub fn auth(&self) -> Result<Auth, CliError> {
+        let ca_pem = match &self.ca {
+            Some(path) => Some(std::fs::read(path).map_err(|e| CliError::Flag {
+                flag: "es-ca",
+                reason: format!("cannot read {}: {e}", path.display()),
+            })?),
+            None => None,
+        };
+        Ok(Auth {
             user: self.user.clone(),
             password: self.password.clone(),
-        }
+            ca_pem,
+        })
     }
 }
 
@@ -65,6 +78,10 @@ pub(crate) fn url_flag(flag: &'static str) -> impl FnOnce(ElasticError) -> CliEr
             flag,
             reason: format!("{url:?} is not an http(s) URL: {reason}"),
         },
+        ElasticError::Ca { reason } => CliError::Flag {
+            flag: "es-ca",
+            reason,
+        },
         other => other.into(),
     }
 }
@@ -81,7 +98,7 @@ fn step(json: bool, what: &str, detail: &str) -> Result<(), CliError> {
 }
 
 pub(crate) async fn run(args: SetupArgs, json: bool) -> Result<ExitCode, CliError> {
-    let auth = args.auth.auth();
+    let auth = args.auth.auth()?;
     let retry = Retry::for_about(args.wait, PROBE_INTERVAL);
     let es = Elastic::connect(&args.es, &auth).map_err(url_flag("es"))?;
     let kibana = if args.skip_kibana {

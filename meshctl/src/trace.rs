@@ -217,7 +217,7 @@ pub(crate) async fn run(args: TraceArgs, json: bool, style: Style) -> Result<Exi
     }
     let es = match &args.es {
         Some(url) => Some(
-            Elastic::connect(url, &args.es_auth.auth()).map_err(crate::setup::url_flag("es"))?,
+            Elastic::connect(url, &args.es_auth.auth()?).map_err(crate::setup::url_flag("es"))?,
         ),
         None => None,
     };

@@ -7,7 +7,8 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use clap::Parser;
-use meshwatch_entry::{parse_duration, ConfigError, KafkaArgs, LogArgs, TopicArgs};
+use meshwatch_entry::{parse_duration, ConfigError, KafkaArgs, LogArgs, TlsArgs, TopicArgs};
+use meshwatch_tls::Tls;
 
 use crate::anomaly::{self, AnomalyConfig};
 use crate::detector::{self, DetectorConfig};
@@ -89,6 +90,8 @@ pub struct Args {
     pub topic_check_every: Duration,
     #[command(flatten)]
     pub log: LogArgs,
+    #[command(flatten)]
+    pub tls: TlsArgs,
 }
 
 /// A validated configuration.
@@ -106,6 +109,8 @@ pub struct MonitorConfig {
     pub evaluate_every: Duration,
     pub topic_check_every: Duration,
     pub log_filter: String,
+    /// gRPC TLS of the monitor's server; `None` is plaintext.
+    pub tls: Option<Tls>,
 }
 
 fn bad(flag: &'static str, reason: impl Into<String>) -> ConfigError {
@@ -128,6 +133,7 @@ impl MonitorConfig {
             evaluate_every: Duration::from_millis(100),
             topic_check_every: Duration::from_secs(30),
             log_filter: DEFAULT_LOG_FILTER.to_owned(),
+            tls: None,
         }
     }
 }
@@ -214,6 +220,7 @@ impl TryFrom<Args> for MonitorConfig {
             evaluate_every: a.evaluate_every,
             topic_check_every: a.topic_check_every,
             log_filter: a.log.filter,
+            tls: Tls::load(&a.tls)?,
         })
     }
 }

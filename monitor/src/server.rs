@@ -42,7 +42,19 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> Result<(), runtime::RuntimeError> {
+    serve_tls(monitor, identity, listener, shutdown, None).await
+}
+
+/// [`serve`] over TLS when `tls` carries a certificate (`--tls-cert`).
+pub async fn serve_tls(
+    monitor: Monitor,
+    identity: ServiceIdentity,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+    tls: Option<&meshwatch_tls::Tls>,
+) -> Result<(), runtime::RuntimeError> {
     let mut cfg = ServeConfig::new(identity, &["meshwatch.monitor.v1.Monitor"]);
+    cfg.tls = tls.and_then(meshwatch_tls::Tls::server_config);
     // The monitor's health state is the mesh's view, not its own.
     cfg.health_names = Vec::new();
     cfg.health = monitor.health();
@@ -133,7 +145,14 @@ pub async fn run(
     )?;
     let clock = tokio::spawn(run_clock(monitor.clone(), cfg.evaluate_every, stop.clone()));
 
-    let served = serve(monitor, identity, listener, shutdown.clone()).await;
+    let served = serve_tls(
+        monitor,
+        identity,
+        listener,
+        shutdown.clone(),
+        cfg.tls.as_ref(),
+    )
+    .await;
     stop.cancel();
     let _ = tokio::join!(sink, reporter, clock);
     // Consumer threads stop within one poll; a hung librdkafka call is left behind.

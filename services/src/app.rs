@@ -43,6 +43,10 @@ fn serve_config(identity: ServiceIdentity, proto: &str, common: &Common) -> Serv
     cfg.grpc_services.push(FAULT_PROTO.to_owned());
     cfg.heartbeat_interval = common.heartbeat_interval;
     cfg.drain_grace = common.drain_grace;
+    cfg.tls = common
+        .tls
+        .as_ref()
+        .and_then(meshwatch_tls::Tls::server_config);
     cfg
 }
 
@@ -97,8 +101,9 @@ pub async fn run_order(
     shutdown: CancellationToken,
 ) -> Result<(), AppError> {
     let faults = Faults::new("order", cfg.common.faults)?;
-    let stock = GrpcStock::new(&cfg.inventory_addr, cfg.call_timeout)?;
-    let payments = GrpcPayments::new(&cfg.payment_addr, cfg.call_timeout)?;
+    let tls = cfg.common.tls.as_ref();
+    let stock = GrpcStock::new(&cfg.inventory_addr, cfg.call_timeout, tls)?;
+    let payments = GrpcPayments::new(&cfg.payment_addr, cfg.call_timeout, tls)?;
     let orders = Orders::new(stock, payments, cfg.call_timeout, &cfg.currency);
     let routes =
         Routes::new(OrderService::new(orders, faults.clone(), cfg.request_budget).into_server())

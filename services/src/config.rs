@@ -9,7 +9,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
-use meshwatch_entry::{parse_args_from, parse_duration, ConfigError, Exit, LogArgs};
+use meshwatch_entry::{parse_args_from, parse_duration, ConfigError, Exit, LogArgs, TlsArgs};
+use meshwatch_tls::Tls;
 
 use crate::faults::FaultSettings;
 use crate::inventory::catalog::{self, CatalogItem};
@@ -60,15 +61,19 @@ pub struct CommonArgs {
     /// Fault injection: RPCs never answer before the caller's deadline.
     #[arg(long, env = "MESHWATCH_FAULT_HANG")]
     pub fault_hang: bool,
+    #[command(flatten)]
+    pub tls: TlsArgs,
 }
 
 /// What every service runs with.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct Common {
     pub heartbeat_interval: Duration,
     pub drain_grace: Duration,
     pub log: String,
     pub faults: FaultSettings,
+    /// gRPC TLS for the server and its clients; `None` is plaintext.
+    pub tls: Option<Tls>,
 }
 
 impl TryFrom<CommonArgs> for Common {
@@ -99,6 +104,7 @@ impl TryFrom<CommonArgs> for Common {
                 decline_rate: a.fault_decline_rate,
                 hang: a.fault_hang,
             },
+            tls: Tls::load(&a.tls)?,
         })
     }
 }
@@ -110,6 +116,7 @@ impl Default for Common {
             drain_grace: meshwatch_runtime::DEFAULT_DRAIN_GRACE,
             log: meshwatch_runtime::telemetry::DEFAULT_FILTER.to_owned(),
             faults: FaultSettings::default(),
+            tls: None,
         }
     }
 }
@@ -123,7 +130,9 @@ fn listen(flag: &'static str, s: &str) -> Result<SocketAddr, ConfigError> {
     })
 }
 
-fn url(flag: &'static str, s: &str) -> Result<String, ConfigError> {
+/// A downstream URL as the client will use it: `http://` plaintext,
+/// `https://` only with `--tls-ca`.
+fn url(flag: &'static str, s: &str, tls: Option<&Tls>) -> Result<String, ConfigError> {
     let rest = s
         .strip_prefix("http://")
         .or_else(|| s.strip_prefix("https://"))
@@ -138,8 +147,7 @@ fn url(flag: &'static str, s: &str) -> Result<String, ConfigError> {
     }
     // What the client will build from it, so a bad URL is refused here
     // (exit 64) rather than after start-up.
-    tonic::transport::Endpoint::from_shared(s.to_owned())
-        .map_err(|e| ConfigError::new(flag, format!("{s:?} is not a valid URL ({e})")))?;
+    meshwatch_tls::endpoint(flag, s, tls)?;
     Ok(s.to_owned())
 }
 
@@ -310,14 +318,15 @@ impl TryFrom<OrderArgs> for OrderConfig {
         if a.request_budget.is_zero() {
             return Err(ConfigError::new("request-budget", "must be positive"));
         }
+        let common: Common = a.common.try_into()?;
         Ok(Self {
             listen: listen("listen", &a.listen)?,
-            inventory_addr: url("inventory-addr", &a.inventory_addr)?,
-            payment_addr: url("payment-addr", &a.payment_addr)?,
+            inventory_addr: url("inventory-addr", &a.inventory_addr, common.tls.as_ref())?,
+            payment_addr: url("payment-addr", &a.payment_addr, common.tls.as_ref())?,
             currency: a.currency,
             call_timeout: at_most_max("call-timeout", a.call_timeout)?,
             request_budget: at_most_max("request-budget", a.request_budget)?,
-            common: a.common.try_into()?,
+            common,
         })
     }
 }
@@ -383,6 +392,13 @@ mod tests {
         );
         let e = order(&["--fault-error-rate", "2"]).unwrap_err();
         assert_eq!(e.to_string(), "--fault-error-rate: 2 is outside [0, 1]");
+        let e = order(&["--inventory-addr", "https://inventory:50052"]).unwrap_err();
+        assert_eq!(e.flag, "inventory-addr");
+        assert!(e.reason.contains("--tls-ca"), "{e}");
+        assert_eq!(
+            order(&["--tls-cert", "/nonexistent.pem"]).unwrap_err().flag,
+            "tls-key"
+        );
         let e = InventoryConfig::try_from(
             InventoryArgs::try_parse_from(["inventory", "--catalog", "/nonexistent.json"]).unwrap(),
         )

@@ -83,6 +83,26 @@ pub struct LogArgs {
     pub filter: String,
 }
 
+/// TLS for gRPC, the same flags in every gRPC binary (servers and the
+/// clients they run). Plaintext when none is given.
+#[derive(clap::Args, Debug, Clone, Default, PartialEq, Eq)]
+pub struct TlsArgs {
+    /// PEM certificate chain this binary presents: servers then speak TLS only,
+    /// and clients present it where a server asks for a client certificate.
+    #[arg(long = "tls-cert", env = env::TLS_CERT, value_name = "PEM", global = true)]
+    pub cert: Option<std::path::PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long = "tls-key", env = env::TLS_KEY, value_name = "PEM", global = true)]
+    pub key: Option<std::path::PathBuf>,
+    /// PEM CA bundle trusted for the servers this binary calls at https://
+    /// addresses (and, with --tls-client-auth, for its clients).
+    #[arg(long = "tls-ca", env = env::TLS_CA, value_name = "PEM", global = true)]
+    pub ca: Option<std::path::PathBuf>,
+    /// Require every client to present a certificate signed by --tls-ca (mutual TLS).
+    #[arg(long = "tls-client-auth", env = env::TLS_CLIENT_AUTH, global = true)]
+    pub client_auth: bool,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -10,7 +10,7 @@ mod args;
 mod duration;
 mod exit;
 
-pub use args::{parse_kafka_option, KafkaArgs, LogArgs, TopicArgs};
+pub use args::{parse_kafka_option, KafkaArgs, LogArgs, TlsArgs, TopicArgs};
 pub use duration::{parse_duration, MAX_DURATION};
 pub use exit::{parse_args, parse_args_from, Exit};
 
@@ -25,6 +25,11 @@ pub mod env {
     pub const ALERTS_TOPIC: &str = "MESHWATCH_ALERTS_TOPIC";
     /// The log filter of the binary's own lines (`info`, `debug,rdkafka=warn`…).
     pub const LOG: &str = "MESHWATCH_LOG";
+    /// gRPC TLS: certificate chain, key, CA bundle, mutual TLS (every gRPC binary).
+    pub const TLS_CERT: &str = "MESHWATCH_TLS_CERT";
+    pub const TLS_KEY: &str = "MESHWATCH_TLS_KEY";
+    pub const TLS_CA: &str = "MESHWATCH_TLS_CA";
+    pub const TLS_CLIENT_AUTH: &str = "MESHWATCH_TLS_CLIENT_AUTH";
 }
 
 /// Default topic names (the contract between shippers, monitor and Fluentd).

@@ -9,7 +9,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tonic::service::Routes;
 use tonic::transport::server::TcpIncoming;
-use tonic::transport::Server;
+use tonic::transport::{Server, ServerTlsConfig};
 
 use crate::health::{self, HealthState, ServingStatus};
 use crate::heartbeat;
@@ -48,6 +48,9 @@ pub struct ServeConfig {
     /// reflection (with `grpc.health.v1.Health` and reflection itself), so
     /// `grpcurl list` shows what this server serves and nothing else.
     pub grpc_services: Vec<String>,
+    /// TLS for this server (`--tls-cert`/`--tls-key`, mutual with
+    /// `--tls-client-auth`); `None` serves plaintext.
+    pub tls: Option<ServerTlsConfig>,
 }
 
 impl ServeConfig {
@@ -63,6 +66,7 @@ impl ServeConfig {
             health_names,
             health: HealthState::new(),
             grpc_services: proto_services.iter().map(|s| (*s).to_owned()).collect(),
+            tls: None,
         }
     }
 }
@@ -126,7 +130,11 @@ pub async fn serve(
     ));
 
     let stop_serving = CancellationToken::new();
-    let server = Server::builder()
+    let mut builder = Server::builder();
+    if let Some(tls) = cfg.tls.clone() {
+        builder = builder.tls_config(tls)?;
+    }
+    let server = builder
         .layer(TraceLayer)
         .add_routes(routes)
         .serve_with_incoming_shutdown(

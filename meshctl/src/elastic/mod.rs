@@ -118,6 +118,8 @@ pub enum ElasticError {
     Embedded { name: String, reason: String },
     #[error("Kibana rejected {failed} of the saved objects: {errors}")]
     Import { failed: usize, errors: String },
+    #[error("unusable CA bundle: {reason}")]
+    Ca { reason: String },
 }
 
 /// Basic-auth credentials for Elasticsearch and Kibana (one user for both, as
@@ -126,6 +128,8 @@ pub enum ElasticError {
 pub struct Auth {
     pub user: Option<String>,
     pub password: Option<String>,
+    /// PEM CA bundle for https:// servers; `None` trusts the system roots.
+    pub ca_pem: Option<Vec<u8>>,
 }
 
 impl Auth {
@@ -167,6 +171,12 @@ pub(crate) fn transport(
         .enable_meta_header(false);
     if let Some(credentials) = auth.credentials() {
         builder = builder.auth(credentials);
+    }
+    if let Some(pem) = &auth.ca_pem {
+        let ca = elasticsearch::cert::Certificate::from_pem(pem).map_err(|e| ElasticError::Ca {
+            reason: e.to_string(),
+        })?;
+        builder = builder.cert_validation(elasticsearch::cert::CertificateValidation::Full(ca));
     }
     builder.build().map_err(|e| ElasticError::Url {
         what,

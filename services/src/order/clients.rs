@@ -11,7 +11,7 @@ use meshwatch_proto::inventory::v1::inventory_service_client::InventoryServiceCl
 use meshwatch_proto::payment::v1 as pay;
 use meshwatch_proto::payment::v1::payment_service_client::PaymentServiceClient;
 use meshwatch_runtime::telemetry::{traced_channel, TracedChannel};
-use tonic::transport::Endpoint;
+use meshwatch_tls::Tls;
 use tonic::{Code, Request, Status};
 
 use super::ports::{
@@ -27,13 +27,8 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 /// Why a downstream address was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
-    #[error("--{flag}: {addr:?} is not a valid URL (e.g. http://127.0.0.1:50052): {source}")]
-    Address {
-        flag: &'static str,
-        addr: String,
-        #[source]
-        source: tonic::transport::Error,
-    },
+    #[error(transparent)]
+    Address(#[from] meshwatch_entry::ConfigError),
 }
 
 /// A downstream service: its client, name and address.
@@ -46,13 +41,12 @@ struct Downstream<C> {
     call_timeout: Duration,
 }
 
-fn channel(flag: &'static str, addr: &str) -> Result<TracedChannel, ClientError> {
-    let endpoint =
-        Endpoint::from_shared(addr.to_owned()).map_err(|source| ClientError::Address {
-            flag,
-            addr: addr.to_owned(),
-            source,
-        })?;
+fn channel(
+    flag: &'static str,
+    addr: &str,
+    tls: Option<&Tls>,
+) -> Result<TracedChannel, ClientError> {
+    let endpoint = meshwatch_tls::endpoint(flag, addr, tls)?;
     Ok(traced_channel(
         endpoint
             .connect_timeout(CONNECT_TIMEOUT)
@@ -66,11 +60,11 @@ fn channel(flag: &'static str, addr: &str) -> Result<TracedChannel, ClientError>
 pub struct GrpcStock(Downstream<InventoryServiceClient<TracedChannel>>);
 
 impl GrpcStock {
-    /// A client for `addr` (a URL); connects on first use, so an inventory
-    /// that is not up yet is fine.
-    pub fn new(addr: &str, call_timeout: Duration) -> Result<Self, ClientError> {
+    /// A client for `addr` (a URL; `https://` over `tls`); connects on first
+    /// use, so an inventory that is not up yet is fine.
+    pub fn new(addr: &str, call_timeout: Duration, tls: Option<&Tls>) -> Result<Self, ClientError> {
         Ok(Self(Downstream {
-            client: InventoryServiceClient::new(channel("inventory-addr", addr)?),
+            client: InventoryServiceClient::new(channel("inventory-addr", addr, tls)?),
             name: "inventory",
             addr: addr.to_owned(),
             call_timeout,
@@ -151,10 +145,10 @@ impl Stock for GrpcStock {
 pub struct GrpcPayments(Downstream<PaymentServiceClient<TracedChannel>>);
 
 impl GrpcPayments {
-    /// A client for `addr` (a URL); connects on first use.
-    pub fn new(addr: &str, call_timeout: Duration) -> Result<Self, ClientError> {
+    /// A client for `addr` (a URL; `https://` over `tls`); connects on first use.
+    pub fn new(addr: &str, call_timeout: Duration, tls: Option<&Tls>) -> Result<Self, ClientError> {
         Ok(Self(Downstream {
-            client: PaymentServiceClient::new(channel("payment-addr", addr)?),
+            client: PaymentServiceClient::new(channel("payment-addr", addr, tls)?),
             name: "payment",
             addr: addr.to_owned(),
             call_timeout,
