@@ -30,6 +30,24 @@ where
     Fut: Future<Output = Result<(), E>>,
     E: Display,
 {
+    run_main_with(identity, listen, log, run, |_| Exit::Runtime)
+}
+
+/// [`run_main`] where `exit_of` picks the exit code of a failed `run` (e.g.
+/// 73 for a data dir that cannot be created, 69 for a database that cannot
+/// be reached).
+pub fn run_main_with<F, Fut, E>(
+    identity: ServiceIdentity,
+    listen: SocketAddr,
+    log: &str,
+    run: F,
+    exit_of: impl FnOnce(&E) -> Exit,
+) -> ExitCode
+where
+    F: FnOnce(ServiceIdentity, TcpListener, CancellationToken) -> Fut,
+    Fut: Future<Output = Result<(), E>>,
+    E: Display,
+{
     let program = identity.name.clone();
     let _telemetry = match telemetry::init(&identity, log) {
         Ok(guard) => guard,
@@ -61,7 +79,7 @@ where
             Ok(()) => Exit::Ok.into(),
             Err(e) => {
                 tracing::error!(error.message = %e, "stopped with an error");
-                Exit::Runtime.fail(&program, e)
+                exit_of(&e).fail(&program, e)
             }
         }
     })

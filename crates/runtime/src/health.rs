@@ -10,7 +10,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::{broadcast, mpsc, Semaphore};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
@@ -24,6 +24,9 @@ const WATCH_BACKLOG: usize = 64;
 const WATCH_STREAM_BUFFER: usize = 16;
 /// `List` answers RESOURCE_EXHAUSTED past this many names, as the spec allows.
 pub const LIST_LIMIT: usize = 1000;
+/// Open `Watch` streams one server holds at most; one more is answered
+/// RESOURCE_EXHAUSTED (each holds a task and a channel until its client leaves).
+pub const DEFAULT_MAX_WATCHES: usize = 1000;
 
 /// A known status. An unknown service is simply absent.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -61,13 +64,22 @@ impl Slot {
 
 /// The statuses of named services. Cheap to clone; every clone is the same state.
 /// A slot exists for every known name and for every unknown name being watched.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct HealthState {
     slots: Arc<Mutex<HashMap<String, Slot>>>,
     /// Cancelled when the server drains: open Watch streams deliver what is
     /// pending (the NOT_SERVING of the drain) and end, so they do not hold
     /// the shutdown for the whole grace period.
     closing: tokio_util::sync::CancellationToken,
+    /// One permit per open Watch stream, held by its task.
+    watches: Arc<Semaphore>,
+    max_watches: usize,
+}
+
+impl Default for HealthState {
+    fn default() -> Self {
+        Self::with_max_watches(DEFAULT_MAX_WATCHES)
+    }
 }
 
 impl std::fmt::Debug for HealthState {
@@ -79,6 +91,21 @@ impl std::fmt::Debug for HealthState {
 impl HealthState {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A state whose `Watch` serves at most `max` streams at once.
+    pub fn with_max_watches(max: usize) -> Self {
+        Self {
+            slots: Arc::default(),
+            closing: tokio_util::sync::CancellationToken::new(),
+            watches: Arc::new(Semaphore::new(max)),
+            max_watches: max,
+        }
+    }
+
+    /// Watch streams open right now.
+    pub fn open_watches(&self) -> usize {
+        self.max_watches - self.watches.available_permits()
     }
 
     fn lock(&self) -> MutexGuard<'_, HashMap<String, Slot>> {
@@ -220,12 +247,19 @@ impl pb::health_server::Health for HealthService {
         &self,
         request: Request<pb::HealthCheckRequest>,
     ) -> Result<Response<Self::WatchStream>, Status> {
+        let Ok(permit) = Arc::clone(&self.state.watches).try_acquire_owned() else {
+            return Err(Status::resource_exhausted(format!(
+                "this server already serves {} Watch streams, its limit; use Check, or retry later",
+                self.state.max_watches
+            )));
+        };
         let name = request.into_inner().service;
         let (current, mut changes) = self.state.subscribe(&name);
         let (tx, rx) = mpsc::channel(WATCH_STREAM_BUFFER);
         let state = self.state.clone();
         let closing = self.state.closing.clone();
         tokio::spawn(async move {
+            let _permit = permit;
             let mut last = to_pb(current);
             if tx.send(Ok(response(last))).await.is_ok() {
                 loop {
@@ -234,6 +268,9 @@ impl pb::health_server::Health for HealthService {
                         biased;
                         r = changes.recv() => r,
                         () = closing.cancelled() => break,
+                        // The client hung up (tonic drops the stream): end
+                        // now, not at the next change, which may never come.
+                        () = tx.closed() => break,
                     };
                     let next = match received {
                         Ok(status) => to_pb(status),

@@ -13,6 +13,7 @@ use tonic::transport::{Server, ServerTlsConfig};
 
 use crate::health::{self, HealthState, ServingStatus};
 use crate::heartbeat;
+use crate::limits::{LimitLayer, Limits};
 use crate::telemetry::{self, TraceLayer};
 use meshwatch_ecs::ServiceIdentity;
 
@@ -51,6 +52,48 @@ pub struct ServeConfig {
     /// TLS for this server (`--tls-cert`/`--tls-key`, mutual with
     /// `--tls-client-auth`); `None` serves plaintext.
     pub tls: Option<ServerTlsConfig>,
+    /// Message size and concurrency limits of this server.
+    pub limits: Limits,
+    /// Whether the service can do its work (e.g. its database answers):
+    /// while not ready, health is NOT_SERVING and heartbeats say `not_ready`.
+    pub readiness: Readiness,
+}
+
+/// Whether a service can do its work right now. Cheap to clone; every clone
+/// is the same flag. Starts ready.
+#[derive(Clone, Debug)]
+pub struct Readiness {
+    tx: std::sync::Arc<watch::Sender<bool>>,
+}
+
+impl Default for Readiness {
+    fn default() -> Self {
+        Self {
+            tx: std::sync::Arc::new(watch::channel(true).0),
+        }
+    }
+}
+
+impl Readiness {
+    pub fn new(ready: bool) -> Self {
+        Self {
+            tx: std::sync::Arc::new(watch::channel(ready).0),
+        }
+    }
+
+    /// Sets the flag; watchers hear only of changes.
+    pub fn set(&self, ready: bool) {
+        self.tx
+            .send_if_modified(|r| std::mem::replace(r, ready) != ready);
+    }
+
+    pub fn is_ready(&self) -> bool {
+        *self.tx.borrow()
+    }
+
+    pub fn subscribe(&self) -> watch::Receiver<bool> {
+        self.tx.subscribe()
+    }
 }
 
 impl ServeConfig {
@@ -67,6 +110,8 @@ impl ServeConfig {
             health: HealthState::new(),
             grpc_services: proto_services.iter().map(|s| (*s).to_owned()).collect(),
             tls: None,
+            limits: Limits::default(),
+            readiness: Readiness::default(),
         }
     }
 }
@@ -111,10 +156,11 @@ pub async fn serve(
         }
         b
     };
-    let reflection_v1 = reflection().build_v1()?;
-    let reflection_v1alpha = reflection().build_v1alpha()?;
+    let max = cfg.limits.max_message_bytes;
+    let reflection_v1 = reflection().build_v1()?.max_decoding_message_size(max);
+    let reflection_v1alpha = reflection().build_v1alpha()?.max_decoding_message_size(max);
     let routes = routes
-        .add_service(health::health_server(cfg.health.clone()))
+        .add_service(health::health_server(cfg.health.clone()).max_decoding_message_size(max))
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha);
 
@@ -136,6 +182,7 @@ pub async fn serve(
     }
     let server = builder
         .layer(TraceLayer)
+        .layer(LimitLayer::new(cfg.limits))
         .add_routes(routes)
         .serve_with_incoming_shutdown(
             TcpIncoming::from(listener).with_nodelay(Some(true)),
@@ -143,11 +190,15 @@ pub async fn serve(
         );
     let mut server = std::pin::pin!(server);
 
-    for name in &cfg.health_names {
-        cfg.health.set(name, ServingStatus::Serving);
-    }
-    // Nobody else holds the receiver yet besides the emitter; it cannot be closed.
-    let _ = ready_tx.send(true);
+    // Health and heartbeat follow the service's readiness until the drain.
+    let follow_stop = CancellationToken::new();
+    let mut follower = Some(tokio::spawn(follow_readiness(
+        cfg.readiness.subscribe(),
+        cfg.health.clone(),
+        cfg.health_names.clone(),
+        ready_tx.clone(),
+        follow_stop.clone(),
+    )));
     tracing::info!(
         service.name = %cfg.identity.name,
         server.address = %local.map_or_else(|| "?".to_owned(), |a| a.to_string()),
@@ -157,6 +208,11 @@ pub async fn serve(
     let result = tokio::select! {
         result = &mut server => result.map_err(RuntimeError::from),
         () = shutdown.cancelled() => {
+            // Stopped first, so it cannot turn a name back to SERVING.
+            follow_stop.cancel();
+            if let Some(f) = follower.take() {
+                let _ = f.await;
+            }
             for name in &cfg.health_names {
                 cfg.health.set(name, ServingStatus::NotServing);
             }
@@ -173,11 +229,83 @@ pub async fn serve(
             }
         }
     };
+    follow_stop.cancel();
     heartbeat_stop.cancel();
-    // The emitter only writes lines; a panic there must not hide the server's result.
+    // These only write lines and statuses; a panic there must not hide the server's result.
+    if let Some(f) = follower.take() {
+        let _ = f.await;
+    }
     let _ = heartbeat.await;
     tracing::info!("stopped");
     result
+}
+
+/// Mirrors `ready` into the health names and the heartbeat until `stop`.
+async fn follow_readiness(
+    mut ready: watch::Receiver<bool>,
+    health: HealthState,
+    names: Vec<String>,
+    heartbeat: watch::Sender<bool>,
+    stop: CancellationToken,
+) {
+    loop {
+        let now = *ready.borrow_and_update();
+        let status = if now {
+            ServingStatus::Serving
+        } else {
+            ServingStatus::NotServing
+        };
+        for name in &names {
+            health.set(name, status);
+        }
+        // The emitter holds the receiver until after this task ends.
+        let _ = heartbeat.send(now);
+        tokio::select! {
+            () = stop.cancelled() => return,
+            changed = ready.changed() => if changed.is_err() { return },
+        }
+    }
+}
+
+/// Serves the admin `routes` (e.g. fault injection) on their own listener,
+/// with reflection listing only `admin_services`, until `shutdown`. Keep the
+/// listener on loopback: nothing here is authenticated.
+pub async fn serve_admin(
+    listener: TcpListener,
+    admin_services: &[&str],
+    limits: Limits,
+    shutdown: CancellationToken,
+    routes: Routes,
+) -> Result<(), RuntimeError> {
+    let reflection = || {
+        let mut b = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(meshwatch_proto::FILE_DESCRIPTOR_SET)
+            .with_service_name("grpc.reflection.v1.ServerReflection")
+            .with_service_name("grpc.reflection.v1alpha.ServerReflection");
+        for name in admin_services {
+            b = b.with_service_name(*name);
+        }
+        b
+    };
+    let max = limits.max_message_bytes;
+    let routes = routes
+        .add_service(reflection().build_v1()?.max_decoding_message_size(max))
+        .add_service(reflection().build_v1alpha()?.max_decoding_message_size(max));
+    let local = listener.local_addr().ok();
+    tracing::info!(
+        server.address = %local.map_or_else(|| "?".to_owned(), |a| a.to_string()),
+        "admin listener serving"
+    );
+    Server::builder()
+        .layer(TraceLayer)
+        .layer(LimitLayer::new(limits))
+        .add_routes(routes)
+        .serve_with_incoming_shutdown(
+            TcpIncoming::from(listener).with_nodelay(Some(true)),
+            shutdown.cancelled_owned(),
+        )
+        .await?;
+    Ok(())
 }
 
 #[cfg(test)]

@@ -152,3 +152,56 @@ async fn closing_delivers_the_drain_status_then_ends_the_stream() {
         .expect("the stream ends within 5 s");
     assert!(end.is_none(), "{end:?}");
 }
+
+/// Waits (bounded) until `cond` holds, yielding to the watch tasks.
+async fn eventually(what: &str, cond: impl Fn() -> bool) {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+    while !cond() {
+        assert!(tokio::time::Instant::now() < deadline, "{what}");
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_watcher_that_leaves_ends_its_task_without_any_change() {
+    let state = HealthState::new();
+    state.set("order", ServingStatus::Serving);
+    let svc = HealthService::new(state.clone());
+    let mut quiet = svc.watch(req("order")).await.unwrap().into_inner();
+    let mut ghost = svc.watch(req("never-known")).await.unwrap().into_inner();
+    assert_eq!(next_status(&mut quiet).await, PbStatus::Serving);
+    assert_eq!(next_status(&mut ghost).await, PbStatus::ServiceUnknown);
+    assert_eq!(state.open_watches(), 2);
+    // Nothing ever changes for either name: only the hang-up can end them.
+    drop(quiet);
+    drop(ghost);
+    eventually("the watch tasks end when their clients leave", || {
+        state.open_watches() == 0
+    })
+    .await;
+    eventually("the unknown name's slot is released", || {
+        !state.lock().contains_key("never-known")
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn open_watches_are_capped_and_a_freed_place_is_reused() {
+    let state = HealthState::with_max_watches(2);
+    state.set("", ServingStatus::Serving);
+    let svc = HealthService::new(state.clone());
+    let first = svc.watch(req("")).await.unwrap().into_inner();
+    let _second = svc.watch(req("")).await.unwrap().into_inner();
+    let err = svc.watch(req("")).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::ResourceExhausted);
+    assert!(err.message().contains("Watch streams"), "{}", err.message());
+    // Check still answers at the cap.
+    assert!(svc.check(req("")).await.is_ok());
+    drop(first);
+    eventually("the first watch's place is freed", || {
+        state.open_watches() == 1
+    })
+    .await;
+    let mut third = svc.watch(req("")).await.unwrap().into_inner();
+    assert_eq!(next_status(&mut third).await, PbStatus::Serving);
+}
