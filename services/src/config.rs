@@ -12,6 +12,7 @@ use clap::Parser;
 use meshwatch_entry::{parse_args_from, parse_duration, ConfigError, Exit, LogArgs, TlsArgs};
 use meshwatch_tls::Tls;
 
+use crate::db::{self, DbTarget};
 use crate::faults::FaultSettings;
 use crate::inventory::catalog::{self, CatalogItem};
 use crate::inventory::DEFAULT_RESERVATION_TTL;
@@ -22,6 +23,13 @@ pub const DEFAULT_INVENTORY_LISTEN: &str = "127.0.0.1:50052";
 pub const DEFAULT_PAYMENT_LISTEN: &str = "127.0.0.1:50053";
 pub const DEFAULT_INVENTORY_ADDR: &str = "http://127.0.0.1:50052";
 pub const DEFAULT_PAYMENT_ADDR: &str = "http://127.0.0.1:50053";
+
+/// Default folder of the SQLite files (`<dir>/<service>.db`), relative to
+/// the working directory.
+pub const DEFAULT_DATA_DIR: &str = "meshwatch-data";
+/// Default age past which finished orders, keys, payments and reservations
+/// are deleted.
+pub const DEFAULT_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
 
 /// Longest duration the timeout and TTL flags take: far past any sensible
 /// setting, and short enough that adding it to the clock cannot overflow
@@ -63,6 +71,31 @@ pub struct CommonArgs {
     pub fault_hang: bool,
     #[command(flatten)]
     pub tls: TlsArgs,
+    /// Serve fault injection (meshwatch.admin.v1.FaultService) on this
+    /// loopback address; off when not given. Never on the public port.
+    #[arg(long, env = "MESHWATCH_ADMIN_LISTEN")]
+    pub admin_listen: Option<String>,
+    /// Folder of the embedded SQLite database (`<dir>/<service>.db`, created
+    /// on first start); not used with --database-url.
+    #[arg(long, env = "MESHWATCH_DATA_DIR", default_value = DEFAULT_DATA_DIR)]
+    pub data_dir: PathBuf,
+    /// PostgreSQL instead of SQLite: postgres://user:password@host:5432/dbname.
+    #[arg(long, env = "MESHWATCH_DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+    /// PostgreSQL connections this process opens at most.
+    #[arg(long, env = "MESHWATCH_DATABASE_MAX_CONNECTIONS", default_value_t = db::DEFAULT_MAX_CONNECTIONS)]
+    pub database_max_connections: u32,
+    /// Finished orders, idempotency keys, payments and reservations older
+    /// than this are deleted (in small batches). Clients must not retry a
+    /// key for longer.
+    #[arg(long, env = "MESHWATCH_RETENTION", default_value = "7d", value_parser = parse_duration)]
+    pub retention: Duration,
+    /// RPCs served at once; past it requests are refused with RESOURCE_EXHAUSTED.
+    #[arg(long, env = "MESHWATCH_MAX_CONCURRENT_RPCS", default_value_t = meshwatch_runtime::limits::DEFAULT_MAX_CONCURRENT_RPCS)]
+    pub max_concurrent_rpcs: usize,
+    /// Largest request message accepted, in bytes (RESOURCE_EXHAUSTED past it).
+    #[arg(long, env = "MESHWATCH_MAX_MESSAGE_BYTES", default_value_t = meshwatch_runtime::limits::DEFAULT_MAX_MESSAGE_BYTES)]
+    pub max_message_bytes: usize,
 }
 
 /// What every service runs with.
@@ -74,6 +107,11 @@ pub struct Common {
     pub faults: FaultSettings,
     /// gRPC TLS for the server and its clients; `None` is plaintext.
     pub tls: Option<Tls>,
+    /// Where the fault admin listens (loopback), if anywhere.
+    pub admin_listen: Option<SocketAddr>,
+    pub database: DbTarget,
+    pub retention: Duration,
+    pub limits: meshwatch_runtime::Limits,
 }
 
 impl TryFrom<CommonArgs> for Common {
@@ -94,6 +132,58 @@ impl TryFrom<CommonArgs> for Common {
                 return Err(ConfigError::new(flag, format!("{v} is outside [0, 1]")));
             }
         }
+        let admin_listen = a
+            .admin_listen
+            .as_deref()
+            .map(|s| {
+                let addr = listen("admin-listen", s)?;
+                if !addr.ip().is_loopback() {
+                    return Err(ConfigError::new(
+                        "admin-listen",
+                        format!("{addr} is not a loopback address (127.0.0.1:PORT or [::1]:PORT): fault injection is unauthenticated"),
+                    ));
+                }
+                Ok(addr)
+            })
+            .transpose()?;
+        let database = match a.database_url {
+            Some(url) => {
+                db::parse_postgres_url(&url).map_err(|e| ConfigError::new("database-url", e))?;
+                if a.database_max_connections == 0 {
+                    return Err(ConfigError::new(
+                        "database-max-connections",
+                        "must be at least 1",
+                    ));
+                }
+                DbTarget::Postgres {
+                    url,
+                    max_connections: a.database_max_connections,
+                }
+            }
+            None => {
+                if a.data_dir.as_os_str().is_empty() {
+                    return Err(ConfigError::new("data-dir", "must not be empty"));
+                }
+                DbTarget::Sqlite {
+                    data_dir: a.data_dir,
+                }
+            }
+        };
+        if a.retention < Duration::from_secs(60) {
+            return Err(ConfigError::new("retention", "must be at least 1m"));
+        }
+        if a.max_concurrent_rpcs == 0 {
+            return Err(ConfigError::new(
+                "max-concurrent-rpcs",
+                "must be at least 1",
+            ));
+        }
+        if a.max_message_bytes < 1024 {
+            return Err(ConfigError::new(
+                "max-message-bytes",
+                "must be at least 1024",
+            ));
+        }
         Ok(Self {
             heartbeat_interval: a.heartbeat_interval,
             drain_grace: a.drain_grace,
@@ -105,6 +195,13 @@ impl TryFrom<CommonArgs> for Common {
                 hang: a.fault_hang,
             },
             tls: Tls::load(&a.tls)?,
+            admin_listen,
+            database,
+            retention: at_most_max("retention", a.retention)?,
+            limits: meshwatch_runtime::Limits {
+                max_message_bytes: a.max_message_bytes,
+                max_concurrent_rpcs: a.max_concurrent_rpcs,
+            },
         })
     }
 }
@@ -117,6 +214,12 @@ impl Default for Common {
             log: meshwatch_runtime::telemetry::DEFAULT_FILTER.to_owned(),
             faults: FaultSettings::default(),
             tls: None,
+            admin_listen: None,
+            database: DbTarget::Sqlite {
+                data_dir: PathBuf::from(DEFAULT_DATA_DIR),
+            },
+            retention: DEFAULT_RETENTION,
+            limits: meshwatch_runtime::Limits::default(),
         }
     }
 }
@@ -408,6 +511,52 @@ mod tests {
     }
 
     #[test]
+    fn database_admin_and_limit_flags() {
+        let o = order(&[]).unwrap();
+        assert_eq!(
+            o.common.database,
+            DbTarget::Sqlite {
+                data_dir: PathBuf::from(DEFAULT_DATA_DIR)
+            }
+        );
+        assert_eq!(o.common.admin_listen, None, "admin is off by default");
+        let o = order(&[
+            "--database-url",
+            "postgres://u:p@127.0.0.1:5432/order",
+            "--admin-listen",
+            "127.0.0.1:6051",
+            "--retention",
+            "1h",
+        ])
+        .unwrap();
+        assert!(matches!(o.common.database, DbTarget::Postgres { .. }));
+        assert_eq!(
+            o.common.admin_listen,
+            Some("127.0.0.1:6051".parse().unwrap())
+        );
+        assert_eq!(o.common.retention, Duration::from_secs(3600));
+        let e = order(&["--admin-listen", "0.0.0.0:6051"]).unwrap_err();
+        assert_eq!(e.flag, "admin-listen");
+        assert!(e.to_string().contains("loopback"), "{e}");
+        let e = order(&["--database-url", "mysql://x/y"]).unwrap_err();
+        assert_eq!(e.flag, "database-url");
+        let e = order(&["--database-url", "postgres://u:hunter2@h:notaport/x"]).unwrap_err();
+        assert!(
+            !e.to_string().contains("hunter2"),
+            "no password in errors: {e}"
+        );
+        assert_eq!(
+            order(&["--max-concurrent-rpcs", "0"]).unwrap_err().flag,
+            "max-concurrent-rpcs"
+        );
+        assert_eq!(
+            order(&["--max-message-bytes", "10"]).unwrap_err().flag,
+            "max-message-bytes"
+        );
+        assert_eq!(order(&["--retention", "1s"]).unwrap_err().flag, "retention");
+    }
+
+    #[test]
     fn durations_that_would_overflow_the_clock_are_refused() {
         // Parses as a Duration, but `Instant::now() + d` panics: refused by
         // the parser; past 30 days refused by the config, naming the flag.
@@ -416,6 +565,8 @@ mod tests {
             assert!(OrderArgs::try_parse_from(["order", flag, huge]).is_err());
         }
         assert!(InventoryArgs::try_parse_from(["inventory", "--reservation-ttl", huge]).is_err());
+        let e = order(&["--retention", "31d"]).unwrap_err();
+        assert_eq!(e.flag, "retention", "{e}");
         let e = order(&["--call-timeout", "31d"]).unwrap_err();
         assert_eq!(e.flag, "call-timeout", "{e}");
         let e = order(&["--request-budget", "31d"]).unwrap_err();

@@ -6,8 +6,19 @@ use std::time::{Duration, SystemTime};
 
 use meshwatch_proto::common::v1 as pb;
 
+use crate::db::DbError;
 use crate::deadline::Deadline;
 use crate::money::{Money, MoneyError};
+
+/// A database failure as a caller sees it: UNAVAILABLE (retry later) while
+/// the database does not answer, INTERNAL otherwise; the message names the
+/// database.
+pub fn db_status(e: &DbError) -> tonic::Status {
+    match e {
+        DbError::Unavailable { .. } => tonic::Status::unavailable(e.to_string()),
+        DbError::Query { .. } | DbError::Corrupt { .. } => tonic::Status::internal(e.to_string()),
+    }
+}
 
 /// `SystemTime` as a protobuf timestamp.
 pub fn timestamp(t: SystemTime) -> prost_types::Timestamp {

@@ -1,6 +1,7 @@
 //! Fault injection (latency, error rate, decline rate, hang): settings set at
 //! start by flag, changed at run time through `meshwatch.admin.v1.FaultService`
-//! served on the service's own port.
+//! served on the service's admin listener (`--admin-listen`, loopback only),
+//! never on its public port.
 
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -171,8 +172,12 @@ impl FaultAdmin {
         Self { faults }
     }
 
-    pub fn into_server(self) -> pb::fault_service_server::FaultServiceServer<Self> {
+    pub fn into_server(
+        self,
+        max_message_bytes: usize,
+    ) -> pb::fault_service_server::FaultServiceServer<Self> {
         pb::fault_service_server::FaultServiceServer::new(self)
+            .max_decoding_message_size(max_message_bytes)
     }
 }
 

@@ -3,6 +3,8 @@
 //! graceful shutdown with a final `down` heartbeat, and exit 64 on bad flags.
 #![allow(clippy::unwrap_used)]
 
+mod support;
+
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -22,7 +24,12 @@ struct Service {
     child: Child,
 }
 
-fn spawn(name: &'static str, port: u16, extra: &[String]) -> Service {
+/// A data dir for the services of one test (each service its own file in it).
+fn data_dir() -> tempfile::TempDir {
+    tempfile::tempdir().unwrap()
+}
+
+fn spawn(name: &'static str, port: u16, data: &std::path::Path, extra: &[String]) -> Service {
     let bin = match name {
         "order" => env!("CARGO_BIN_EXE_order"),
         "inventory" => env!("CARGO_BIN_EXE_inventory"),
@@ -31,6 +38,8 @@ fn spawn(name: &'static str, port: u16, extra: &[String]) -> Service {
     let child = Command::new(bin)
         .arg("--listen")
         .arg(format!("127.0.0.1:{port}"))
+        .arg("--data-dir")
+        .arg(data)
         .args(extra)
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -109,13 +118,14 @@ const REQUIRED: [&str; 8] = [
     "event.dataset",
 ];
 
-async fn start_mesh() -> (Service, Service, Service) {
+async fn start_mesh(data: &std::path::Path) -> (Service, Service, Service) {
     let (ip, pp, op) = (free_port(), free_port(), free_port());
-    let inventory = spawn("inventory", ip, &[]);
-    let payment = spawn("payment", pp, &[]);
+    let inventory = spawn("inventory", ip, data, &[]);
+    let payment = spawn("payment", pp, data, &[]);
     let order = spawn(
         "order",
         op,
+        data,
         &[
             "--inventory-addr".into(),
             format!("http://127.0.0.1:{ip}"),
@@ -131,7 +141,8 @@ async fn start_mesh() -> (Service, Service, Service) {
 
 #[tokio::test]
 async fn one_place_order_is_one_trace_across_three_services_in_ecs_lines() {
-    let (inventory, payment, order) = start_mesh().await;
+    let data = data_dir();
+    let (inventory, payment, order) = start_mesh(data.path()).await;
     let mut client = pb::order_service_client::OrderServiceClient::new(channel(order.port).await);
     let resp = client
         .place_order(pb::PlaceOrderRequest {
@@ -280,7 +291,8 @@ fn grpcurl(args: &[&str]) -> std::process::Output {
 
 #[tokio::test]
 async fn grpcurl_lists_services_by_reflection_and_places_an_order() {
-    let (inventory, payment, order) = start_mesh().await;
+    let data = data_dir();
+    let (inventory, payment, order) = start_mesh(data.path()).await;
     let addr = format!("127.0.0.1:{}", order.port);
     let out = grpcurl(&["-plaintext", &addr, "list"]);
     let text = String::from_utf8_lossy(&out.stdout);
@@ -289,17 +301,15 @@ async fn grpcurl_lists_services_by_reflection_and_places_an_order() {
         "{text} {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    for s in [
-        "meshwatch.order.v1.OrderService",
-        "grpc.health.v1.Health",
-        "meshwatch.admin.v1.FaultService",
-    ] {
+    for s in ["meshwatch.order.v1.OrderService", "grpc.health.v1.Health"] {
         assert!(text.lines().any(|l| l == s), "{s} missing from {text}");
     }
-    // Only what this server serves: order does not advertise its neighbours.
+    // Only what this server serves: order does not advertise its neighbours,
+    // and fault injection lives on the admin listener, not here.
     for s in [
         "meshwatch.payment.v1.PaymentService",
         "meshwatch.monitor.v1.Monitor",
+        "meshwatch.admin.v1.FaultService",
     ] {
         assert!(!text.lines().any(|l| l == s), "{s} listed by order: {text}");
     }
@@ -374,6 +384,16 @@ fn bad_flags_exit_64_naming_the_flag() {
             "--reservation-ttl",
         ),
         (env!("CARGO_BIN_EXE_inventory"), vec!["--bogus"], "--bogus"),
+        (
+            env!("CARGO_BIN_EXE_payment"),
+            vec!["--admin-listen", "0.0.0.0:1"],
+            "--admin-listen",
+        ),
+        (
+            env!("CARGO_BIN_EXE_order"),
+            vec!["--database-url", "mysql://db/order"],
+            "--database-url",
+        ),
     ] {
         let out = std::process::Command::new(bin)
             .args(&args)
@@ -383,4 +403,201 @@ fn bad_flags_exit_64_naming_the_flag() {
         assert_eq!(out.status.code(), Some(64), "{bin} {args:?}: {err}");
         assert!(err.contains(flag), "{bin} {args:?}: {err}");
     }
+}
+
+#[test]
+fn a_data_dir_that_cannot_be_made_exits_73_naming_the_flag() {
+    let file = tempfile::NamedTempFile::new().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_payment"))
+        .args(["--listen", "127.0.0.1:0", "--data-dir"])
+        // A file where the folder should be.
+        .arg(file.path().join("sub"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(73), "{err}");
+    assert!(err.contains("--data-dir"), "{err}");
+}
+
+#[tokio::test]
+async fn the_admin_listener_serves_faults_on_loopback_only_when_asked() {
+    let data = data_dir();
+    let (port, admin) = (free_port(), free_port());
+    let payment = spawn(
+        "payment",
+        port,
+        data.path(),
+        &["--admin-listen".into(), format!("127.0.0.1:{admin}")],
+    );
+    wait_serving(port).await;
+    let out = grpcurl(&["-plaintext", &format!("127.0.0.1:{admin}"), "list"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.lines().any(|l| l == "meshwatch.admin.v1.FaultService"),
+        "{text}"
+    );
+    assert!(
+        !text.lines().any(|l| l.contains("PaymentService")),
+        "{text}"
+    );
+    let out = grpcurl(&[
+        "-plaintext",
+        "-d",
+        r#"{"decline_rate":0.5}"#,
+        &format!("127.0.0.1:{admin}"),
+        "meshwatch.admin.v1.FaultService/SetFaults",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["declineRate"], 0.5, "{v}");
+    // The public port does not serve it.
+    let out = grpcurl(&[
+        "-plaintext",
+        "-d",
+        r#"{"hang":true}"#,
+        &format!("127.0.0.1:{port}"),
+        "meshwatch.admin.v1.FaultService/SetFaults",
+    ]);
+    assert!(!out.status.success());
+    let (status, _) = stop(payment).await;
+    assert!(status.success());
+}
+
+/// PlaceOrder through the order binary on `port`.
+async fn place(port: u16, key: &str, sku: &str) -> pb::Order {
+    let mut client = pb::order_service_client::OrderServiceClient::new(channel(port).await);
+    let mut req = tonic::Request::new(pb::PlaceOrderRequest {
+        idempotency_key: key.into(),
+        customer_id: "c-restart".into(),
+        items: vec![pb::LineItem {
+            sku: sku.into(),
+            quantity: 3,
+        }],
+        currency_code: "USD".into(),
+        payment_token: String::new(),
+    });
+    req.set_timeout(Duration::from_secs(10));
+    client
+        .place_order(req)
+        .await
+        .unwrap()
+        .into_inner()
+        .order
+        .unwrap()
+}
+
+/// (available, reserved) of `sku` from the inventory binary on `port`.
+async fn stock_of(port: u16, sku: &str) -> (u32, u32) {
+    use meshwatch_proto::inventory::v1 as inv;
+    let items = inv::inventory_service_client::InventoryServiceClient::new(channel(port).await)
+        .get_stock(inv::GetStockRequest {
+            skus: vec![sku.into()],
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .items;
+    (items[0].available, items[0].reserved)
+}
+
+async fn payment_of(port: u16, order_id: &str) -> meshwatch_proto::payment::v1::Payment {
+    use meshwatch_proto::payment::v1 as pay;
+    pay::payment_service_client::PaymentServiceClient::new(channel(port).await)
+        .get_payment(pay::GetPaymentRequest {
+            order_id: order_id.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+}
+
+/// After SIGTERM of all three and a start on the same data, stock, orders,
+/// payments and keys are as they were, and a retry returns the same order
+/// and payment.
+async fn restart_keeps_everything(extra: impl Fn(&str) -> Vec<String>) {
+    let data = data_dir();
+    let (ip, pp, op) = (free_port(), free_port(), free_port());
+    let start = |data: &std::path::Path| {
+        let inventory = spawn("inventory", ip, data, &extra("inventory"));
+        let payment = spawn("payment", pp, data, &extra("payment"));
+        let mut order_args = vec![
+            "--inventory-addr".into(),
+            format!("http://127.0.0.1:{ip}"),
+            "--payment-addr".into(),
+            format!("http://127.0.0.1:{pp}"),
+        ];
+        order_args.extend(extra("order"));
+        let order = spawn("order", op, data, &order_args);
+        (inventory, payment, order)
+    };
+    let (inventory, payment, order) = start(data.path());
+    for p in [ip, pp, op] {
+        wait_serving(p).await;
+    }
+    let before = stock_of(ip, "sku-grinder").await;
+    let placed = place(op, "restart-1", "sku-grinder").await;
+    assert_eq!(placed.status(), pb::OrderStatus::Confirmed, "{placed:?}");
+    let paid = payment_of(pp, &placed.order_id).await;
+    assert_eq!(stock_of(ip, "sku-grinder").await, (before.0 - 3, 0));
+    for s in [order, payment, inventory] {
+        let (status, _) = stop(s).await;
+        assert!(status.success());
+    }
+
+    let (inventory, payment, order) = start(data.path());
+    for p in [ip, pp, op] {
+        wait_serving(p).await;
+    }
+    assert_eq!(
+        stock_of(ip, "sku-grinder").await,
+        (before.0 - 3, 0),
+        "sold units are not sold again"
+    );
+    let got = pb::order_service_client::OrderServiceClient::new(channel(op).await)
+        .get_order(pb::GetOrderRequest {
+            order_id: placed.order_id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .order
+        .unwrap();
+    assert_eq!(got, placed, "GetOrder remembers the order");
+    let again = place(op, "restart-1", "sku-grinder").await;
+    assert_eq!(
+        again, placed,
+        "a retry under the key returns the same order"
+    );
+    let paid_again = payment_of(pp, &placed.order_id).await;
+    assert_eq!(paid_again, paid, "the same payment, charged once");
+    assert_eq!(paid_again.charge_count, 1);
+    assert_eq!(stock_of(ip, "sku-grinder").await, (before.0 - 3, 0));
+    for s in [order, payment, inventory] {
+        let (status, _) = stop(s).await;
+        assert!(status.success());
+    }
+}
+
+#[tokio::test]
+async fn a_restart_on_sqlite_keeps_stock_orders_payments_and_keys() {
+    restart_keeps_everything(|_| Vec::new()).await;
+}
+
+#[tokio::test]
+async fn a_restart_on_postgres_keeps_stock_orders_payments_and_keys() {
+    let server = support::postgres_url();
+    let mut urls = std::collections::HashMap::new();
+    for name in ["order", "inventory", "payment"] {
+        urls.insert(name, support::create_database(&server, name).await);
+    }
+    restart_keeps_everything(|name| vec!["--database-url".into(), urls[name].clone()]).await;
 }

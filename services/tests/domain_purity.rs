@@ -69,6 +69,8 @@ fn domain_modules_never_name_grpc_types() {
     for must in [
         "money.rs",
         "deadline.rs",
+        "db.rs",
+        "limits.rs",
         "order/book.rs",
         "order/saga.rs",
         "order/ports.rs",

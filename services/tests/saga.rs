@@ -1,6 +1,11 @@
 //! The order saga across the three services, each on a real socket (port 0),
-//! in one process.
+//! in one process, each test once on SQLite and once on PostgreSQL (each
+//! service of each test with a database of its own).
 #![allow(clippy::unwrap_used)]
+
+mod support;
+
+use support::{Backend, Databases};
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -27,9 +32,11 @@ struct Mesh {
     order: OrderClient,
     inventory: InventoryClient,
     payment: PaymentClient,
+    payment_admin: SocketAddr,
     payment_addr: SocketAddr,
     inventory_addr: SocketAddr,
     shutdown: CancellationToken,
+    _databases: Databases,
 }
 
 impl Drop for Mesh {
@@ -39,6 +46,7 @@ impl Drop for Mesh {
 }
 
 struct Options {
+    backend: Backend,
     catalog: Vec<CatalogItem>,
     reservation_ttl: Duration,
     payment_faults: FaultSettings,
@@ -47,11 +55,14 @@ struct Options {
     /// Point order at an address where nothing listens instead.
     inventory_down: bool,
     payment_down: bool,
+    /// Order's concurrency limit.
+    order_max_concurrent: usize,
 }
 
 impl Default for Options {
     fn default() -> Self {
         Self {
+            backend: Backend::Sqlite,
             catalog: catalog::seed(),
             reservation_ttl: Duration::from_secs(30),
             payment_faults: FaultSettings::default(),
@@ -59,6 +70,7 @@ impl Default for Options {
             request_budget: Duration::from_secs(10),
             inventory_down: false,
             payment_down: false,
+            order_max_concurrent: meshwatch_runtime::limits::DEFAULT_MAX_CONCURRENT_RPCS,
         }
     }
 }
@@ -84,10 +96,12 @@ async fn client_channel(addr: SocketAddr) -> Channel {
 
 async fn mesh(opts: Options) -> Mesh {
     let shutdown = CancellationToken::new();
+    let mut databases = Databases::default();
     let (il, inventory_addr) = bind().await;
     let mut icfg = InventoryConfig::local(inventory_addr);
     icfg.catalog = opts.catalog;
     icfg.reservation_ttl = opts.reservation_ttl;
+    icfg.common.database = databases.fresh(opts.backend, "inventory").await;
     tokio::spawn(app::run_inventory(
         icfg,
         app::identity("inventory"),
@@ -96,15 +110,18 @@ async fn mesh(opts: Options) -> Mesh {
     ));
 
     let (pl, payment_addr) = bind().await;
+    let (admin, payment_admin) = bind().await;
     let mut pcfg = PaymentConfig {
         listen: payment_addr,
         common: Default::default(),
     };
     pcfg.common.faults = opts.payment_faults;
-    tokio::spawn(app::run_payment(
+    pcfg.common.database = databases.fresh(opts.backend, "payment").await;
+    tokio::spawn(app::run_payment_on(
         pcfg,
         app::identity("payment"),
         pl,
+        Some(admin),
         shutdown.clone(),
     ));
 
@@ -126,6 +143,8 @@ async fn mesh(opts: Options) -> Mesh {
     );
     ocfg.call_timeout = opts.call_timeout;
     ocfg.request_budget = opts.request_budget;
+    ocfg.common.limits.max_concurrent_rpcs = opts.order_max_concurrent;
+    ocfg.common.database = databases.fresh(opts.backend, "order").await;
     tokio::spawn(app::run_order(
         ocfg,
         app::identity("order"),
@@ -133,14 +152,57 @@ async fn mesh(opts: Options) -> Mesh {
         shutdown.clone(),
     ));
 
-    Mesh {
+    let m = Mesh {
         order: OrderClient::new(client_channel(order_addr).await),
         inventory: InventoryClient::new(client_channel(inventory_addr).await),
         payment: PaymentClient::new(client_channel(payment_addr).await),
+        payment_admin,
         payment_addr,
         inventory_addr,
         shutdown,
+        _databases: databases,
+    };
+    for addr in [order_addr, inventory_addr, payment_addr] {
+        wait_serving(addr).await;
     }
+    m
+}
+
+/// Until grpc.health.v1 says SERVING for "" (the database is open), bounded.
+async fn wait_serving(addr: SocketAddr) {
+    use meshwatch_proto::health::v1 as health;
+    let client = health::health_client::HealthClient::new(client_channel(addr).await);
+    support::eventually(&format!("{addr} SERVING"), Duration::from_secs(20), || {
+        let mut c = client.clone();
+        async move {
+            c.check(health::HealthCheckRequest::default())
+                .await
+                .is_ok_and(|r| {
+                    r.into_inner().status() == health::health_check_response::ServingStatus::Serving
+                })
+        }
+    })
+    .await;
+}
+
+/// Each test once per backend: `both!(name)` makes `name::sqlite` and
+/// `name::postgres` from `async fn name(backend: Backend)`.
+macro_rules! both {
+    ($name:ident) => {
+        mod $name {
+            use super::*;
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                super::$name(Backend::Sqlite).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                super::$name(Backend::Postgres).await;
+            }
+        }
+    };
 }
 
 fn request(key: &str, sku: &str, quantity: u32) -> pb::PlaceOrderRequest {
@@ -206,9 +268,13 @@ fn item(sku: &str, stock: u32) -> CatalogItem {
     }
 }
 
-#[tokio::test]
-async fn happy_path_confirms_decrements_stock_and_charges_once() {
-    let m = mesh(Options::default()).await;
+both!(happy_path_confirms_decrements_stock_and_charges_once);
+async fn happy_path_confirms_decrements_stock_and_charges_once(backend: Backend) {
+    let m = mesh(Options {
+        backend,
+        ..Options::default()
+    })
+    .await;
     let before = m.stock("sku-espresso").await;
     let order = m
         .place(request("happy-1", "sku-espresso", 2))
@@ -238,9 +304,13 @@ async fn happy_path_confirms_decrements_stock_and_charges_once() {
     assert_eq!(got, order);
 }
 
-#[tokio::test]
-async fn decline_releases_the_stock_and_leaves_no_charge() {
-    let m = mesh(Options::default()).await;
+both!(decline_releases_the_stock_and_leaves_no_charge);
+async fn decline_releases_the_stock_and_leaves_no_charge(backend: Backend) {
+    let m = mesh(Options {
+        backend,
+        ..Options::default()
+    })
+    .await;
     let before = m.stock("sku-mug").await;
     let mut req = request("decline-1", "sku-mug", 3);
     req.payment_token = "tok_decline_insufficient_funds".into();
@@ -255,9 +325,13 @@ async fn decline_releases_the_stock_and_leaves_no_charge() {
     );
 }
 
-#[tokio::test]
-async fn same_key_twice_and_concurrently_gives_one_order_and_one_charge() {
-    let m = mesh(Options::default()).await;
+both!(same_key_twice_and_concurrently_gives_one_order_and_one_charge);
+async fn same_key_twice_and_concurrently_gives_one_order_and_one_charge(backend: Backend) {
+    let m = mesh(Options {
+        backend,
+        ..Options::default()
+    })
+    .await;
     let before = m.stock("sku-filter").await;
     let first = m.place(request("idem-seq", "sku-filter", 1)).await.unwrap();
     let second = m.place(request("idem-seq", "sku-filter", 1)).await.unwrap();
@@ -302,9 +376,10 @@ async fn same_key_twice_and_concurrently_gives_one_order_and_one_charge() {
     assert!(e.message().contains("idem-seq"));
 }
 
-#[tokio::test]
-async fn two_hundred_concurrent_orders_against_stock_fifty() {
+both!(two_hundred_concurrent_orders_against_stock_fifty);
+async fn two_hundred_concurrent_orders_against_stock_fifty(backend: Backend) {
     let m = mesh(Options {
+        backend,
         catalog: vec![item("sku-rare", 50)],
         ..Options::default()
     })
@@ -323,10 +398,8 @@ async fn two_hundred_concurrent_orders_against_stock_fifty() {
     for t in tasks {
         match t.await.unwrap() {
             Ok(r) => {
-                assert_eq!(
-                    r.into_inner().order.unwrap().status(),
-                    pb::OrderStatus::Confirmed
-                );
+                let o = r.into_inner().order.unwrap();
+                assert_eq!(o.status(), pb::OrderStatus::Confirmed, "{o:?}");
                 confirmed += 1;
             }
             Err(s) => {
@@ -340,9 +413,10 @@ async fn two_hundred_concurrent_orders_against_stock_fifty() {
     assert_eq!(m.stock("sku-rare").await, (0, 0));
 }
 
-#[tokio::test]
-async fn inventory_down_is_unavailable_naming_it_within_the_deadline() {
+both!(inventory_down_is_unavailable_naming_it_within_the_deadline);
+async fn inventory_down_is_unavailable_naming_it_within_the_deadline(backend: Backend) {
     let m = mesh(Options {
+        backend,
         inventory_down: true,
         ..Options::default()
     })
@@ -362,9 +436,10 @@ async fn inventory_down_is_unavailable_naming_it_within_the_deadline() {
     let _ = m.inventory_addr;
 }
 
-#[tokio::test]
-async fn payment_down_is_unavailable_naming_it_and_releases_the_stock() {
+both!(payment_down_is_unavailable_naming_it_and_releases_the_stock);
+async fn payment_down_is_unavailable_naming_it_and_releases_the_stock(backend: Backend) {
     let m = mesh(Options {
+        backend,
         payment_down: true,
         ..Options::default()
     })
@@ -389,9 +464,10 @@ async fn payment_down_is_unavailable_naming_it_and_releases_the_stock() {
     );
 }
 
-#[tokio::test]
-async fn a_hanging_payment_answers_deadline_exceeded_within_the_call_timeout() {
+both!(a_hanging_payment_answers_deadline_exceeded_within_the_call_timeout);
+async fn a_hanging_payment_answers_deadline_exceeded_within_the_call_timeout(backend: Backend) {
     let m = mesh(Options {
+        backend,
         payment_faults: FaultSettings {
             hang: true,
             ..FaultSettings::default()
@@ -426,9 +502,12 @@ async fn a_hanging_payment_answers_deadline_exceeded_within_the_call_timeout() {
     assert_eq!(m.stock("sku-espresso").await, before);
 }
 
-#[tokio::test]
-async fn a_caller_without_a_deadline_is_answered_within_the_budget_while_compensation_goes_on() {
+both!(a_caller_without_a_deadline_is_answered_within_the_budget_while_compensation_goes_on);
+async fn a_caller_without_a_deadline_is_answered_within_the_budget_while_compensation_goes_on(
+    backend: Backend,
+) {
     let m = mesh(Options {
+        backend,
         payment_faults: FaultSettings {
             hang: true,
             ..FaultSettings::default()
@@ -481,11 +560,12 @@ async fn a_caller_without_a_deadline_is_answered_within_the_budget_while_compens
     assert_eq!(m.stock("sku-espresso").await, before);
 }
 
-#[tokio::test]
-async fn failure_after_the_charge_refunds_then_releases() {
+both!(failure_after_the_charge_refunds_then_releases);
+async fn failure_after_the_charge_refunds_then_releases(backend: Backend) {
     // The reservation expires while payment is slow, so the commit fails
     // after the money was taken.
     let m = mesh(Options {
+        backend,
         catalog: vec![item("sku-slow", 5)],
         reservation_ttl: Duration::from_millis(200),
         payment_faults: FaultSettings {
@@ -513,9 +593,13 @@ async fn failure_after_the_charge_refunds_then_releases() {
     assert_eq!(m.stock("sku-slow").await, (5, 0));
 }
 
-#[tokio::test]
-async fn invalid_input_is_refused_with_a_useful_message_and_no_state_change() {
-    let m = mesh(Options::default()).await;
+both!(invalid_input_is_refused_with_a_useful_message_and_no_state_change);
+async fn invalid_input_is_refused_with_a_useful_message_and_no_state_change(backend: Backend) {
+    let m = mesh(Options {
+        backend,
+        ..Options::default()
+    })
+    .await;
     let before = m.stock("sku-espresso").await;
     let cases: Vec<(pb::PlaceOrderRequest, Code, &str)> = vec![
         (
@@ -575,10 +659,24 @@ async fn invalid_input_is_refused_with_a_useful_message_and_no_state_change() {
     assert_eq!(e.code(), Code::NotFound);
 }
 
-#[tokio::test]
-async fn faults_change_at_run_time_through_the_admin_service() {
-    let m = mesh(Options::default()).await;
-    let channel = client_channel(m.payment_addr).await;
+both!(faults_change_at_run_time_through_the_admin_service);
+async fn faults_change_at_run_time_through_the_admin_service(backend: Backend) {
+    let m = mesh(Options {
+        backend,
+        ..Options::default()
+    })
+    .await;
+    // Not on the public port, nor in its reflection.
+    let public = client_channel(m.payment_addr).await;
+    let e = admin::fault_service_client::FaultServiceClient::new(public)
+        .set_faults(admin::SetFaultsRequest {
+            hang: Some(true),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::Unimplemented, "{e:?}");
+    let channel = client_channel(m.payment_admin).await;
     let mut admin = admin::fault_service_client::FaultServiceClient::new(channel);
     let now = admin
         .set_faults(admin::SetFaultsRequest {
@@ -664,19 +762,31 @@ impl inv::inventory_service_server::InventoryService for CommitAnswerLost {
     }
 }
 
-#[tokio::test]
-async fn a_commit_whose_answer_is_lost_confirms_instead_of_refunding_sold_units() {
+both!(a_commit_whose_answer_is_lost_confirms_instead_of_refunding_sold_units);
+async fn a_commit_whose_answer_is_lost_confirms_instead_of_refunding_sold_units(backend: Backend) {
     let shutdown = CancellationToken::new();
     let _stop = shutdown.clone().drop_guard();
+    let mut databases = Databases::default();
     let (il, inventory_addr) = bind().await;
-    let store = std::sync::Arc::new(meshwatch_services::inventory::Inventory::new(
+    let db = meshwatch_services::db::Database::open(
+        "inventory",
+        &databases.fresh(backend, "inventory").await,
+        meshwatch_services::inventory::MIGRATIONS,
+        meshwatch_runtime::Readiness::default(),
+    )
+    .await
+    .unwrap();
+    let store = meshwatch_services::inventory::Inventory::new(
+        db,
         vec![item("sku-lost", 5)],
         Duration::from_secs(30),
-    ));
+        meshwatch_services::db::Clock::System,
+    );
     let wrapped = CommitAnswerLost {
         inner: meshwatch_services::inventory::InventoryService::new(
             store,
             meshwatch_services::faults::Faults::none("inventory"),
+            1 << 20,
         ),
         lost: std::sync::atomic::AtomicBool::new(false),
     };
@@ -689,11 +799,13 @@ async fn a_commit_whose_answer_is_lost_confirms_instead_of_refunding_sold_units(
         )),
     ));
     let (pl, payment_addr) = bind().await;
+    let mut pcfg = PaymentConfig {
+        listen: payment_addr,
+        common: Default::default(),
+    };
+    pcfg.common.database = databases.fresh(backend, "payment").await;
     tokio::spawn(app::run_payment(
-        PaymentConfig {
-            listen: payment_addr,
-            common: Default::default(),
-        },
+        pcfg,
         app::identity("payment"),
         pl,
         shutdown.clone(),
@@ -704,6 +816,7 @@ async fn a_commit_whose_answer_is_lost_confirms_instead_of_refunding_sold_units(
         &format!("http://{inventory_addr}"),
         &format!("http://{payment_addr}"),
     );
+    ocfg.common.database = databases.fresh(backend, "order").await;
     ocfg.call_timeout = Duration::from_secs(1);
     tokio::spawn(app::run_order(
         ocfg,

@@ -10,7 +10,11 @@ fn main() -> ExitCode {
     };
     let (listen, log) = (cfg.listen, cfg.common.log.clone());
     let identity = meshwatch_services::app::identity("order");
-    meshwatch_runtime::entry::run_main(identity, listen, &log, move |id, l, s| {
-        meshwatch_services::app::run_order(cfg, id, l, s)
-    })
+    meshwatch_runtime::entry::run_main_with(
+        identity,
+        listen,
+        &log,
+        move |id, l, s| meshwatch_services::app::run_order(cfg, id, l, s),
+        meshwatch_services::app::AppError::exit,
+    )
 }

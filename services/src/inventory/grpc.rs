@@ -1,13 +1,12 @@
 //! `meshwatch.inventory.v1.InventoryService`: a thin adapter over [`Inventory`].
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use meshwatch_proto::inventory::v1 as pb;
 use tonic::{Request, Response, Status};
 
 use super::store::{Inventory, InventoryError, ReservationState, ReservedItem};
-use crate::edge::{money_proto, timestamp};
+use crate::edge::{db_status, money_proto, timestamp};
 use crate::faults::Faults;
 
 /// Budget assumed when a caller sends no deadline (only faults wait on it).
@@ -17,8 +16,11 @@ impl From<InventoryError> for Status {
     fn from(e: InventoryError) -> Self {
         let msg = e.to_string();
         match e {
+            InventoryError::Db(e) => db_status(&e),
             InventoryError::MissingOrderId
             | InventoryError::MissingReservationId
+            | InventoryError::TooManyItems { .. }
+            | InventoryError::TooLong { .. }
             | InventoryError::NoItems
             | InventoryError::ZeroQuantity { .. }
             | InventoryError::DuplicateSku(_) => Status::invalid_argument(msg),
@@ -56,17 +58,24 @@ impl From<&ReservedItem> for pb::ReservedItem {
 /// The gRPC face of an [`Inventory`].
 #[derive(Debug, Clone)]
 pub struct InventoryService {
-    inventory: Arc<Inventory>,
+    inventory: Inventory,
     faults: Faults,
+    max_message_bytes: usize,
 }
 
 impl InventoryService {
-    pub fn new(inventory: Arc<Inventory>, faults: Faults) -> Self {
-        Self { inventory, faults }
+    pub fn new(inventory: Inventory, faults: Faults, max_message_bytes: usize) -> Self {
+        Self {
+            inventory,
+            faults,
+            max_message_bytes,
+        }
     }
 
     pub fn into_server(self) -> pb::inventory_service_server::InventoryServiceServer<Self> {
+        let max = self.max_message_bytes;
         pb::inventory_service_server::InventoryServiceServer::new(self)
+            .max_decoding_message_size(max)
     }
 
     async fn faults<T>(&self, request: &Request<T>) -> Result<(), Status> {
@@ -89,6 +98,7 @@ impl pb::inventory_service_server::InventoryService for InventoryService {
         let r = self
             .inventory
             .reserve(&req.order_id, &lines)
+            .await
             .inspect_err(|e| {
                 tracing::info!(order.id = %req.order_id, error.message = %e, "reservation refused");
             })?;
@@ -111,8 +121,7 @@ impl pb::inventory_service_server::InventoryService for InventoryService {
     ) -> Result<Response<pb::CommitResponse>, Status> {
         self.faults(&request).await?;
         let id = request.into_inner().reservation_id;
-        let state = self.inventory.commit(&id)?;
-        let order_id = self.inventory.order_of(&id).unwrap_or_default();
+        let (state, order_id) = self.inventory.commit(&id).await?;
         meshwatch_runtime::telemetry::record_order_id(&order_id);
         tracing::info!(order.id = %order_id, reservation.id = %id, "reservation committed");
         Ok(Response::new(pb::CommitResponse {
@@ -126,8 +135,7 @@ impl pb::inventory_service_server::InventoryService for InventoryService {
     ) -> Result<Response<pb::ReleaseResponse>, Status> {
         self.faults(&request).await?;
         let id = request.into_inner().reservation_id;
-        let state = self.inventory.release(&id)?;
-        let order_id = self.inventory.order_of(&id).unwrap_or_default();
+        let (state, order_id) = self.inventory.release(&id).await?;
         meshwatch_runtime::telemetry::record_order_id(&order_id);
         tracing::info!(order.id = %order_id, reservation.id = %id, reservation.state = ?state, "reservation released");
         Ok(Response::new(pb::ReleaseResponse {
@@ -140,7 +148,7 @@ impl pb::inventory_service_server::InventoryService for InventoryService {
         request: Request<pb::GetStockRequest>,
     ) -> Result<Response<pb::GetStockResponse>, Status> {
         self.faults(&request).await?;
-        let levels = self.inventory.stock(&request.into_inner().skus)?;
+        let levels = self.inventory.stock(&request.into_inner().skus).await?;
         Ok(Response::new(pb::GetStockResponse {
             items: levels
                 .into_iter()

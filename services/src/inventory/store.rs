@@ -1,21 +1,31 @@
-//! Stock and reservations. All-or-nothing reservations under one lock, so
-//! stock never goes negative however many orders race; a reservation not
-//! committed within its TTL expires and its units return to stock.
+//! Stock and reservations in the service's database. Stock moves in one
+//! conditional statement (`available >= qty`), so it never goes negative
+//! however many orders race on however many replicas; a reservation is
+//! all-or-nothing (one transaction), at most one is live per order (a unique
+//! index), and one not committed within its TTL expires: the sweeper finds
+//! due ones through an index on the deadline, and every use checks it too.
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::Mutex;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use tokio::time::Instant;
+use serde::{Deserialize, Serialize};
+use sqlx::Row;
+use tokio_util::sync::CancellationToken;
 
 use super::catalog::CatalogItem;
+use crate::db::{Clock, Database, DbError, RETENTION_BATCH};
+use crate::limits::{MAX_ID_LEN, MAX_ITEMS, MAX_SKU_LEN};
 use crate::money::Money;
+use crate::{begin_write, with_pool};
 
 /// Default time a reservation may stay uncommitted.
 pub const DEFAULT_RESERVATION_TTL: Duration = Duration::from_secs(30);
+/// Due reservations expired per sweep.
+const EXPIRY_BATCH: i64 = 200;
+/// The sweeper looks at least this often (other replicas add reservations).
+const EXPIRY_POLL: Duration = Duration::from_secs(1);
 
 /// Why an inventory operation was refused.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum InventoryError {
     #[error("order_id is required")]
     MissingOrderId,
@@ -23,6 +33,10 @@ pub enum InventoryError {
     MissingReservationId,
     #[error("items must not be empty")]
     NoItems,
+    #[error("{count} items in one reservation; at most {MAX_ITEMS}")]
+    TooManyItems { count: usize },
+    #[error("{field} is longer than {max} bytes")]
+    TooLong { field: &'static str, max: usize },
     #[error("item {sku:?}: quantity must be at least 1")]
     ZeroQuantity { sku: String },
     #[error("item {0:?} appears more than once; send one line per SKU")]
@@ -43,6 +57,8 @@ pub enum InventoryError {
         state: ReservationState,
         action: &'static str,
     },
+    #[error(transparent)]
+    Db(#[from] DbError),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,6 +69,18 @@ pub enum ReservationState {
     Expired,
 }
 
+impl ReservationState {
+    fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "held" => Self::Held,
+            "committed" => Self::Committed,
+            "released" => Self::Released,
+            "expired" => Self::Expired,
+            _ => return None,
+        })
+    }
+}
+
 /// One reserved line.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReservedItem {
@@ -61,16 +89,24 @@ pub struct ReservedItem {
     pub unit_price: Money,
 }
 
-/// What `reserve` returns and `get` reports.
+/// A line as stored in `reservations.lines`.
+#[derive(Serialize, Deserialize)]
+struct StoredLine {
+    sku: String,
+    quantity: u32,
+    price_minor: i64,
+    currency: String,
+}
+
+/// What `reserve` returns.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Reservation {
     pub id: String,
     pub order_id: String,
     pub items: Vec<ReservedItem>,
     pub state: ReservationState,
-    /// Wall-clock expiry, for callers.
+    /// Wall-clock expiry.
     pub expires_at: SystemTime,
-    deadline: Instant,
 }
 
 /// Stock of one SKU as `GetStock` shows it.
@@ -83,67 +119,128 @@ pub struct StockLevel {
     pub unit_price: Money,
 }
 
-struct Item {
-    name: String,
-    unit_price: Money,
-    available: u32,
-    reserved: u32,
-}
-
-#[derive(Default)]
-struct State {
-    items: BTreeMap<String, Item>,
-    reservations: HashMap<String, Reservation>,
-    /// order id → its current reservation id.
-    by_order: HashMap<String, String>,
-    next_id: u64,
-}
-
-/// The inventory of one process.
+/// Inventory over its database. Cheap to clone.
+#[derive(Clone)]
 pub struct Inventory {
-    state: Mutex<State>,
+    db: Database,
+    catalog: std::sync::Arc<Vec<CatalogItem>>,
+    seeded: std::sync::Arc<std::sync::atomic::AtomicBool>,
     ttl: Duration,
     currency: String,
-    /// Random per process, so a reservation id held by an order's saga
-    /// across an inventory restart names nothing rather than another
-    /// order's reservation (the counter starts again at 1).
-    id_prefix: u32,
+    clock: Clock,
 }
 
 impl std::fmt::Debug for Inventory {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Inventory").field("ttl", &self.ttl).finish()
+        f.debug_struct("Inventory")
+            .field("ttl", &self.ttl)
+            .field("db", &self.db)
+            .finish()
     }
 }
 
+fn at(ms: i64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_millis(u64::try_from(ms).unwrap_or(0))
+}
+
+fn to_u32(v: i64) -> u32 {
+    u32::try_from(v.max(0)).unwrap_or(u32::MAX)
+}
+
+/// Rolls back `$tx` and returns `$err` from the enclosing function.
+macro_rules! bail {
+    ($db:expr, $tx:expr, $err:expr) => {{
+        // A failed rollback leaves nothing behind: the connection rolls back on drop.
+        let _ = $tx.rollback().await;
+        return Err($err);
+    }};
+}
+
+/// Gives the units of `$lines` back to stock (inside transaction `$tx`).
+macro_rules! return_units {
+    ($db:expr, $tx:expr, $lines:expr) => {
+        for l in $lines {
+            $db.track(
+                sqlx::query(
+                    "UPDATE items SET available = available + $1, reserved = reserved - $1 WHERE sku = $2",
+                )
+                .bind(i64::from(l.quantity))
+                .bind(&l.sku)
+                .execute(&mut *$tx)
+                .await,
+            )?;
+        }
+    };
+}
+
+/// Expires reservation `$id` if it is still held (inside `$tx`); evaluates
+/// to the order id when it did.
+macro_rules! expire_in_tx {
+    ($self:expr, $tx:expr, $id:expr, $now:expr) => {{
+        let row = $self.db.track(
+            sqlx::query(
+                "UPDATE reservations SET state = 'expired', finished_ms = $2 \
+                 WHERE id = $1 AND state = 'held' RETURNING order_id, lines",
+            )
+            .bind($id)
+            .bind($now)
+            .fetch_optional(&mut *$tx)
+            .await,
+        )?;
+        match row {
+            Some(row) => {
+                let lines = $self.lines($self.db.track(row.try_get::<String, _>("lines"))?)?;
+                return_units!($self.db, $tx, &lines);
+                Some($self.db.track(row.try_get::<String, _>("order_id"))?)
+            }
+            None => None,
+        }
+    }};
+}
+
+/// The state and order of reservation `$id` (inside `$tx`), or returns
+/// `UnknownReservation` from the enclosing function.
+macro_rules! state_in_tx {
+    ($self:expr, $tx:expr, $id:expr) => {{
+        let row = $self.db.track(
+            sqlx::query("SELECT state, order_id FROM reservations WHERE id = $1")
+                .bind($id)
+                .fetch_optional(&mut *$tx)
+                .await,
+        )?;
+        let Some(row) = row else {
+            bail!(
+                $self.db,
+                $tx,
+                InventoryError::UnknownReservation($id.to_owned())
+            );
+        };
+        let state: String = $self.db.track(row.try_get("state"))?;
+        let state = ReservationState::parse(&state).ok_or_else(|| {
+            $self
+                .db
+                .corrupt(format!("reservation {} state {state:?}", $id))
+        })?;
+        (state, $self.db.track(row.try_get::<String, _>("order_id"))?)
+    }};
+}
+
 impl Inventory {
-    /// An inventory stocked from `catalog` (validated by the caller).
-    pub fn new(catalog: Vec<CatalogItem>, ttl: Duration) -> Self {
+    /// Inventory over `db`, stocked from `catalog` (validated by the caller)
+    /// the first time: SKUs already in the database keep their stock (a
+    /// restart does not sell sold units again); name and price follow the
+    /// catalog.
+    pub fn new(db: Database, catalog: Vec<CatalogItem>, ttl: Duration, clock: Clock) -> Self {
         let currency = catalog
             .first()
             .map_or_else(String::new, |i| i.unit_price.currency().to_owned());
-        let items = catalog
-            .into_iter()
-            .map(|c| {
-                (
-                    c.sku,
-                    Item {
-                        name: c.name,
-                        unit_price: c.unit_price,
-                        available: c.stock,
-                        reserved: 0,
-                    },
-                )
-            })
-            .collect();
         Self {
-            state: Mutex::new(State {
-                items,
-                ..State::default()
-            }),
+            db,
+            catalog: std::sync::Arc::new(catalog),
+            seeded: std::sync::Arc::default(),
             ttl,
             currency,
-            id_prefix: rand::random(),
+            clock,
         }
     }
 
@@ -156,14 +253,72 @@ impl Inventory {
         self.ttl
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    pub fn database(&self) -> &Database {
+        &self.db
+    }
+
+    /// Puts catalog SKUs missing from the database in, once per process
+    /// (again after a failure).
+    pub async fn seed(&self) -> Result<(), DbError> {
+        if self.seeded.load(std::sync::atomic::Ordering::SeqCst) {
+            return Ok(());
+        }
+        self.db.check()?;
+        with_pool!(self.db.pool(), p => {
+            let mut tx = begin_write!(self.db, p)?;
+            for item in self.catalog.iter() {
+                self.db.track(
+                    sqlx::query(
+                        "INSERT INTO items (sku, name, currency, price_minor, available, reserved) \
+                         VALUES ($1, $2, $3, $4, $5, 0) \
+                         ON CONFLICT (sku) DO UPDATE SET name = excluded.name, \
+                         currency = excluded.currency, price_minor = excluded.price_minor",
+                    )
+                    .bind(&item.sku)
+                    .bind(&item.name)
+                    .bind(item.unit_price.currency())
+                    .bind(item.unit_price.minor())
+                    .bind(i64::from(item.stock))
+                    .execute(&mut *tx)
+                    .await,
+                )?;
+            }
+            self.db.track(tx.commit().await)?;
+        });
+        self.seeded.store(true, std::sync::atomic::Ordering::SeqCst);
+        Ok(())
+    }
+
+    async fn ready(&self) -> Result<(), InventoryError> {
+        self.db.check()?;
+        self.seed().await?;
+        Ok(())
+    }
+
+    fn lines(&self, text: String) -> Result<Vec<StoredLine>, DbError> {
+        serde_json::from_str(&text)
+            .map_err(|e| self.db.corrupt(format!("reservation lines {text:?}: {e}")))
+    }
+
+    fn items(&self, lines: Vec<StoredLine>) -> Result<Vec<ReservedItem>, DbError> {
+        lines
+            .into_iter()
+            .map(|l| {
+                let unit_price = Money::new(&l.currency, l.price_minor)
+                    .map_err(|e| self.db.corrupt(format!("price of {}: {e}", l.sku)))?;
+                Ok(ReservedItem {
+                    sku: l.sku,
+                    quantity: l.quantity,
+                    unit_price,
+                })
+            })
+            .collect()
     }
 
     /// Reserves every line or none. Idempotent per order: while the order's
-    /// reservation is held or committed it is returned again; after it was
-    /// released or expired, a new one is made.
-    pub fn reserve(
+    /// reservation is held (and not past its deadline) or committed it is
+    /// returned again; after it was released or expired, a new one is made.
+    pub async fn reserve(
         &self,
         order_id: &str,
         lines: &[(String, u32)],
@@ -171,11 +326,26 @@ impl Inventory {
         if order_id.is_empty() {
             return Err(InventoryError::MissingOrderId);
         }
+        if order_id.len() > MAX_ID_LEN {
+            return Err(InventoryError::TooLong {
+                field: "order_id",
+                max: MAX_ID_LEN,
+            });
+        }
         if lines.is_empty() {
             return Err(InventoryError::NoItems);
         }
+        if lines.len() > MAX_ITEMS {
+            return Err(InventoryError::TooManyItems { count: lines.len() });
+        }
         let mut seen = std::collections::HashSet::new();
         for (sku, qty) in lines {
+            if sku.len() > MAX_SKU_LEN {
+                return Err(InventoryError::TooLong {
+                    field: "sku",
+                    max: MAX_SKU_LEN,
+                });
+            }
             if *qty == 0 {
                 return Err(InventoryError::ZeroQuantity { sku: sku.clone() });
             }
@@ -183,374 +353,369 @@ impl Inventory {
                 return Err(InventoryError::DuplicateSku(sku.clone()));
             }
         }
-        let now = Instant::now();
-        let mut st = self.lock();
-        expire_due(&mut st, now);
-        if let Some(existing) = st
-            .by_order
-            .get(order_id)
-            .and_then(|id| st.reservations.get(id))
-        {
-            if matches!(
-                existing.state,
-                ReservationState::Held | ReservationState::Committed
-            ) {
-                return Ok(existing.clone());
-            }
-        }
-        let mut reserved = Vec::with_capacity(lines.len());
-        for (sku, qty) in lines {
-            let item = st
-                .items
-                .get(sku)
-                .ok_or_else(|| InventoryError::UnknownSku(sku.clone()))?;
-            if item.available < *qty {
-                return Err(InventoryError::Insufficient {
-                    sku: sku.clone(),
-                    requested: *qty,
-                    available: item.available,
-                });
-            }
-            reserved.push(ReservedItem {
-                sku: sku.clone(),
-                quantity: *qty,
-                unit_price: item.unit_price.clone(),
-            });
-        }
-        for r in &reserved {
-            if let Some(item) = st.items.get_mut(&r.sku) {
-                item.available -= r.quantity;
-                item.reserved += r.quantity;
-            }
-        }
-        st.next_id += 1;
-        let id = format!("res-{:08x}-{:08}", self.id_prefix, st.next_id);
-        let reservation = Reservation {
-            id: id.clone(),
-            order_id: order_id.to_owned(),
-            items: reserved,
-            state: ReservationState::Held,
-            expires_at: SystemTime::now() + self.ttl,
-            deadline: now + self.ttl,
-        };
-        st.reservations.insert(id.clone(), reservation.clone());
-        st.by_order.insert(order_id.to_owned(), id);
-        Ok(reservation)
-    }
-
-    /// Makes a held reservation permanent. Idempotent.
-    pub fn commit(&self, id: &str) -> Result<ReservationState, InventoryError> {
-        let mut st = self.lock();
-        expire_due(&mut st, Instant::now());
-        let r = reservation_mut(&mut st, id)?;
-        match r.state {
-            ReservationState::Committed => Ok(ReservationState::Committed),
-            ReservationState::Held => {
-                r.state = ReservationState::Committed;
-                let items = r.items.clone();
-                for line in items {
-                    if let Some(item) = st.items.get_mut(&line.sku) {
-                        item.reserved -= line.quantity;
+        self.ready().await?;
+        // Rows locked in one order by every replica: no deadlocks.
+        let mut sorted: Vec<&(String, u32)> = lines.iter().collect();
+        sorted.sort_by(|a, b| a.0.cmp(&b.0));
+        // Two attempts: the second reads the reservation a concurrent call
+        // for the same order made first (the unique index refused ours).
+        for _ in 0..2 {
+            let now = self.clock.now_ms();
+            let made: Option<Reservation> = with_pool!(self.db.pool(), p => {
+                let mut tx = begin_write!(self.db, p)?;
+                let existing = self.db.track(
+                    sqlx::query(
+                        "SELECT id, state, lines, deadline_ms FROM reservations \
+                         WHERE order_id = $1 AND state IN ('held', 'committed')",
+                    )
+                    .bind(order_id)
+                    .fetch_optional(&mut *tx)
+                    .await,
+                )?;
+                if let Some(row) = existing {
+                    let id: String = self.db.track(row.try_get("id"))?;
+                    let state: String = self.db.track(row.try_get("state"))?;
+                    let deadline: i64 = self.db.track(row.try_get("deadline_ms"))?;
+                    if state == "held" && deadline <= now {
+                        // Checked on use: expired, though the sweeper has not got to it.
+                        expire_in_tx!(self, tx, &id, now);
+                    } else {
+                        let lines = self.lines(self.db.track(row.try_get::<String, _>("lines"))?)?;
+                        self.db.track(tx.commit().await)?;
+                        return Ok(Reservation {
+                            id,
+                            order_id: order_id.to_owned(),
+                            items: self.items(lines)?,
+                            state: ReservationState::parse(&state).unwrap_or(ReservationState::Held),
+                            expires_at: at(deadline),
+                        });
                     }
                 }
-                Ok(ReservationState::Committed)
+                let mut stored = Vec::with_capacity(sorted.len());
+                for (sku, qty) in &sorted {
+                    let taken = self.db.track(
+                        sqlx::query(
+                            "UPDATE items SET available = available - $1, reserved = reserved + $1 \
+                             WHERE sku = $2 AND available >= $1 RETURNING price_minor, currency",
+                        )
+                        .bind(i64::from(*qty))
+                        .bind(sku)
+                        .fetch_optional(&mut *tx)
+                        .await,
+                    )?;
+                    let Some(row) = taken else {
+                        let level = self.db.track(
+                            sqlx::query("SELECT available FROM items WHERE sku = $1")
+                                .bind(sku)
+                                .fetch_optional(&mut *tx)
+                                .await,
+                        )?;
+                        let err = match level {
+                            None => InventoryError::UnknownSku(sku.clone()),
+                            Some(r) => InventoryError::Insufficient {
+                                sku: sku.clone(),
+                                requested: *qty,
+                                available: to_u32(self.db.track(r.try_get::<i64, _>("available"))?),
+                            },
+                        };
+                        bail!(self.db, tx, err);
+                    };
+                    stored.push(StoredLine {
+                        sku: sku.clone(),
+                        quantity: *qty,
+                        price_minor: self.db.track(row.try_get("price_minor"))?,
+                        currency: self.db.track(row.try_get("currency"))?,
+                    });
+                }
+                let id = format!("res-{:016x}", rand::random::<u64>());
+                let deadline = now.saturating_add(crate::db::ms(self.ttl));
+                let json = serde_json::to_string(&stored)
+                    .map_err(|e| self.db.corrupt(e.to_string()))?;
+                let inserted = sqlx::query(
+                    "INSERT INTO reservations (id, order_id, state, lines, deadline_ms, created_ms) \
+                     VALUES ($1, $2, 'held', $3, $4, $5)",
+                )
+                .bind(&id)
+                .bind(order_id)
+                .bind(&json)
+                .bind(deadline)
+                .bind(now)
+                .execute(&mut *tx)
+                .await;
+                match inserted {
+                    Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+                        let _ = tx.rollback().await;
+                        None
+                    }
+                    other => {
+                        self.db.track(other)?;
+                        self.db.track(tx.commit().await)?;
+                        Some(Reservation {
+                            id,
+                            order_id: order_id.to_owned(),
+                            items: self.items(stored)?,
+                            state: ReservationState::Held,
+                            expires_at: at(deadline),
+                        })
+                    }
+                }
+            });
+            if let Some(r) = made {
+                return Ok(r);
             }
-            state => Err(InventoryError::WrongState {
+        }
+        Err(self
+            .db
+            .query_error(format!(
+                "reservation for order {order_id} kept conflicting; retry"
+            ))
+            .into())
+    }
+
+    fn check_id(id: &str) -> Result<(), InventoryError> {
+        if id.is_empty() {
+            return Err(InventoryError::MissingReservationId);
+        }
+        if id.len() > MAX_ID_LEN {
+            return Err(InventoryError::TooLong {
+                field: "reservation_id",
+                max: MAX_ID_LEN,
+            });
+        }
+        Ok(())
+    }
+
+    /// Makes a held reservation permanent. Idempotent. Returns the state and
+    /// the order it was made for.
+    pub async fn commit(&self, id: &str) -> Result<(ReservationState, String), InventoryError> {
+        Self::check_id(id)?;
+        self.ready().await?;
+        let now = self.clock.now_ms();
+        with_pool!(self.db.pool(), p => {
+            let mut tx = begin_write!(self.db, p)?;
+            let row = self.db.track(
+                sqlx::query(
+                    "UPDATE reservations SET state = 'committed', finished_ms = $2 \
+                     WHERE id = $1 AND state = 'held' AND deadline_ms > $2 RETURNING order_id, lines",
+                )
+                .bind(id)
+                .bind(now)
+                .fetch_optional(&mut *tx)
+                .await,
+            )?;
+            if let Some(row) = row {
+                let order_id: String = self.db.track(row.try_get("order_id"))?;
+                for l in self.lines(self.db.track(row.try_get::<String, _>("lines"))?)? {
+                    self.db.track(
+                        sqlx::query("UPDATE items SET reserved = reserved - $1 WHERE sku = $2")
+                            .bind(i64::from(l.quantity))
+                            .bind(&l.sku)
+                            .execute(&mut *tx)
+                            .await,
+                    )?;
+                }
+                self.db.track(tx.commit().await)?;
+                return Ok((ReservationState::Committed, order_id));
+            }
+            let (state, order_id) = state_in_tx!(self, tx, id);
+            let state = match state {
+                ReservationState::Committed => {
+                    self.db.track(tx.commit().await)?;
+                    return Ok((ReservationState::Committed, order_id));
+                }
+                ReservationState::Held => {
+                    // Past its deadline (the UPDATE above refused it): expire it now.
+                    expire_in_tx!(self, tx, id, now);
+                    self.db.track(tx.commit().await)?;
+                    ReservationState::Expired
+                }
+                other => {
+                    let _ = tx.rollback().await;
+                    other
+                }
+            };
+            Err(InventoryError::WrongState {
                 id: id.to_owned(),
                 state,
                 action: "committed",
-            }),
-        }
+            })
+        })
     }
 
     /// Returns held units to stock. Idempotent on released or expired
     /// reservations; a committed one is refused.
-    pub fn release(&self, id: &str) -> Result<ReservationState, InventoryError> {
-        let mut st = self.lock();
-        expire_due(&mut st, Instant::now());
-        let r = reservation_mut(&mut st, id)?;
-        match r.state {
-            ReservationState::Held => {
-                r.state = ReservationState::Released;
-                let items = r.items.clone();
-                return_units(&mut st, &items);
-                Ok(ReservationState::Released)
+    pub async fn release(&self, id: &str) -> Result<(ReservationState, String), InventoryError> {
+        Self::check_id(id)?;
+        self.ready().await?;
+        let now = self.clock.now_ms();
+        with_pool!(self.db.pool(), p => {
+            let mut tx = begin_write!(self.db, p)?;
+            let row = self.db.track(
+                sqlx::query(
+                    "UPDATE reservations SET state = 'released', finished_ms = $2 \
+                     WHERE id = $1 AND state = 'held' RETURNING order_id, lines",
+                )
+                .bind(id)
+                .bind(now)
+                .fetch_optional(&mut *tx)
+                .await,
+            )?;
+            if let Some(row) = row {
+                let order_id: String = self.db.track(row.try_get("order_id"))?;
+                let lines = self.lines(self.db.track(row.try_get::<String, _>("lines"))?)?;
+                return_units!(self.db, tx, &lines);
+                self.db.track(tx.commit().await)?;
+                return Ok((ReservationState::Released, order_id));
             }
-            s @ (ReservationState::Released | ReservationState::Expired) => Ok(s),
-            state => Err(InventoryError::WrongState {
-                id: id.to_owned(),
-                state,
-                action: "released",
-            }),
-        }
-    }
-
-    /// The order a reservation was made for (for log lines).
-    pub fn order_of(&self, reservation_id: &str) -> Option<String> {
-        self.lock()
-            .reservations
-            .get(reservation_id)
-            .map(|r| r.order_id.clone())
+            let (state, order_id) = state_in_tx!(self, tx, id);
+            let _ = tx.rollback().await;
+            match state {
+                s @ (ReservationState::Released | ReservationState::Expired) => Ok((s, order_id)),
+                state => Err(InventoryError::WrongState {
+                    id: id.to_owned(),
+                    state,
+                    action: "released",
+                }),
+            }
+        })
     }
 
     /// Stock of `skus`, or of the whole catalog when empty.
-    pub fn stock(&self, skus: &[String]) -> Result<Vec<StockLevel>, InventoryError> {
-        let mut st = self.lock();
-        expire_due(&mut st, Instant::now());
-        let level = |sku: &str, i: &Item| StockLevel {
-            sku: sku.to_owned(),
-            name: i.name.clone(),
-            available: i.available,
-            reserved: i.reserved,
-            unit_price: i.unit_price.clone(),
-        };
-        if skus.is_empty() {
-            return Ok(st.items.iter().map(|(s, i)| level(s, i)).collect());
+    pub async fn stock(&self, skus: &[String]) -> Result<Vec<StockLevel>, InventoryError> {
+        if skus.len() > MAX_ITEMS {
+            return Err(InventoryError::TooManyItems { count: skus.len() });
         }
-        skus.iter()
-            .map(|s| {
-                st.items
-                    .get(s)
-                    .map(|i| level(s, i))
-                    .ok_or_else(|| InventoryError::UnknownSku(s.clone()))
-            })
-            .collect()
-    }
-
-    /// Expires every held reservation past its TTL; returns them.
-    pub fn expire(&self) -> Vec<Reservation> {
-        expire_due(&mut self.lock(), Instant::now())
-    }
-
-    /// When the next held reservation expires, if any.
-    pub fn next_expiry(&self) -> Option<Instant> {
-        self.lock()
-            .reservations
-            .values()
-            .filter(|r| r.state == ReservationState::Held)
-            .map(|r| r.deadline)
-            .min()
-    }
-}
-
-fn reservation_mut<'a>(st: &'a mut State, id: &str) -> Result<&'a mut Reservation, InventoryError> {
-    if id.is_empty() {
-        return Err(InventoryError::MissingReservationId);
-    }
-    st.reservations
-        .get_mut(id)
-        .ok_or_else(|| InventoryError::UnknownReservation(id.to_owned()))
-}
-
-fn return_units(st: &mut State, items: &[ReservedItem]) {
-    for line in items {
-        if let Some(item) = st.items.get_mut(&line.sku) {
-            item.reserved -= line.quantity;
-            item.available += line.quantity;
+        if skus.iter().any(|s| s.len() > MAX_SKU_LEN) {
+            return Err(InventoryError::TooLong {
+                field: "sku",
+                max: MAX_SKU_LEN,
+            });
         }
+        self.ready().await?;
+        const COLUMNS: &str =
+            "SELECT sku, name, currency, price_minor, available, reserved FROM items";
+        with_pool!(self.db.pool(), p => {
+            let rows = if skus.is_empty() {
+                self.db.track(
+                    sqlx::query(&format!("{COLUMNS} ORDER BY sku")).fetch_all(p).await,
+                )?
+            } else {
+                let mut rows = Vec::with_capacity(skus.len());
+                for sku in skus {
+                    let row = self.db.track(
+                        sqlx::query(&format!("{COLUMNS} WHERE sku = $1"))
+                            .bind(sku)
+                            .fetch_optional(p)
+                            .await,
+                    )?;
+                    rows.push(row.ok_or_else(|| InventoryError::UnknownSku(sku.clone()))?);
+                }
+                rows
+            };
+            rows.iter()
+                .map(|r| {
+                    let sku: String = self.db.track(r.try_get("sku"))?;
+                    let currency: String = self.db.track(r.try_get("currency"))?;
+                    let unit_price = Money::new(&currency, self.db.track(r.try_get("price_minor"))?)
+                        .map_err(|e| self.db.corrupt(format!("price of {sku}: {e}")))?;
+                    Ok(StockLevel {
+                        name: self.db.track(r.try_get("name"))?,
+                        available: to_u32(self.db.track(r.try_get("available"))?),
+                        reserved: to_u32(self.db.track(r.try_get("reserved"))?),
+                        unit_price,
+                        sku,
+                    })
+                })
+                .collect()
+        })
     }
-}
 
-fn expire_due(st: &mut State, now: Instant) -> Vec<Reservation> {
-    let due: Vec<String> = st
-        .reservations
-        .values()
-        .filter(|r| r.state == ReservationState::Held && r.deadline <= now)
-        .map(|r| r.id.clone())
-        .collect();
-    let mut expired = Vec::with_capacity(due.len());
-    for id in due {
-        if let Some(r) = st.reservations.get_mut(&id) {
-            r.state = ReservationState::Expired;
-            let snapshot = r.clone();
-            return_units(st, &snapshot.items);
-            expired.push(snapshot);
-        }
+    /// Expires up to one batch of held reservations past their deadline;
+    /// returns (reservation id, order id) of each.
+    pub async fn expire_due(&self) -> Result<Vec<(String, String)>, InventoryError> {
+        self.ready().await?;
+        let now = self.clock.now_ms();
+        with_pool!(self.db.pool(), p => {
+            let due: Vec<String> = self.db.track(
+                sqlx::query_scalar(
+                    "SELECT id FROM reservations WHERE state = 'held' AND deadline_ms <= $1 \
+                     ORDER BY deadline_ms LIMIT $2",
+                )
+                .bind(now)
+                .bind(EXPIRY_BATCH)
+                .fetch_all(p)
+                .await,
+            )?;
+            let mut expired = Vec::with_capacity(due.len());
+            for id in due {
+                let mut tx = begin_write!(self.db, p)?;
+                // Another replica may have got there first: then nothing happens.
+                if let Some(order_id) = expire_in_tx!(self, tx, &id, now) {
+                    expired.push((id, order_id));
+                }
+                self.db.track(tx.commit().await)?;
+            }
+            Ok(expired)
+        })
     }
-    expired
+
+    /// When the next held reservation expires (ms), if any.
+    pub async fn next_expiry_ms(&self) -> Result<Option<i64>, InventoryError> {
+        self.db.check()?;
+        let next: Option<i64> = with_pool!(self.db.pool(), p => self.db.track(
+            sqlx::query_scalar("SELECT MIN(deadline_ms) FROM reservations WHERE state = 'held'")
+                .fetch_one(p)
+                .await,
+        )?);
+        Ok(next)
+    }
+
+    /// Deletes one batch of reservations finished before `cutoff_ms`.
+    pub async fn delete_finished_before(&self, cutoff_ms: i64) -> Result<u64, DbError> {
+        self.db.check()?;
+        with_pool!(self.db.pool(), p => self.db.track(
+            sqlx::query(
+                "DELETE FROM reservations WHERE id IN (SELECT id FROM reservations \
+                 WHERE finished_ms IS NOT NULL AND finished_ms < $1 LIMIT $2)",
+            )
+            .bind(cutoff_ms)
+            .bind(RETENTION_BATCH)
+            .execute(p)
+            .await,
+        ).map(|r| r.rows_affected()))
+    }
 }
 
 /// Expires reservations as their TTLs pass, until `shutdown`.
-pub async fn run_expiry(
-    inventory: std::sync::Arc<Inventory>,
-    shutdown: tokio_util::sync::CancellationToken,
-) {
+pub async fn run_expiry(inventory: Inventory, shutdown: CancellationToken) {
     loop {
-        // New reservations expire no earlier than one TTL from now, so
-        // waking at least once per TTL never misses one by more than a TTL.
-        let wake = inventory
-            .next_expiry()
-            .unwrap_or_else(|| Instant::now() + inventory.ttl());
+        let mut wait = EXPIRY_POLL;
+        if inventory.database().is_up() {
+            match inventory.expire_due().await {
+                Ok(expired) => {
+                    let full = expired.len() >= usize::try_from(EXPIRY_BATCH).unwrap_or(usize::MAX);
+                    for (id, order_id) in &expired {
+                        tracing::warn!(
+                            order.id = %order_id,
+                            reservation.id = %id,
+                            "reservation expired uncommitted; units returned to stock"
+                        );
+                    }
+                    if full {
+                        wait = Duration::ZERO;
+                    } else if let Ok(Some(next)) = inventory.next_expiry_ms().await {
+                        let until = next.saturating_sub(inventory.clock.now_ms()).max(0);
+                        wait = wait.min(Duration::from_millis(u64::try_from(until).unwrap_or(0)));
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error.message = %e, "expiring reservations failed; trying again")
+                }
+            }
+        }
         tokio::select! {
             () = shutdown.cancelled() => return,
-            () = tokio::time::sleep_until(wake) => {}
+            () = tokio::time::sleep(wait) => {}
         }
-        for r in inventory.expire() {
-            tracing::warn!(
-                order.id = %r.order_id,
-                reservation.id = %r.id,
-                "reservation expired uncommitted; units returned to stock"
-            );
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use std::sync::Arc;
-
-    use super::*;
-    use crate::inventory::catalog;
-
-    fn inv(stock: u32) -> Inventory {
-        let cat = vec![
-            CatalogItem {
-                sku: "a".into(),
-                name: "A".into(),
-                unit_price: Money::new("USD", 100).unwrap(),
-                stock,
-            },
-            CatalogItem {
-                sku: "b".into(),
-                name: "B".into(),
-                unit_price: Money::new("USD", 7).unwrap(),
-                stock,
-            },
-        ];
-        catalog::validate(&cat).unwrap();
-        Inventory::new(cat, Duration::from_secs(30))
-    }
-
-    fn avail(i: &Inventory, sku: &str) -> (u32, u32) {
-        let s = &i.stock(&[sku.to_owned()]).unwrap()[0];
-        (s.available, s.reserved)
-    }
-
-    #[test]
-    fn reserve_commit_release_lifecycle() {
-        let i = inv(10);
-        let r = i
-            .reserve("o1", &[("a".into(), 3), ("b".into(), 1)])
-            .unwrap();
-        assert_eq!(avail(&i, "a"), (7, 3));
-        assert_eq!(
-            i.reserve("o1", &[("a".into(), 3)]).unwrap().id,
-            r.id,
-            "idempotent"
-        );
-        assert_eq!(avail(&i, "a"), (7, 3));
-        assert_eq!(i.commit(&r.id).unwrap(), ReservationState::Committed);
-        assert_eq!(i.commit(&r.id).unwrap(), ReservationState::Committed);
-        assert_eq!(avail(&i, "a"), (7, 0));
-        assert!(matches!(
-            i.release(&r.id),
-            Err(InventoryError::WrongState { .. })
-        ));
-
-        let r2 = i.reserve("o2", &[("a".into(), 2)]).unwrap();
-        assert_eq!(i.release(&r2.id).unwrap(), ReservationState::Released);
-        assert_eq!(i.release(&r2.id).unwrap(), ReservationState::Released);
-        assert_eq!(avail(&i, "a"), (7, 0));
-        assert!(matches!(
-            i.commit(&r2.id),
-            Err(InventoryError::WrongState { .. })
-        ));
-        // A released order may reserve again.
-        let r3 = i.reserve("o2", &[("a".into(), 1)]).unwrap();
-        assert_ne!(r3.id, r2.id);
-    }
-
-    #[test]
-    fn reservation_ids_are_not_reused_by_a_restarted_inventory() {
-        // A saga may hold an id across an inventory restart: committing or
-        // releasing it must not touch another order's reservation.
-        let before = inv(10).reserve("o1", &[("a".into(), 1)]).unwrap();
-        let restarted = inv(10);
-        let other = restarted.reserve("o2", &[("a".into(), 1)]).unwrap();
-        assert_ne!(before.id, other.id);
-        assert!(matches!(
-            restarted.commit(&before.id),
-            Err(InventoryError::UnknownReservation(_))
-        ));
-    }
-
-    #[test]
-    fn all_or_nothing_and_clear_refusals() {
-        let i = inv(2);
-        let e = i
-            .reserve("o", &[("a".into(), 1), ("b".into(), 5)])
-            .unwrap_err();
-        assert_eq!(
-            e.to_string(),
-            "insufficient stock for b: 5 requested, 2 available"
-        );
-        assert_eq!(avail(&i, "a"), (2, 0), "nothing held after a refusal");
-        assert_eq!(i.reserve("o", &[]).unwrap_err(), InventoryError::NoItems);
-        assert!(matches!(
-            i.reserve("o", &[("a".into(), 0)]),
-            Err(InventoryError::ZeroQuantity { .. })
-        ));
-        assert!(matches!(
-            i.reserve("o", &[("zz".into(), 1)]),
-            Err(InventoryError::UnknownSku(_))
-        ));
-        assert!(matches!(
-            i.reserve("o", &[("a".into(), 1), ("a".into(), 1)]),
-            Err(InventoryError::DuplicateSku(_))
-        ));
-        assert_eq!(
-            i.reserve("", &[("a".into(), 1)]).unwrap_err(),
-            InventoryError::MissingOrderId
-        );
-        assert!(matches!(
-            i.commit("nope"),
-            Err(InventoryError::UnknownReservation(_))
-        ));
-        assert!(matches!(
-            i.stock(&["zz".into()]),
-            Err(InventoryError::UnknownSku(_))
-        ));
-    }
-
-    #[test]
-    fn concurrent_reservations_never_oversell() {
-        let i = Arc::new(inv(50));
-        let handles: Vec<_> = (0..200)
-            .map(|n| {
-                let i = Arc::clone(&i);
-                std::thread::spawn(move || i.reserve(&format!("o{n}"), &[("a".into(), 1)]).is_ok())
-            })
-            .collect();
-        let ok = handles
-            .into_iter()
-            .map(|h| h.join().unwrap())
-            .filter(|ok| *ok)
-            .count();
-        assert_eq!(ok, 50);
-        assert_eq!(avail(&i, "a"), (0, 50));
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn uncommitted_reservations_expire_on_time() {
-        let i = Arc::new(inv(5));
-        let shutdown = tokio_util::sync::CancellationToken::new();
-        let task = tokio::spawn(run_expiry(Arc::clone(&i), shutdown.clone()));
-        let r = i.reserve("o", &[("a".into(), 4)]).unwrap();
-        tokio::time::advance(Duration::from_secs(29)).await;
-        tokio::task::yield_now().await;
-        assert_eq!(avail(&i, "a"), (1, 4), "still held before the TTL");
-        tokio::time::advance(Duration::from_secs(2)).await;
-        tokio::task::yield_now().await;
-        assert_eq!(avail(&i, "a"), (5, 0), "returned after the TTL");
-        assert!(matches!(
-            i.commit(&r.id),
-            Err(InventoryError::WrongState {
-                state: ReservationState::Expired,
-                ..
-            })
-        ));
-        assert_eq!(i.release(&r.id).unwrap(), ReservationState::Expired);
-        shutdown.cancel();
-        task.await.unwrap();
     }
 }

@@ -1,29 +1,43 @@
-//! Orders and their idempotency keys. A key is claimed by the first request;
-//! a concurrent retry waits for that request's outcome, a later retry gets
-//! the final order, and a run that ended in an error may be retried with the
-//! same order id (every downstream step is idempotent per order id).
+//! Orders and their idempotency keys, in the service's database. A key is
+//! claimed by the first request (a unique index, so across replicas and
+//! restarts too); a concurrent retry waits for that request's outcome (in
+//! this process through a channel, from another replica by reading the
+//! row), a later retry gets the final order, and a run that ended in an
+//! error may be retried with the same order id (every downstream step is
+//! idempotent per order id). The replica running a pending order holds a
+//! lease on it; an order whose lease ran out (its replica died) is finished
+//! by the recovery pass of any replica.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
-use std::time::SystemTime;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use serde::{Deserialize, Serialize};
+use sqlx::Row;
 use tokio::sync::watch;
 
 use super::ports::CallError;
+use crate::db::{Clock, Database, DbError, RETENTION_BATCH};
+use crate::limits::{MAX_ID_LEN, MAX_ITEMS, MAX_SKU_LEN, MAX_TOKEN_LEN};
 use crate::money::{is_currency_code, Money};
+use crate::with_pool;
 
-/// Longest idempotency key and customer id accepted.
-pub const MAX_ID_LEN: usize = 128;
+/// Sagas one process runs at once at most; one more is refused with
+/// RESOURCE_EXHAUSTED (the server's concurrency limit is far lower: this is
+/// the bound on the waiters' channels).
+pub const MAX_RUNNING: usize = 10_000;
 
 /// Why an order was refused or failed. Validation errors come before
 /// anything happened; the others end a saga run, which may be retried with
 /// the same idempotency key.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum OrderError {
     #[error("idempotency_key is required (1 to {MAX_ID_LEN} characters); reuse it when you retry")]
     MissingKey,
-    #[error("{field} is longer than {MAX_ID_LEN} characters")]
-    TooLong { field: &'static str },
+    #[error("{field} is longer than {max} bytes")]
+    TooLong { field: &'static str, max: usize },
+    #[error("{count} items in one order; at most {MAX_ITEMS}")]
+    TooManyItems { count: usize },
     #[error("customer_id is required")]
     MissingCustomer,
     #[error("items must not be empty")]
@@ -53,6 +67,11 @@ pub enum OrderError {
     /// The run stopped before it was decided (its task died).
     #[error("{0}")]
     Interrupted(String),
+    /// Too many sagas in progress in this process.
+    #[error("{0}")]
+    Overloaded(String),
+    #[error(transparent)]
+    Db(#[from] DbError),
 }
 
 /// A validated `PlaceOrder` request.
@@ -82,6 +101,7 @@ impl NewOrder {
         if idempotency_key.len() > MAX_ID_LEN {
             return Err(OrderError::TooLong {
                 field: "idempotency_key",
+                max: MAX_ID_LEN,
             });
         }
         if customer_id.is_empty() {
@@ -90,15 +110,31 @@ impl NewOrder {
         if customer_id.len() > MAX_ID_LEN {
             return Err(OrderError::TooLong {
                 field: "customer_id",
+                max: MAX_ID_LEN,
+            });
+        }
+        if payment_token.len() > MAX_TOKEN_LEN {
+            return Err(OrderError::TooLong {
+                field: "payment_token",
+                max: MAX_TOKEN_LEN,
             });
         }
         if items.is_empty() {
             return Err(OrderError::NoItems);
         }
+        if items.len() > MAX_ITEMS {
+            return Err(OrderError::TooManyItems { count: items.len() });
+        }
         let mut seen = std::collections::HashSet::new();
         for (index, (sku, qty)) in items.iter().enumerate() {
             if sku.is_empty() {
                 return Err(OrderError::EmptySku { index });
+            }
+            if sku.len() > MAX_SKU_LEN {
+                return Err(OrderError::TooLong {
+                    field: "sku",
+                    max: MAX_SKU_LEN,
+                });
             }
             if *qty == 0 {
                 return Err(OrderError::ZeroQuantity { sku: sku.clone() });
@@ -126,6 +162,27 @@ impl NewOrder {
     }
 }
 
+impl NewOrder {
+    /// What the key was used for, to tell a retry from a different request
+    /// under the same key. The token is kept only as a hash.
+    fn fingerprint(&self) -> String {
+        // FNV-1a: a retry must carry the same token; the token itself is
+        // not stored.
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for b in self.payment_token.bytes() {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+        serde_json::json!([
+            self.customer_id,
+            self.items,
+            self.currency,
+            format!("{h:016x}")
+        ])
+        .to_string()
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OrderStatus {
     Pending,
@@ -134,11 +191,40 @@ pub enum OrderStatus {
     Failed,
 }
 
+impl OrderStatus {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Confirmed => "confirmed",
+            Self::PaymentDeclined => "payment_declined",
+            Self::Failed => "failed",
+        }
+    }
+
+    fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "pending" => Self::Pending,
+            "confirmed" => Self::Confirmed,
+            "payment_declined" => Self::PaymentDeclined,
+            "failed" => Self::Failed,
+            _ => return None,
+        })
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PricedItem {
     pub sku: String,
     pub quantity: u32,
     pub unit_price: Money,
+}
+
+#[derive(Serialize, Deserialize)]
+struct StoredItem {
+    sku: String,
+    quantity: u32,
+    price_minor: i64,
+    currency: String,
 }
 
 /// An order as `GetOrder` shows it.
@@ -166,301 +252,513 @@ pub type Outcome = Result<Order, OrderError>;
 pub enum Claim {
     /// Run the saga for this pending order, then call `finish`.
     Run(Order),
-    /// Another request with the same key is running it: wait for this.
+    /// This process is running it for another request with the same key:
+    /// wait for this.
     Wait(watch::Receiver<Option<Outcome>>, Order),
+    /// Another replica is running it: read the order until it is decided.
+    WaitElsewhere(Order),
     /// Already decided.
     Done(Order),
 }
 
-enum Entry {
-    Running {
-        request: NewOrder,
-        order_id: String,
-        done: watch::Sender<Option<Outcome>>,
-    },
-    Done {
-        request: NewOrder,
-        order_id: String,
-    },
-    /// The last run ended in an error; a retry runs again with this id.
-    Retryable {
-        request: NewOrder,
-        order_id: String,
-    },
+/// An order taken over by the recovery pass: its request as stored.
+#[derive(Debug, Clone)]
+pub struct Recovered {
+    pub order: Order,
+    /// (sku, quantity) as requested.
+    pub items: Vec<(String, u32)>,
 }
 
-impl Entry {
-    fn request(&self) -> &NewOrder {
-        match self {
-            Entry::Running { request, .. }
-            | Entry::Done { request, .. }
-            | Entry::Retryable { request, .. } => request,
-        }
-    }
-}
-
-#[derive(Default)]
-struct State {
-    by_key: HashMap<String, Entry>,
-    orders: HashMap<String, Order>,
-}
-
-/// The orders of one process.
-#[derive(Default)]
+/// The orders, over the service's database. Cheap to clone.
+#[derive(Clone)]
 pub struct OrderBook {
-    state: Mutex<State>,
+    db: Database,
+    clock: Clock,
+    /// This process, as the owner of the leases it takes.
+    owner: Arc<str>,
+    /// How long a run may hold a pending order before another replica may
+    /// finish it (longer than any run).
+    lease: Duration,
+    /// Sagas running in this process, by key: their waiters' channel.
+    running: Arc<Mutex<HashMap<String, watch::Sender<Option<Outcome>>>>>,
 }
 
 impl std::fmt::Debug for OrderBook {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("OrderBook")
+        f.debug_struct("OrderBook")
+            .field("owner", &self.owner)
+            .field("lease", &self.lease)
+            .finish()
     }
 }
 
+const COLUMNS: &str = "SELECT order_id, idempotency_key, fingerprint, customer_id, request_items, \
+     items, currency, total_minor, status, retryable, payment_id, reservation_id, failure_reason, \
+     trace_id, created_ms, lease_until_ms FROM orders";
+
+/// One row as read.
+struct StoredOrder {
+    order: Order,
+    fingerprint: String,
+    retryable: bool,
+    lease_until_ms: i64,
+    request_items: Vec<(String, u32)>,
+}
+
 impl OrderBook {
-    pub fn new() -> Self {
-        Self::default()
+    /// The book of this process (`owner`, e.g. its instance id), whose runs
+    /// hold a pending order for at most `lease`.
+    pub fn new(db: Database, clock: Clock, owner: &str, lease: Duration) -> Self {
+        Self {
+            db,
+            clock,
+            owner: owner.into(),
+            lease,
+            running: Arc::default(),
+        }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    pub fn database(&self) -> &Database {
+        &self.db
+    }
+
+    fn running(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<String, watch::Sender<Option<Outcome>>>> {
+        self.running
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn lease_until(&self, now: i64) -> i64 {
+        now.saturating_add(crate::db::ms(self.lease))
+    }
+
+    fn items_json(&self, items: &[PricedItem]) -> Result<String, DbError> {
+        let stored: Vec<StoredItem> = items
+            .iter()
+            .map(|i| StoredItem {
+                sku: i.sku.clone(),
+                quantity: i.quantity,
+                price_minor: i.unit_price.minor(),
+                currency: i.unit_price.currency().to_owned(),
+            })
+            .collect();
+        serde_json::to_string(&stored).map_err(|e| self.db.corrupt(e.to_string()))
     }
 
     /// Claims `request`'s idempotency key for a run, or says how to answer
     /// a retry. `trace_id` is recorded on a new order.
-    pub fn claim(&self, request: NewOrder, trace_id: &str) -> Result<Claim, OrderError> {
-        let mut st = self.lock();
-        let key = request.idempotency_key.clone();
-        if let Some(entry) = st.by_key.get(&key) {
-            if entry.request() != &request {
-                return Err(OrderError::KeyReused(key));
+    pub async fn claim(&self, request: &NewOrder, trace_id: &str) -> Result<Claim, OrderError> {
+        self.db.check()?;
+        let key = &request.idempotency_key;
+        let fingerprint = request.fingerprint();
+        // Two rounds: a row deleted by retention between our insert and read
+        // is inserted again.
+        for _ in 0..2 {
+            let now = self.clock.now_ms();
+            let order = Order {
+                order_id: format!("ord-{:016x}", rand::random::<u64>()),
+                idempotency_key: key.clone(),
+                customer_id: request.customer_id.clone(),
+                items: Vec::new(),
+                total: None,
+                status: OrderStatus::Pending,
+                payment_id: None,
+                reservation_id: None,
+                failure_reason: None,
+                created_at: UNIX_EPOCH + Duration::from_millis(u64::try_from(now).unwrap_or(0)),
+                trace_id: trace_id.to_owned(),
+            };
+            let request_items = serde_json::to_string(&request.items)
+                .map_err(|e| self.db.corrupt(e.to_string()))?;
+            // Registered before the insert: a retry in this process that
+            // finds the row pending always finds the channel too.
+            let slot = self.reserve_slot(key)?;
+            let inserted = with_pool!(self.db.pool(), p => self.db.track(
+                sqlx::query(
+                    "INSERT INTO orders (order_id, idempotency_key, fingerprint, customer_id, \
+                     request_items, items, currency, status, trace_id, created_ms, updated_ms, \
+                     owner, lease_until_ms) VALUES ($1, $2, $3, $4, $5, '[]', $6, 'pending', $7, \
+                     $8, $8, $9, $10) ON CONFLICT (idempotency_key) DO NOTHING",
+                )
+                .bind(&order.order_id)
+                .bind(key)
+                .bind(&fingerprint)
+                .bind(&request.customer_id)
+                .bind(&request_items)
+                .bind(&request.currency)
+                .bind(trace_id)
+                .bind(now)
+                .bind(&*self.owner)
+                .bind(self.lease_until(now))
+                .execute(p)
+                .await,
+            ).map(|r| r.rows_affected()));
+            let inserted = match inserted {
+                Ok(n) => n == 1,
+                Err(e) => {
+                    slot.give_back(self);
+                    return Err(e.into());
+                }
+            };
+            if inserted {
+                slot.keep();
+                return Ok(Claim::Run(order));
+            }
+            slot.give_back(self);
+            let Some(stored) = self
+                .read(&format!("{COLUMNS} WHERE idempotency_key = $1"), key)
+                .await?
+            else {
+                continue;
+            };
+            if stored.fingerprint != fingerprint {
+                return Err(OrderError::KeyReused(key.clone()));
+            }
+            let existing = stored.order;
+            match existing.status {
+                OrderStatus::Pending => {
+                    if let Some(tx) = self.running().get(key) {
+                        return Ok(Claim::Wait(tx.subscribe(), existing));
+                    }
+                    if stored.lease_until_ms > now {
+                        return Ok(Claim::WaitElsewhere(existing));
+                    }
+                    // Its run died with its replica: finish it here.
+                    if self
+                        .take_over(
+                            &existing.order_id,
+                            "status = 'pending' AND lease_until_ms <= $3",
+                            key,
+                        )
+                        .await?
+                    {
+                        return Ok(Claim::Run(existing));
+                    }
+                    return Ok(Claim::WaitElsewhere(existing));
+                }
+                OrderStatus::Failed if stored.retryable => {
+                    if self
+                        .take_over(
+                            &existing.order_id,
+                            "status = 'failed' AND retryable = 1",
+                            key,
+                        )
+                        .await?
+                    {
+                        let mut order = existing;
+                        order.status = OrderStatus::Pending;
+                        order.failure_reason = None;
+                        return Ok(Claim::Run(order));
+                    }
+                    // Another request took it first: wait for that run.
+                    return Ok(Claim::WaitElsewhere(existing));
+                }
+                _ => return Ok(Claim::Done(existing)),
             }
         }
-        match st.by_key.remove(&key) {
-            Some(Entry::Running {
-                request,
-                order_id,
-                done,
-            }) => {
-                let rx = done.subscribe();
-                let snapshot = st.orders.get(&order_id).cloned();
-                st.by_key.insert(
-                    key,
-                    Entry::Running {
-                        request,
-                        order_id,
-                        done,
-                    },
-                );
-                match snapshot {
-                    Some(order) => Ok(Claim::Wait(rx, order)),
-                    None => Err(OrderError::UnknownOrder(String::new())),
-                }
+        Err(self
+            .db
+            .query_error(format!(
+                "idempotency_key {key:?} kept changing under us; retry"
+            ))
+            .into())
+    }
+
+    /// Makes this process the runner of `order_id` when `condition` (SQL on
+    /// the row, `$3` = now) holds; registers the waiters' channel for `key`.
+    async fn take_over(
+        &self,
+        order_id: &str,
+        condition: &str,
+        key: &str,
+    ) -> Result<bool, OrderError> {
+        let slot = self.reserve_slot(key)?;
+        let now = self.clock.now_ms();
+        let sql = format!(
+            "UPDATE orders SET status = 'pending', retryable = 0, failure_reason = NULL, \
+             owner = $2, lease_until_ms = $4, updated_ms = $3 WHERE order_id = $1 AND {condition}"
+        );
+        let taken = with_pool!(self.db.pool(), p => self.db.track(
+            sqlx::query(&sql)
+                .bind(order_id)
+                .bind(&*self.owner)
+                .bind(now)
+                .bind(self.lease_until(now))
+                .execute(p)
+                .await,
+        ).map(|r| r.rows_affected()));
+        match taken {
+            Ok(1) => {
+                slot.keep();
+                Ok(true)
             }
-            Some(Entry::Done { request, order_id }) => {
-                let order = st.orders.get(&order_id).cloned();
-                st.by_key.insert(key, Entry::Done { request, order_id });
-                order
-                    .map(Claim::Done)
-                    .ok_or(OrderError::UnknownOrder(String::new()))
+            Ok(_) => {
+                slot.give_back(self);
+                Ok(false)
             }
-            Some(Entry::Retryable { request, order_id }) => {
-                let order = st.orders.get(&order_id).cloned().map(|mut o| {
-                    o.status = OrderStatus::Pending;
-                    o.failure_reason = None;
-                    o
-                });
-                let (done, _) = watch::channel(None);
-                st.by_key.insert(
-                    key,
-                    Entry::Running {
-                        request,
-                        order_id: order_id.clone(),
-                        done,
-                    },
-                );
-                let order = order.ok_or(OrderError::UnknownOrder(order_id))?;
-                st.orders.insert(order.order_id.clone(), order.clone());
-                Ok(Claim::Run(order))
-            }
-            None => {
-                let order = Order {
-                    order_id: format!("ord-{:016x}", rand::random::<u64>()),
-                    idempotency_key: key.clone(),
-                    customer_id: request.customer_id.clone(),
-                    items: Vec::new(),
-                    total: None,
-                    status: OrderStatus::Pending,
-                    payment_id: None,
-                    reservation_id: None,
-                    failure_reason: None,
-                    created_at: SystemTime::now(),
-                    trace_id: trace_id.to_owned(),
-                };
-                let (done, _) = watch::channel(None);
-                st.by_key.insert(
-                    key,
-                    Entry::Running {
-                        request,
-                        order_id: order.order_id.clone(),
-                        done,
-                    },
-                );
-                st.orders.insert(order.order_id.clone(), order.clone());
-                Ok(Claim::Run(order))
+            Err(e) => {
+                slot.give_back(self);
+                Err(e.into())
             }
         }
     }
 
-    /// Records progress of a running order (seen by `GetOrder` and waiters).
-    pub fn update(&self, order: &Order) {
-        self.lock()
-            .orders
-            .insert(order.order_id.clone(), order.clone());
+    fn reserve_slot(&self, key: &str) -> Result<Slot, OrderError> {
+        let mut running = self.running();
+        if running.contains_key(key) {
+            // Only possible when this process already runs the key: the
+            // caller then finds it pending and waits on this channel.
+            return Ok(Slot { key: None });
+        }
+        if running.len() >= MAX_RUNNING {
+            return Err(OrderError::Overloaded(format!(
+                "{MAX_RUNNING} orders are in progress in this order process; retry with backoff"
+            )));
+        }
+        running.insert(key.to_owned(), watch::channel(None).0);
+        Ok(Slot {
+            key: Some(key.to_owned()),
+        })
+    }
+
+    async fn read(&self, sql: &str, value: &str) -> Result<Option<StoredOrder>, OrderError> {
+        let stored = with_pool!(self.db.pool(), p => {
+            let row = self.db.track(sqlx::query(sql).bind(value).fetch_optional(p).await)?;
+            match row {
+                None => None,
+                Some(r) => {
+                    let status: String = self.db.track(r.try_get("status"))?;
+                    let currency: String = self.db.track(r.try_get("currency"))?;
+                    let total: Option<i64> = self.db.track(r.try_get("total_minor"))?;
+                    let items: String = self.db.track(r.try_get("items"))?;
+                    let items: Vec<StoredItem> = serde_json::from_str(&items)
+                        .map_err(|e| self.db.corrupt(format!("order items {items:?}: {e}")))?;
+                    let request_items: String = self.db.track(r.try_get("request_items"))?;
+                    let request_items: Vec<(String, u32)> = serde_json::from_str(&request_items)
+                        .map_err(|e| self.db.corrupt(format!("order request {request_items:?}: {e}")))?;
+                    let created: i64 = self.db.track(r.try_get("created_ms"))?;
+                    let retryable: i64 = self.db.track(r.try_get("retryable"))?;
+                    let money = |c: &str, m: i64| {
+                        Money::new(c, m).map_err(|e| self.db.corrupt(format!("amount {m} {c}: {e}")))
+                    };
+                    let priced = items
+                        .into_iter()
+                        .map(|i| {
+                            Ok(PricedItem {
+                                unit_price: money(&i.currency, i.price_minor)?,
+                                sku: i.sku,
+                                quantity: i.quantity,
+                            })
+                        })
+                        .collect::<Result<Vec<_>, DbError>>()?;
+                    Some(StoredOrder {
+                        order: Order {
+                            order_id: self.db.track(r.try_get("order_id"))?,
+                            idempotency_key: self.db.track(r.try_get("idempotency_key"))?,
+                            customer_id: self.db.track(r.try_get("customer_id"))?,
+                            items: priced,
+                            total: total.map(|m| money(&currency, m)).transpose()?,
+                            status: OrderStatus::parse(&status)
+                                .ok_or_else(|| self.db.corrupt(format!("order status {status:?}")))?,
+                            payment_id: self.db.track(r.try_get("payment_id"))?,
+                            reservation_id: self.db.track(r.try_get("reservation_id"))?,
+                            failure_reason: self.db.track(r.try_get("failure_reason"))?,
+                            created_at: UNIX_EPOCH
+                                + Duration::from_millis(u64::try_from(created).unwrap_or(0)),
+                            trace_id: self.db.track(r.try_get("trace_id"))?,
+                        },
+                        fingerprint: self.db.track(r.try_get("fingerprint"))?,
+                        retryable: retryable != 0,
+                        lease_until_ms: self.db.track(r.try_get("lease_until_ms"))?,
+                        request_items,
+                    })
+                }
+            }
+        });
+        Ok(stored)
+    }
+
+    /// Records a running order's progress (items, total, reservation,
+    /// payment): what the recovery pass needs to finish it.
+    pub async fn update(&self, order: &Order) -> Result<(), OrderError> {
+        self.write(order, OrderStatus::Pending, false).await
+    }
+
+    async fn write(
+        &self,
+        order: &Order,
+        status: OrderStatus,
+        retryable: bool,
+    ) -> Result<(), OrderError> {
+        let items = self.items_json(&order.items)?;
+        let now = self.clock.now_ms();
+        with_pool!(self.db.pool(), p => self.db.track(
+            sqlx::query(
+                "UPDATE orders SET status = $2, retryable = $3, items = $4, total_minor = $5, \
+                 payment_id = $6, reservation_id = $7, failure_reason = $8, updated_ms = $9 \
+                 WHERE order_id = $1 AND status = 'pending'",
+            )
+            .bind(&order.order_id)
+            .bind(status.as_str())
+            .bind(i64::from(retryable))
+            .bind(&items)
+            .bind(order.total.as_ref().map(Money::minor))
+            .bind(&order.payment_id)
+            .bind(&order.reservation_id)
+            .bind(&order.failure_reason)
+            .bind(now)
+            .execute(p)
+            .await,
+        ).map(drop))?;
+        Ok(())
     }
 
     /// Ends the run for `key`: a final order is kept for every retry; an
-    /// error leaves the key retryable with the same order id.
-    pub fn finish(&self, key: &str, order_id: &str, outcome: Outcome) {
-        let mut st = self.lock();
-        let Some(Entry::Running { request, done, .. }) = st.by_key.remove(key) else {
-            return;
-        };
-        let entry = match &outcome {
-            Ok(order) => {
-                st.orders.insert(order.order_id.clone(), order.clone());
-                Entry::Done {
-                    request,
-                    order_id: order_id.to_owned(),
-                }
-            }
+    /// error leaves the key retryable with the same order id. Waiters in
+    /// this process get the outcome either way; when the database cannot
+    /// take it, the order stays pending and the recovery pass finishes it
+    /// once the lease has run out.
+    pub async fn finish(&self, key: &str, order: &Order, outcome: Outcome) {
+        let written = match &outcome {
+            Ok(done) => self.write(done, done.status, false).await,
             Err(error) => {
-                if let Some(order) = st.orders.get_mut(order_id) {
-                    order.status = OrderStatus::Failed;
-                    order.failure_reason = Some(error.to_string());
-                }
-                Entry::Retryable {
-                    request,
-                    order_id: order_id.to_owned(),
-                }
+                let mut failed = order.clone();
+                failed.status = OrderStatus::Failed;
+                failed.failure_reason = Some(error.to_string());
+                self.write(&failed, OrderStatus::Failed, true).await
             }
         };
-        st.by_key.insert(key.to_owned(), entry);
-        done.send_replace(Some(outcome));
+        if let Err(e) = written {
+            tracing::error!(
+                order.id = %order.order_id,
+                error.message = %e,
+                "could not record how the order ended; the recovery pass finishes it after its lease"
+            );
+        }
+        self.release(key, outcome);
     }
 
-    pub fn get(&self, order_id: &str) -> Result<Order, OrderError> {
+    /// Forgets this process's run of `key` and tells its waiters `outcome`.
+    pub fn release(&self, key: &str, outcome: Outcome) {
+        if let Some(tx) = self.running().remove(key) {
+            tx.send_replace(Some(outcome));
+        }
+    }
+
+    pub async fn get(&self, order_id: &str) -> Result<Order, OrderError> {
         if order_id.is_empty() {
             return Err(OrderError::MissingOrderId);
         }
-        self.lock()
-            .orders
-            .get(order_id)
-            .cloned()
+        if order_id.len() > MAX_ID_LEN {
+            return Err(OrderError::TooLong {
+                field: "order_id",
+                max: MAX_ID_LEN,
+            });
+        }
+        self.db.check()?;
+        self.read(&format!("{COLUMNS} WHERE order_id = $1"), order_id)
+            .await?
+            .map(|s| s.order)
             .ok_or_else(|| OrderError::UnknownOrder(order_id.to_owned()))
+    }
+
+    /// Takes over one pending order whose lease has run out (its run died
+    /// with its process), if there is one: the recovery pass finishes it.
+    pub async fn take_over_abandoned(&self) -> Result<Option<Recovered>, OrderError> {
+        self.db.check()?;
+        let now = self.clock.now_ms();
+        let candidates: Vec<String> = with_pool!(self.db.pool(), p => self.db.track(
+            sqlx::query_scalar(
+                "SELECT order_id FROM orders WHERE status = 'pending' AND lease_until_ms <= $1 \
+                 ORDER BY lease_until_ms LIMIT 16",
+            )
+            .bind(now)
+            .fetch_all(p)
+            .await,
+        )?);
+        for order_id in candidates {
+            let Some(stored) = self
+                .read(&format!("{COLUMNS} WHERE order_id = $1"), &order_id)
+                .await?
+            else {
+                continue;
+            };
+            let key = stored.order.idempotency_key.clone();
+            if self
+                .take_over(
+                    &order_id,
+                    "status = 'pending' AND lease_until_ms <= $3",
+                    &key,
+                )
+                .await?
+            {
+                return Ok(Some(Recovered {
+                    order: stored.order,
+                    items: stored.request_items,
+                }));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Gives a taken-over order back to the recovery pass in `after` (its
+    /// fate could not be decided yet, e.g. a downstream service is down).
+    pub async fn postpone(
+        &self,
+        key: &str,
+        order_id: &str,
+        after: Duration,
+    ) -> Result<(), OrderError> {
+        let until = self.clock.now_ms().saturating_add(crate::db::ms(after));
+        let r = with_pool!(self.db.pool(), p => self.db.track(
+            sqlx::query("UPDATE orders SET lease_until_ms = $2 WHERE order_id = $1 AND status = 'pending'")
+                .bind(order_id)
+                .bind(until)
+                .execute(p)
+                .await,
+        ).map(drop));
+        self.release(
+            key,
+            Err(OrderError::Interrupted(format!(
+                "order {order_id} is being recovered; retry with the same idempotency_key"
+            ))),
+        );
+        r.map_err(Into::into)
+    }
+
+    /// Deletes one batch of orders (with their keys) finished before `cutoff_ms`.
+    pub async fn delete_finished_before(&self, cutoff_ms: i64) -> Result<u64, DbError> {
+        self.db.check()?;
+        with_pool!(self.db.pool(), p => self.db.track(
+            sqlx::query(
+                "DELETE FROM orders WHERE order_id IN (SELECT order_id FROM orders \
+                 WHERE status <> 'pending' AND updated_ms < $1 LIMIT $2)",
+            )
+            .bind(cutoff_ms)
+            .bind(RETENTION_BATCH)
+            .execute(p)
+            .await,
+        ).map(|r| r.rows_affected()))
+    }
+}
+
+/// A waiters' channel registered for a key before the database decided
+/// whether this process runs it.
+struct Slot {
+    key: Option<String>,
+}
+
+impl Slot {
+    fn keep(self) {}
+
+    fn give_back(self, book: &OrderBook) {
+        if let Some(key) = self.key {
+            book.running().remove(&key);
+        }
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn new_order(key: &str, qty: u32) -> NewOrder {
-        NewOrder::validate(
-            key.into(),
-            "c-1".into(),
-            vec![("sku-a".into(), qty)],
-            "USD".into(),
-            String::new(),
-            "USD",
-        )
-        .unwrap()
-    }
-
-    #[test]
-    fn validation_names_the_problem() {
-        let v = |key: &str, cust: &str, items: Vec<(String, u32)>, cur: &str| {
-            NewOrder::validate(
-                key.into(),
-                cust.into(),
-                items,
-                cur.into(),
-                String::new(),
-                "USD",
-            )
-            .unwrap_err()
-        };
-        let one = || vec![("a".to_owned(), 1)];
-        assert_eq!(v("", "c", one(), "USD"), OrderError::MissingKey);
-        assert_eq!(v("k", "", one(), "USD"), OrderError::MissingCustomer);
-        assert_eq!(v("k", "c", vec![], "USD"), OrderError::NoItems);
-        assert!(matches!(
-            v("k", "c", vec![("a".into(), 0)], "USD"),
-            OrderError::ZeroQuantity { .. }
-        ));
-        assert!(matches!(
-            v("k", "c", vec![("a".into(), 1), ("a".into(), 2)], "USD"),
-            OrderError::DuplicateSku(_)
-        ));
-        assert!(matches!(
-            v("k", "c", one(), ""),
-            OrderError::MissingCurrency(_)
-        ));
-        assert_eq!(
-            v("k", "c", one(), "EUR").to_string(),
-            "currency_code \"EUR\" is not accepted: the catalog is priced in USD"
-        );
-        assert!(matches!(
-            v(&"k".repeat(129), "c", one(), "USD"),
-            OrderError::TooLong { .. }
-        ));
-    }
-
-    #[test]
-    fn a_key_runs_once_and_replays_its_outcome() {
-        let book = OrderBook::new();
-        let Claim::Run(order) = book.claim(new_order("k", 1), "t1").unwrap() else {
-            panic!("first claim runs")
-        };
-        let Claim::Wait(mut rx, pending) = book.claim(new_order("k", 1), "t2").unwrap() else {
-            panic!("concurrent retry waits")
-        };
-        assert_eq!(pending.status, OrderStatus::Pending);
-        assert_eq!(
-            book.claim(new_order("k", 2), "t3").unwrap_err(),
-            OrderError::KeyReused("k".into())
-        );
-        let mut done = order.clone();
-        done.status = OrderStatus::Confirmed;
-        book.finish("k", &order.order_id, Ok(done.clone()));
-        assert_eq!(rx.borrow_and_update().clone().unwrap().unwrap(), done);
-        let Claim::Done(again) = book.claim(new_order("k", 1), "t4").unwrap() else {
-            panic!("later retry replays")
-        };
-        assert_eq!(again, done);
-        assert_eq!(again.trace_id, "t1");
-        assert_eq!(book.get(&order.order_id).unwrap(), done);
-    }
-
-    #[test]
-    fn an_error_leaves_the_key_retryable_with_the_same_order_id() {
-        let book = OrderBook::new();
-        let Claim::Run(order) = book.claim(new_order("k", 1), "t").unwrap() else {
-            panic!()
-        };
-        book.finish(
-            "k",
-            &order.order_id,
-            Err(OrderError::Downstream(CallError::new(
-                crate::order::ports::CallFailure::Unavailable,
-                "payment unavailable",
-            ))),
-        );
-        let Claim::Run(again) = book.claim(new_order("k", 1), "t").unwrap() else {
-            panic!("retry runs again")
-        };
-        assert_eq!(again.order_id, order.order_id);
-        assert!(matches!(book.get("nope"), Err(OrderError::UnknownOrder(_))));
-        assert_eq!(book.get("").unwrap_err(), OrderError::MissingOrderId);
-    }
-}
+mod tests;

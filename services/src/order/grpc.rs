@@ -8,7 +8,7 @@ use tonic::{Request, Response, Status};
 use super::book::{NewOrder, Order, OrderError, OrderStatus};
 use super::ports::{CallFailure, Payments, Stock};
 use super::saga::Orders;
-use crate::edge::{money_proto, timestamp};
+use crate::edge::{db_status, money_proto, timestamp};
 use crate::faults::Faults;
 
 impl From<OrderStatus> for pb::OrderStatus {
@@ -57,6 +57,8 @@ pub fn order_status(e: OrderError) -> Status {
         OrderError::UnknownOrder(_) => Status::not_found(msg),
         OrderError::KeyReused(_) | OrderError::Pricing(_) => Status::failed_precondition(msg),
         OrderError::Interrupted(_) => Status::internal(msg),
+        OrderError::Overloaded(_) => Status::resource_exhausted(msg),
+        OrderError::Db(e) => db_status(&e),
         OrderError::Downstream(call) => match call.failure {
             CallFailure::NotFound => Status::not_found(msg),
             CallFailure::InvalidArgument => Status::invalid_argument(msg),
@@ -68,6 +70,7 @@ pub fn order_status(e: OrderError) -> Status {
         },
         OrderError::MissingKey
         | OrderError::TooLong { .. }
+        | OrderError::TooManyItems { .. }
         | OrderError::MissingCustomer
         | OrderError::NoItems
         | OrderError::EmptySku { .. }
@@ -85,19 +88,27 @@ pub struct OrderService<S, P> {
     faults: Faults,
     /// Budget of a PlaceOrder whose caller sent no deadline (and the cap).
     request_budget: Duration,
+    max_message_bytes: usize,
 }
 
 impl<S: Stock, P: Payments> OrderService<S, P> {
-    pub fn new(orders: Orders<S, P>, faults: Faults, request_budget: Duration) -> Self {
+    pub fn new(
+        orders: Orders<S, P>,
+        faults: Faults,
+        request_budget: Duration,
+        max_message_bytes: usize,
+    ) -> Self {
         Self {
             orders,
             faults,
             request_budget,
+            max_message_bytes,
         }
     }
 
     pub fn into_server(self) -> pb::order_service_server::OrderServiceServer<Self> {
-        pb::order_service_server::OrderServiceServer::new(self)
+        let max = self.max_message_bytes;
+        pb::order_service_server::OrderServiceServer::new(self).max_decoding_message_size(max)
     }
 }
 
@@ -140,6 +151,7 @@ impl<S: Stock, P: Payments> pb::order_service_server::OrderService for OrderServ
         let order = self
             .orders
             .get(&request.into_inner().order_id)
+            .await
             .map_err(order_status)?;
         Ok(Response::new(pb::GetOrderResponse {
             order: Some((&order).into()),

@@ -15,3 +15,10 @@ pub use saga::{Orders, DEFAULT_CALL_TIMEOUT, DEFAULT_REQUEST_BUDGET};
 
 /// The saga as the service runs it: over gRPC clients.
 pub type MeshOrders = Orders<GrpcStock, GrpcPayments>;
+
+/// The order database's schema, applied at start (`services/migrations/order/`).
+pub const MIGRATIONS: crate::db::Migrations = crate::db::Migrations(&[(
+    1,
+    "orders",
+    include_str!("../../migrations/order/0001_orders.sql"),
+)]);

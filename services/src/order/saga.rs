@@ -2,7 +2,11 @@
 //! declined charge releases the reservation (status PAYMENT_DECLINED); a
 //! failure after the charge refunds it, then releases (status FAILED). Each
 //! run is a spawned task, so a caller that hangs up cannot leave a saga half
-//! done.
+//! done; a run cut by a crash (or by its database going away) leaves the
+//! order PENDING with a lease, and once the lease has run out the recovery
+//! pass ([`Orders::recover_one`]) finishes it: an order whose charge was
+//! approved and recorded is committed (completing what was paid for), any
+//! other is compensated (refund by order id, release) and left retryable.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -47,12 +51,26 @@ impl<S, P> std::fmt::Debug for Orders<S, P> {
     }
 }
 
+/// How long the recovery pass waits before trying again an order it could
+/// not decide (a downstream service did not answer).
+pub const RECOVERY_RETRY: Duration = Duration::from_secs(5);
+/// How often a replica looks for abandoned orders.
+pub const RECOVERY_EVERY: Duration = Duration::from_secs(1);
+/// How often a retry reads an order another replica is running.
+const WAIT_ELSEWHERE_POLL: Duration = Duration::from_millis(25);
+
 impl<S: Stock, P: Payments> Orders<S, P> {
-    /// Orders over `stock` and `payments`; each compensation step (release,
-    /// refund, a second commit) gets `compensation_budget`.
-    pub fn new(stock: S, payments: P, compensation_budget: Duration, currency: &str) -> Self {
+    /// Orders in `book` over `stock` and `payments`; each compensation step
+    /// (release, refund, a second commit) gets `compensation_budget`.
+    pub fn new(
+        book: OrderBook,
+        stock: S,
+        payments: P,
+        compensation_budget: Duration,
+        currency: &str,
+    ) -> Self {
         Self {
-            book: Arc::new(OrderBook::new()),
+            book: Arc::new(book),
             stock: Arc::new(stock),
             payments: Arc::new(payments),
             compensation_budget,
@@ -64,14 +82,32 @@ impl<S: Stock, P: Payments> Orders<S, P> {
         &self.currency
     }
 
-    pub fn get(&self, order_id: &str) -> Result<Order, OrderError> {
-        self.book.get(order_id)
+    pub async fn get(&self, order_id: &str) -> Result<Order, OrderError> {
+        self.book.get(order_id).await
+    }
+
+    pub fn book(&self) -> &OrderBook {
+        &self.book
     }
 
     /// Places `request` idempotently, answering within `deadline`.
     pub async fn place(&self, request: NewOrder, deadline: Deadline, trace_id: &str) -> Outcome {
         let key = request.idempotency_key.clone();
-        match self.book.claim(request.clone(), trace_id)? {
+        match self.book.claim(&request, trace_id).await? {
+            Claim::WaitElsewhere(pending) => {
+                tracing::info!(order.id = %pending.order_id, "same key in flight on another replica: waiting for its outcome");
+                let mut latest = pending;
+                loop {
+                    if deadline.remaining() <= WAIT_ELSEWHERE_POLL {
+                        return Ok(latest);
+                    }
+                    tokio::time::sleep(WAIT_ELSEWHERE_POLL).await;
+                    latest = self.book.get(&latest.order_id).await?;
+                    if latest.status != OrderStatus::Pending {
+                        return Ok(latest);
+                    }
+                }
+            }
             Claim::Done(order) => {
                 tracing::info!(order.id = %order.order_id, "idempotent replay: returning the decided order");
                 Ok(order)
@@ -92,7 +128,7 @@ impl<S: Stock, P: Payments> Orders<S, P> {
                 match waited {
                     Ok(Some(outcome)) => outcome,
                     // Still running when our budget ran out: say so.
-                    _ => Ok(self.book.get(&pending.order_id).unwrap_or(pending)),
+                    _ => Ok(self.book.get(&pending.order_id).await.unwrap_or(pending)),
                 }
             }
             Claim::Run(order) => {
@@ -102,13 +138,15 @@ impl<S: Stock, P: Payments> Orders<S, P> {
                 // even if the task is never polled.
                 let mut finish = FinishOnDrop {
                     book: Arc::clone(&self.book),
-                    key,
+                    key: key.clone(),
                     order_id: order.order_id.clone(),
                 };
                 let mut run = tokio::spawn(
                     async move {
-                        let outcome = this.run(order, &request, deadline).await;
-                        finish.finish(outcome.clone());
+                        let mut order = order;
+                        let outcome = this.run(&mut order, &request, deadline).await;
+                        this.book.finish(&key, &order, outcome.clone()).await;
+                        finish.disarm();
                         outcome
                     }
                     .in_current_span(),
@@ -123,14 +161,14 @@ impl<S: Stock, P: Payments> Orders<S, P> {
                     }),
                     Err(_) => {
                         tracing::warn!(order.id = %pending.order_id, "request budget spent with the saga still running; answering with the order as it stands");
-                        Ok(self.book.get(&pending.order_id).unwrap_or(pending))
+                        Ok(self.book.get(&pending.order_id).await.unwrap_or(pending))
                     }
                 }
             }
         }
     }
 
-    async fn run(&self, mut order: Order, req: &NewOrder, deadline: Deadline) -> Outcome {
+    async fn run(&self, order: &mut Order, req: &NewOrder, deadline: Deadline) -> Outcome {
         let id = order.order_id.clone();
         meshwatch_runtime::telemetry::record_order_id(&id);
         tracing::info!(order.id = %id, customer.id = %req.customer_id, "placing order");
@@ -154,7 +192,6 @@ impl<S: Stock, P: Payments> Orders<S, P> {
         };
         order.items = items;
         order.total = Some(total.clone());
-        self.book.update(&order);
 
         // 2. Charge.
         let charged = self
@@ -198,11 +235,26 @@ impl<S: Stock, P: Payments> Orders<S, P> {
                     event.reason = order.failure_reason.as_deref().unwrap_or_default(),
                     "order declined by payment; reservation released"
                 );
-                return Ok(order);
+                return Ok(order.clone());
             }
         };
         order.payment_id = non_empty(payment_id);
-        self.book.update(&order);
+        // What the recovery pass needs to complete a paid order if this
+        // run is cut. Not recorded: the commit below is then not attempted
+        // (money is taken, so compensation follows).
+        if let Err(e) = self.book.update(order).await {
+            let reason = format!("recording the charge failed: {e}");
+            tracing::warn!(order.id = %id, error.message = %reason, "compensating: refund, then release");
+            let refunded = self.refund(&id, &reason).await;
+            self.release(&id, &reserved.reservation_id).await;
+            return Err(if refunded {
+                e
+            } else {
+                OrderError::Interrupted(format!(
+                    "{reason}; REFUND FAILED for order {id}: retry with the same idempotency_key"
+                ))
+            });
+        }
 
         // 3. Commit. From here on the money is taken: a failure refunds.
         let mut committed = self.stock.commit(deadline, &reserved.reservation_id).await;
@@ -233,7 +285,7 @@ impl<S: Stock, P: Payments> Orders<S, P> {
                     order.payment_id.as_deref().unwrap_or("?")
                 )
             });
-            return Ok(order);
+            return Ok(order.clone());
         }
         order.status = OrderStatus::Confirmed;
         tracing::info!(
@@ -243,7 +295,75 @@ impl<S: Stock, P: Payments> Orders<S, P> {
             order.currency = %total.currency(),
             "order confirmed"
         );
-        Ok(order)
+        Ok(order.clone())
+    }
+
+    /// Finishes one abandoned order (see the module docs), if there is one;
+    /// returns whether there was. A downstream service that does not answer
+    /// leaves it pending for another try after [`RECOVERY_RETRY`].
+    pub async fn recover_one(&self) -> Result<bool, OrderError> {
+        let Some(recovered) = self.book.take_over_abandoned().await? else {
+            return Ok(false);
+        };
+        let mut order = recovered.order;
+        let id = order.order_id.clone();
+        let key = order.idempotency_key.clone();
+        meshwatch_runtime::telemetry::record_order_id(&id);
+        tracing::warn!(order.id = %id, "recovering an order its run left pending");
+        if let (Some(_), Some(reservation)) = (&order.payment_id, order.reservation_id.clone()) {
+            // Paid for and recorded: complete it.
+            match self
+                .stock
+                .commit(self.compensation_deadline(), &reservation)
+                .await
+            {
+                Ok(()) => {
+                    order.status = OrderStatus::Confirmed;
+                    tracing::info!(order.id = %id, order.status = "CONFIRMED", "recovered order confirmed");
+                    self.book.finish(&key, &order, Ok(order.clone())).await;
+                    return Ok(true);
+                }
+                Err(e) if e.is_ambiguous() => {
+                    tracing::warn!(order.id = %id, error.message = %e, "recovery: commit outcome unknown; trying again later");
+                    self.book.postpone(&key, &id, RECOVERY_RETRY).await?;
+                    return Ok(true);
+                }
+                Err(e) => {
+                    let reason =
+                        format!("recovered after an interruption: inventory commit failed: {e}");
+                    if !self.refund(&id, &reason).await {
+                        self.book.postpone(&key, &id, RECOVERY_RETRY).await?;
+                        return Ok(true);
+                    }
+                    self.release(&id, &reservation).await;
+                    order.status = OrderStatus::Failed;
+                    order.failure_reason = Some(format!("{reason}; payment refunded"));
+                    self.book.finish(&key, &order, Ok(order.clone())).await;
+                    return Ok(true);
+                }
+            }
+        }
+        // Not known to be paid: the charge may or may not have happened.
+        // Refund by order id (nothing charged → nothing to do), release.
+        let reason = "order interrupted before it was decided";
+        if !self.refund(&id, reason).await {
+            self.book.postpone(&key, &id, RECOVERY_RETRY).await?;
+            return Ok(true);
+        }
+        if let Some(reservation) = &order.reservation_id {
+            self.release(&id, reservation).await;
+        }
+        tracing::warn!(order.id = %id, order.status = "FAILED", "recovered order compensated");
+        self.book
+            .finish(
+                &key,
+                &order,
+                Err(OrderError::Interrupted(format!(
+                    "order {id} was interrupted before it was decided; any charge was refunded and the reservation released or left to expire: retry with the same idempotency_key"
+                ))),
+            )
+            .await;
+        Ok(true)
     }
 
     /// Compensation budget: independent of the caller, who may be gone.
@@ -293,9 +413,9 @@ impl<S: Stock, P: Payments> Orders<S, P> {
     }
 }
 
-/// Ends a run's claim on its key even when the saga task dies (a panic,
-/// the runtime shutting down), so the order is not left PENDING with every
-/// retry waiting on it.
+/// Ends a run's claim on its key in this process even when the saga task
+/// dies (a panic, the runtime shutting down), so retries here do not wait
+/// on it forever; the row stays PENDING for the recovery pass.
 struct FinishOnDrop {
     book: Arc<OrderBook>,
     key: String,
@@ -303,19 +423,46 @@ struct FinishOnDrop {
 }
 
 impl FinishOnDrop {
-    fn finish(&mut self, outcome: Outcome) {
-        self.book
-            .finish(&std::mem::take(&mut self.key), &self.order_id, outcome);
+    fn disarm(&mut self) {
+        self.key.clear();
     }
 }
 
 impl Drop for FinishOnDrop {
     fn drop(&mut self) {
         if !self.key.is_empty() {
-            self.finish(Err(OrderError::Interrupted(format!(
-                "order {} stopped before it was decided; retry with the same idempotency_key",
-                self.order_id
-            ))));
+            self.book.release(
+                &self.key,
+                Err(OrderError::Interrupted(format!(
+                    "order {} stopped before it was decided; retry with the same idempotency_key",
+                    self.order_id
+                ))),
+            );
+        }
+    }
+}
+
+/// Runs the recovery pass every [`RECOVERY_EVERY`] until `shutdown`.
+pub async fn run_recovery<S: Stock, P: Payments>(
+    orders: Orders<S, P>,
+    shutdown: tokio_util::sync::CancellationToken,
+) {
+    loop {
+        if orders.book.database().is_up() {
+            loop {
+                match orders.recover_one().await {
+                    Ok(true) if !shutdown.is_cancelled() => continue,
+                    Ok(_) => break,
+                    Err(e) => {
+                        tracing::warn!(error.message = %e, "recovery pass failed; trying again");
+                        break;
+                    }
+                }
+            }
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(RECOVERY_EVERY) => {}
         }
     }
 }

@@ -1,13 +1,12 @@
 //! `meshwatch.payment.v1.PaymentService`: a thin adapter over [`Ledger`].
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use meshwatch_proto::payment::v1 as pb;
 use tonic::{Request, Response, Status};
 
 use super::ledger::{ChargeRequest, Ledger, Payment, PaymentError, PaymentStatus};
-use crate::edge::{money_proto, timestamp};
+use crate::edge::{db_status, money_proto, timestamp};
 use crate::faults::Faults;
 
 const DEFAULT_BUDGET: Duration = Duration::from_secs(30);
@@ -16,7 +15,9 @@ impl From<PaymentError> for Status {
     fn from(e: PaymentError) -> Self {
         let msg = e.to_string();
         match e {
+            PaymentError::Db(e) => db_status(&e),
             PaymentError::MissingOrderId
+            | PaymentError::TooLong { .. }
             | PaymentError::MissingCustomer
             | PaymentError::Amount(_)
             | PaymentError::NotPositive(_) => Status::invalid_argument(msg),
@@ -56,17 +57,23 @@ impl From<&Payment> for pb::Payment {
 /// The gRPC face of a [`Ledger`].
 #[derive(Debug, Clone)]
 pub struct PaymentService {
-    ledger: Arc<Ledger>,
+    ledger: Ledger,
     faults: Faults,
+    max_message_bytes: usize,
 }
 
 impl PaymentService {
-    pub fn new(ledger: Arc<Ledger>, faults: Faults) -> Self {
-        Self { ledger, faults }
+    pub fn new(ledger: Ledger, faults: Faults, max_message_bytes: usize) -> Self {
+        Self {
+            ledger,
+            faults,
+            max_message_bytes,
+        }
     }
 
     pub fn into_server(self) -> pb::payment_service_server::PaymentServiceServer<Self> {
-        pb::payment_service_server::PaymentServiceServer::new(self)
+        let max = self.max_message_bytes;
+        pb::payment_service_server::PaymentServiceServer::new(self).max_decoding_message_size(max)
     }
 
     async fn faults<T>(&self, request: &Request<T>) -> Result<(), Status> {
@@ -86,15 +93,18 @@ impl pb::payment_service_server::PaymentService for PaymentService {
         meshwatch_runtime::telemetry::record_order_id(&req.order_id);
         let amount = crate::edge::money(req.amount)
             .map_err(|e| Status::from(PaymentError::Amount(e.to_string())))?;
-        let (p, decided) = self.ledger.charge(
-            ChargeRequest {
-                order_id: req.order_id,
-                customer_id: req.customer_id,
-                amount,
-                token: req.payment_token,
-            },
-            self.faults.roll_decline(),
-        )?;
+        let (p, decided) = self
+            .ledger
+            .charge(
+                ChargeRequest {
+                    order_id: req.order_id,
+                    customer_id: req.customer_id,
+                    amount,
+                    token: req.payment_token,
+                },
+                self.faults.roll_decline(),
+            )
+            .await?;
         let approved = p.decline_reason.is_none();
         if decided {
             if approved {
@@ -135,7 +145,7 @@ impl pb::payment_service_server::PaymentService for PaymentService {
         self.faults(&request).await?;
         let req = request.into_inner();
         meshwatch_runtime::telemetry::record_order_id(&req.order_id);
-        let p = self.ledger.refund(&req.order_id, &req.reason)?;
+        let p = self.ledger.refund(&req.order_id, &req.reason).await?;
         tracing::warn!(order.id = %p.order_id, payment.id = %p.payment_id, event.reason = %req.reason, "charge refunded");
         Ok(Response::new(pb::RefundResponse {
             payment_id: p.payment_id.clone(),
@@ -149,7 +159,7 @@ impl pb::payment_service_server::PaymentService for PaymentService {
         request: Request<pb::GetPaymentRequest>,
     ) -> Result<Response<pb::Payment>, Status> {
         self.faults(&request).await?;
-        let p = self.ledger.get(&request.into_inner().order_id)?;
+        let p = self.ledger.get(&request.into_inner().order_id).await?;
         Ok(Response::new((&p).into()))
     }
 }

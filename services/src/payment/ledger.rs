@@ -1,18 +1,28 @@
-//! Charges and refunds, idempotent per order: the first decision for an
-//! order is final and a retry returns it, so money is taken at most once.
+//! Charges and refunds in the service's database, idempotent per order: the
+//! first decision for an order is final and a retry returns it, so money is
+//! taken at most once. The order id is the table's primary key, so two
+//! replicas (or a retry after a restart) cannot both decide: the second
+//! insert does nothing and reads the first decision.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use sqlx::Row;
+
+use crate::db::{Clock, Database, DbError, RETENTION_BATCH};
+use crate::limits::{truncate, MAX_ID_LEN, MAX_REASON_LEN, MAX_TOKEN_LEN};
 use crate::money::Money;
+use crate::with_pool;
 
 /// Tokens starting with this are always declined (demos and tests).
 pub const DECLINE_TOKEN_PREFIX: &str = "tok_decline";
 
 /// Why a payment operation was refused.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum PaymentError {
+    #[error("{field} is longer than {max} bytes")]
+    TooLong { field: &'static str, max: usize },
+    #[error(transparent)]
+    Db(#[from] DbError),
     #[error("order_id is required")]
     MissingOrderId,
     #[error("customer_id is required")]
@@ -42,6 +52,17 @@ pub enum PaymentStatus {
     Refunded,
 }
 
+impl PaymentStatus {
+    fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "charged" => Self::Charged,
+            "declined" => Self::Declined,
+            "refunded" => Self::Refunded,
+            _ => return None,
+        })
+    }
+}
+
 /// The record of one order's payment.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Payment {
@@ -65,58 +86,97 @@ pub struct ChargeRequest {
     pub token: String,
 }
 
-/// All payments of one process.
-#[derive(Debug, Default)]
+/// Payments over the service's database. Cheap to clone.
+#[derive(Debug, Clone)]
 pub struct Ledger {
-    payments: Mutex<HashMap<String, Payment>>,
+    db: Database,
+    clock: Clock,
 }
 
+const COLUMNS: &str = "SELECT payment_id, order_id, currency, amount_minor, status, charge_count, \
+     decline_reason, refund_reason, created_ms FROM payments WHERE order_id = $1";
+
 impl Ledger {
-    pub fn new() -> Self {
-        Self::default()
+    pub fn new(db: Database, clock: Clock) -> Self {
+        Self { db, clock }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Payment>> {
-        self.payments.lock().unwrap_or_else(|e| e.into_inner())
+    pub fn database(&self) -> &Database {
+        &self.db
+    }
+
+    fn check_order_id(order_id: &str) -> Result<(), PaymentError> {
+        if order_id.is_empty() {
+            return Err(PaymentError::MissingOrderId);
+        }
+        if order_id.len() > MAX_ID_LEN {
+            return Err(PaymentError::TooLong {
+                field: "order_id",
+                max: MAX_ID_LEN,
+            });
+        }
+        Ok(())
+    }
+
+    async fn read(&self, order_id: &str) -> Result<Option<Payment>, PaymentError> {
+        let row = with_pool!(self.db.pool(), p => {
+            let row = self.db.track(sqlx::query(COLUMNS).bind(order_id).fetch_optional(p).await)?;
+            match row {
+                None => None,
+                Some(r) => {
+                    let currency: String = self.db.track(r.try_get("currency"))?;
+                    let minor: i64 = self.db.track(r.try_get("amount_minor"))?;
+                    let status: String = self.db.track(r.try_get("status"))?;
+                    let created: i64 = self.db.track(r.try_get("created_ms"))?;
+                    let count: i64 = self.db.track(r.try_get("charge_count"))?;
+                    Some(Payment {
+                        payment_id: self.db.track(r.try_get("payment_id"))?,
+                        order_id: self.db.track(r.try_get("order_id"))?,
+                        amount: Money::new(&currency, minor)
+                            .map_err(|e| self.db.corrupt(format!("amount of {order_id}: {e}")))?,
+                        status: PaymentStatus::parse(&status).ok_or_else(|| {
+                            self.db.corrupt(format!("payment status {status:?}"))
+                        })?,
+                        charge_count: u32::try_from(count).unwrap_or(0),
+                        decline_reason: self.db.track(r.try_get("decline_reason"))?,
+                        refund_reason: self.db.track(r.try_get("refund_reason"))?,
+                        created_at: UNIX_EPOCH
+                            + Duration::from_millis(u64::try_from(created).unwrap_or(0)),
+                    })
+                }
+            }
+        });
+        Ok(row)
     }
 
     /// Charges once per order. `injected_decline` is the fault injector's
     /// roll, applied only to the first decision. Returns the payment and
     /// whether this call made the decision (false for a replay).
-    pub fn charge(
+    pub async fn charge(
         &self,
         req: ChargeRequest,
         injected_decline: bool,
     ) -> Result<(Payment, bool), PaymentError> {
-        if req.order_id.is_empty() {
-            return Err(PaymentError::MissingOrderId);
-        }
+        Self::check_order_id(&req.order_id)?;
         if req.customer_id.is_empty() {
             return Err(PaymentError::MissingCustomer);
+        }
+        if req.customer_id.len() > MAX_ID_LEN {
+            return Err(PaymentError::TooLong {
+                field: "customer_id",
+                max: MAX_ID_LEN,
+            });
+        }
+        if req.token.len() > MAX_TOKEN_LEN {
+            return Err(PaymentError::TooLong {
+                field: "payment_token",
+                max: MAX_TOKEN_LEN,
+            });
         }
         if req.amount.minor() == 0 {
             return Err(PaymentError::NotPositive(req.amount));
         }
-        let mut payments = self.lock();
-        if let Some(existing) = payments.get(&req.order_id) {
-            if existing.amount != req.amount {
-                return Err(PaymentError::AmountMismatch {
-                    order_id: req.order_id,
-                    first: existing.amount.clone(),
-                    now: req.amount,
-                });
-            }
-            // A refunded charge is not a standing approval: answering
-            // "approved" would let a retried saga confirm an order whose
-            // money was given back.
-            if existing.status == PaymentStatus::Refunded {
-                return Err(PaymentError::Refunded {
-                    order_id: req.order_id,
-                    reason: existing.refund_reason.clone().unwrap_or_default(),
-                });
-            }
-            return Ok((existing.clone(), false));
-        }
+        self.db.check()?;
         let decline_reason = if req.token.starts_with(DECLINE_TOKEN_PREFIX) {
             Some(format!("card declined (test token {:?})", req.token))
         } else if injected_decline {
@@ -124,10 +184,11 @@ impl Ledger {
         } else {
             None
         };
+        let now = self.clock.now_ms();
         let payment = Payment {
             payment_id: format!("pay-{:016x}", rand::random::<u64>()),
             order_id: req.order_id.clone(),
-            amount: req.amount,
+            amount: req.amount.clone(),
             status: if decline_reason.is_some() {
                 PaymentStatus::Declined
             } else {
@@ -136,40 +197,111 @@ impl Ledger {
             charge_count: u32::from(decline_reason.is_none()),
             decline_reason,
             refund_reason: None,
-            created_at: SystemTime::now(),
+            created_at: UNIX_EPOCH + Duration::from_millis(u64::try_from(now).unwrap_or(0)),
         };
-        payments.insert(req.order_id, payment.clone());
-        Ok((payment, true))
+        let inserted = with_pool!(self.db.pool(), p => self.db.track(
+            sqlx::query(
+                "INSERT INTO payments (order_id, payment_id, customer_id, currency, amount_minor, \
+                 status, charge_count, decline_reason, created_ms, updated_ms) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9) ON CONFLICT (order_id) DO NOTHING",
+            )
+            .bind(&payment.order_id)
+            .bind(&payment.payment_id)
+            .bind(&req.customer_id)
+            .bind(payment.amount.currency())
+            .bind(payment.amount.minor())
+            .bind(match payment.status {
+                PaymentStatus::Charged => "charged",
+                _ => "declined",
+            })
+            .bind(i64::from(payment.charge_count))
+            .bind(&payment.decline_reason)
+            .bind(now)
+            .execute(p)
+            .await,
+        )?.rows_affected());
+        if inserted == 1 {
+            return Ok((payment, true));
+        }
+        let existing = self.read(&req.order_id).await?.ok_or_else(|| {
+            self.db.query_error(format!(
+                "payment of order {} neither inserted nor found; retry",
+                req.order_id
+            ))
+        })?;
+        if existing.amount != req.amount {
+            return Err(PaymentError::AmountMismatch {
+                order_id: req.order_id,
+                first: existing.amount,
+                now: req.amount,
+            });
+        }
+        // A refunded charge is not a standing approval: answering
+        // "approved" would let a retried saga confirm an order whose
+        // money was given back.
+        if existing.status == PaymentStatus::Refunded {
+            return Err(PaymentError::Refunded {
+                order_id: req.order_id,
+                reason: existing.refund_reason.clone().unwrap_or_default(),
+            });
+        }
+        Ok((existing, false))
     }
 
     /// Refunds an approved charge. Idempotent.
-    pub fn refund(&self, order_id: &str, reason: &str) -> Result<Payment, PaymentError> {
-        if order_id.is_empty() {
-            return Err(PaymentError::MissingOrderId);
-        }
-        let mut payments = self.lock();
-        let p = payments
-            .get_mut(order_id)
+    pub async fn refund(&self, order_id: &str, reason: &str) -> Result<Payment, PaymentError> {
+        Self::check_order_id(order_id)?;
+        self.db.check()?;
+        let now = self.clock.now_ms();
+        let reason = truncate(reason, MAX_REASON_LEN);
+        let changed = with_pool!(self.db.pool(), p => self.db.track(
+            sqlx::query(
+                "UPDATE payments SET status = 'refunded', refund_reason = $2, updated_ms = $3 \
+                 WHERE order_id = $1 AND status = 'charged'",
+            )
+            .bind(order_id)
+            .bind(reason)
+            .bind(now)
+            .execute(p)
+            .await,
+        )?.rows_affected());
+        let p = self
+            .read(order_id)
+            .await?
             .ok_or_else(|| PaymentError::UnknownOrder(order_id.to_owned()))?;
         match p.status {
             PaymentStatus::Declined => Err(PaymentError::NothingToRefund(order_id.to_owned())),
-            PaymentStatus::Refunded => Ok(p.clone()),
-            PaymentStatus::Charged => {
-                p.status = PaymentStatus::Refunded;
-                p.refund_reason = Some(reason.to_owned());
-                Ok(p.clone())
-            }
+            PaymentStatus::Refunded => Ok(p),
+            PaymentStatus::Charged => Err(self
+                .db
+                .query_error(format!(
+                    "refund of order {order_id} changed {changed} rows and left it charged; retry"
+                ))
+                .into()),
         }
     }
 
-    pub fn get(&self, order_id: &str) -> Result<Payment, PaymentError> {
-        if order_id.is_empty() {
-            return Err(PaymentError::MissingOrderId);
-        }
-        self.lock()
-            .get(order_id)
-            .cloned()
+    pub async fn get(&self, order_id: &str) -> Result<Payment, PaymentError> {
+        Self::check_order_id(order_id)?;
+        self.db.check()?;
+        self.read(order_id)
+            .await?
             .ok_or_else(|| PaymentError::UnknownOrder(order_id.to_owned()))
+    }
+
+    /// Deletes one batch of payments last changed before `cutoff_ms`.
+    pub async fn delete_before(&self, cutoff_ms: i64) -> Result<u64, DbError> {
+        self.db.check()?;
+        with_pool!(self.db.pool(), p => self.db.track(
+            sqlx::query(
+                "DELETE FROM payments WHERE order_id IN (SELECT order_id FROM payments \
+                 WHERE updated_ms < $1 LIMIT $2)",
+            )
+            .bind(cutoff_ms)
+            .bind(RETENTION_BATCH)
+            .execute(p)
+            .await,
+        ).map(|r| r.rows_affected()))
     }
 }
 
@@ -188,77 +320,117 @@ mod tests {
         }
     }
 
-    #[test]
-    fn charge_is_once_per_order() {
-        let l = Ledger::new();
-        let (p, first) = l.charge(req("o1", "", 500), false).unwrap();
+    async fn ledger() -> (Ledger, tempfile::TempDir) {
+        let (db, dir) = crate::db::test_sqlite("payment", super::super::MIGRATIONS).await;
+        (Ledger::new(db, Clock::System), dir)
+    }
+
+    #[tokio::test]
+    async fn charge_is_once_per_order() {
+        let (l, _dir) = ledger().await;
+        let (p, first) = l.charge(req("o1", "", 500), false).await.unwrap();
         assert!(first);
         assert_eq!((p.status, p.charge_count), (PaymentStatus::Charged, 1));
-        let (again, first) = l.charge(req("o1", "", 500), true).unwrap();
+        let (again, first) = l.charge(req("o1", "", 500), true).await.unwrap();
         assert!(!first);
-        assert_eq!(again, p, "a retry returns the first decision");
+        assert_eq!(
+            again.payment_id, p.payment_id,
+            "a retry returns the first decision"
+        );
+        assert_eq!(again.status, PaymentStatus::Charged);
         assert!(matches!(
-            l.charge(req("o1", "", 600), false),
+            l.charge(req("o1", "", 600), false).await,
             Err(PaymentError::AmountMismatch { .. })
         ));
     }
 
-    #[test]
-    fn declines_and_refunds() {
-        let l = Ledger::new();
+    #[tokio::test]
+    async fn declines_and_refunds() {
+        let (l, _dir) = ledger().await;
         let (p, _) = l
             .charge(req("o1", "tok_decline_insufficient", 500), false)
+            .await
             .unwrap();
         assert_eq!((p.status, p.charge_count), (PaymentStatus::Declined, 0));
         assert!(matches!(
-            l.refund("o1", "x"),
+            l.refund("o1", "x").await,
             Err(PaymentError::NothingToRefund(_))
         ));
-        let (p, _) = l.charge(req("o2", "", 500), true).unwrap();
+        let (p, _) = l.charge(req("o2", "", 500), true).await.unwrap();
         assert_eq!(p.status, PaymentStatus::Declined, "injected decline");
 
-        l.charge(req("o3", "", 500), false).unwrap();
-        let r = l.refund("o3", "commit failed").unwrap();
+        l.charge(req("o3", "", 500), false).await.unwrap();
+        let r = l.refund("o3", "commit failed").await.unwrap();
         assert_eq!(r.status, PaymentStatus::Refunded);
         assert_eq!(
-            l.refund("o3", "again").unwrap().refund_reason.as_deref(),
+            l.refund("o3", "again")
+                .await
+                .unwrap()
+                .refund_reason
+                .as_deref(),
             Some("commit failed")
         );
         assert!(matches!(
-            l.refund("nope", "x"),
+            l.refund("nope", "x").await,
             Err(PaymentError::UnknownOrder(_))
         ));
         assert!(matches!(
-            l.charge(req("o4", "", 0), false),
+            l.charge(req("o4", "", 0), false).await,
             Err(PaymentError::NotPositive(_))
+        ));
+        assert!(matches!(
+            l.charge(req("o5", &"t".repeat(MAX_TOKEN_LEN + 1), 5), false)
+                .await,
+            Err(PaymentError::TooLong {
+                field: "payment_token",
+                ..
+            })
         ));
     }
 
-    #[test]
-    fn a_refunded_charge_is_not_approved_again() {
-        let l = Ledger::new();
-        l.charge(req("o", "", 500), false).unwrap();
-        l.refund("o", "charge outcome unknown").unwrap();
-        let e = l.charge(req("o", "", 500), false).unwrap_err();
+    #[tokio::test]
+    async fn a_refunded_charge_is_not_approved_again() {
+        let (l, _dir) = ledger().await;
+        l.charge(req("o", "", 500), false).await.unwrap();
+        l.refund("o", "charge outcome unknown").await.unwrap();
+        let e = l.charge(req("o", "", 500), false).await.unwrap_err();
         assert!(matches!(e, PaymentError::Refunded { .. }), "{e:?}");
         assert!(e.to_string().contains("new idempotency_key"), "{e}");
-        let p = l.get("o").unwrap();
+        let p = l.get("o").await.unwrap();
         assert_eq!((p.status, p.charge_count), (PaymentStatus::Refunded, 1));
     }
 
-    #[test]
-    fn concurrent_charges_take_money_once() {
-        let l = Arc::new(Ledger::new());
-        let made: usize = (0..32)
+    #[tokio::test]
+    async fn concurrent_charges_take_money_once() {
+        let (l, _dir) = ledger().await;
+        let l = Arc::new(l);
+        let tasks: Vec<_> = (0..32)
             .map(|_| {
                 let l = Arc::clone(&l);
-                std::thread::spawn(move || l.charge(req("o", "", 100), false).unwrap().1)
+                tokio::spawn(async move { l.charge(req("o", "", 100), false).await.unwrap().1 })
             })
-            .collect::<Vec<_>>()
-            .into_iter()
-            .map(|h| usize::from(h.join().unwrap()))
-            .sum();
+            .collect();
+        let mut made = 0;
+        for t in tasks {
+            made += usize::from(t.await.unwrap());
+        }
         assert_eq!(made, 1);
-        assert_eq!(l.get("o").unwrap().charge_count, 1);
+        assert_eq!(l.get("o").await.unwrap().charge_count, 1);
+    }
+
+    #[tokio::test]
+    async fn retention_deletes_old_payments_in_batches() {
+        let (l, _dir) = ledger().await;
+        for i in 0..3 {
+            l.charge(req(&format!("o{i}"), "", 100), false)
+                .await
+                .unwrap();
+        }
+        assert_eq!(l.delete_before(0).await.unwrap(), 0, "nothing that old");
+        assert_eq!(l.delete_before(i64::MAX).await.unwrap(), 3);
+        assert!(matches!(
+            l.get("o1").await,
+            Err(PaymentError::UnknownOrder(_))
+        ));
     }
 }

@@ -142,8 +142,23 @@ fn request(key: &str) -> NewOrder {
     .unwrap()
 }
 
+/// A book on a fresh SQLite file (kept with the returned folder).
+async fn test_book() -> (OrderBook, tempfile::TempDir) {
+    let (db, dir) = crate::db::test_sqlite("order", crate::order::MIGRATIONS).await;
+    (
+        OrderBook::new(
+            db,
+            crate::db::Clock::System,
+            "test",
+            Duration::from_secs(30),
+        ),
+        dir,
+    )
+}
+
 async fn place(stock: FakeStock, payments: FakePayments) -> (Outcome, Vec<String>, Vec<String>) {
-    let orders = Orders::new(stock, payments, Duration::from_secs(1), "USD");
+    let (book, _dir) = test_book().await;
+    let orders = Orders::new(book, stock, payments, Duration::from_secs(1), "USD");
     let outcome = orders
         .place(request("k"), Deadline::after(Duration::from_secs(5)), "t")
         .await;
@@ -270,7 +285,9 @@ async fn a_failed_reservation_touches_nothing_else_and_the_key_stays_retryable()
         )),
         FakeStock::ok("USD").reserve.next(String::new()),
     ]);
+    let (book, _dir) = test_book().await;
     let orders = Orders::new(
+        book,
         stock,
         FakePayments::approving(),
         Duration::from_secs(1),
@@ -305,12 +322,30 @@ impl Stock for Silent {
 }
 
 #[test]
-fn a_saga_that_dies_with_its_runtime_leaves_the_key_retryable() {
+fn a_saga_that_dies_with_its_runtime_is_recovered_after_its_lease() {
+    let dir = tempfile::tempdir().unwrap();
+    let target = crate::db::DbTarget::Sqlite {
+        data_dir: dir.path().to_owned(),
+    };
+    let open = |rt: &tokio::runtime::Runtime, clock: crate::db::Clock| {
+        rt.block_on(async {
+            let db = crate::db::Database::open(
+                "order",
+                &target,
+                crate::order::MIGRATIONS,
+                meshwatch_runtime::Readiness::default(),
+            )
+            .await
+            .unwrap();
+            OrderBook::new(db, clock, "test", Duration::from_secs(30))
+        })
+    };
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
     let orders = Orders::new(
+        open(&rt, crate::db::Clock::System),
         Silent,
         FakePayments::approving(),
         Duration::from_secs(30),
@@ -318,18 +353,128 @@ fn a_saga_that_dies_with_its_runtime_leaves_the_key_retryable() {
     );
     let o = orders.clone();
     rt.block_on(async move {
-        // One poll of PlaceOrder (claim, spawn), then the caller leaves.
+        // PlaceOrder until the saga is spawned and waits on Reserve, then
+        // the caller leaves and the process dies.
+        let place = o.place(request("k"), Deadline::after(Duration::from_secs(30)), "t1");
         tokio::select! {
             biased;
-            _ = o.place(request("k"), Deadline::after(Duration::from_secs(30)), "t1") => {
-                panic!("the saga cannot have finished")
-            }
-            () = std::future::ready(()) => {}
+            _ = place => panic!("the saga cannot have finished"),
+            () = tokio::time::sleep(Duration::from_millis(200)) => {}
         }
     });
+    drop(orders);
     drop(rt);
-    match orders.book.claim(request("k"), "t2").unwrap() {
-        Claim::Run(order) => assert_eq!(order.status, OrderStatus::Pending),
-        other => panic!("the key is still claimed by a dead saga: {other:?}"),
-    }
+
+    // The restarted process: the row is pending under the dead run's lease.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let now = crate::db::Clock::manual(crate::db::now_ms());
+    let book = open(&rt, now.clone());
+    rt.block_on(async {
+        let id = match book.claim(&request("k"), "t2").await.unwrap() {
+            Claim::WaitElsewhere(order) => {
+                assert_eq!(order.status, OrderStatus::Pending);
+                order.order_id
+            }
+            other => panic!("a live lease is respected: {other:?}"),
+        };
+        now.advance(Duration::from_secs(31));
+        let orders = Orders::new(
+            book.clone(),
+            FakeStock::ok("USD"),
+            FakePayments::approving(),
+            Duration::from_secs(1),
+            "USD",
+        );
+        assert!(
+            orders.recover_one().await.unwrap(),
+            "the abandoned order is recovered"
+        );
+        // Not known to be paid: compensated (refund by order id), retryable.
+        assert_eq!(orders.payments.calls(), [format!("refund {id}")]);
+        let failed = book.get(&id).await.unwrap();
+        assert_eq!(failed.status, OrderStatus::Failed, "{failed:?}");
+        assert!(failed.failure_reason.unwrap().contains("interrupted"));
+        assert!(!orders.recover_one().await.unwrap(), "nothing left pending");
+        match book.claim(&request("k"), "t3").await.unwrap() {
+            Claim::Run(order) => assert_eq!(order.order_id, id),
+            other => panic!("the key is retryable: {other:?}"),
+        }
+    });
+}
+
+#[tokio::test]
+async fn a_recovered_order_that_was_paid_is_committed_not_refunded() {
+    let (db, _dir) = crate::db::test_sqlite("order", crate::order::MIGRATIONS).await;
+    let clock = crate::db::Clock::manual(crate::db::now_ms());
+    let book = OrderBook::new(db, clock.clone(), "a", Duration::from_secs(30));
+    let Claim::Run(mut order) = book.claim(&request("paid"), "t").await.unwrap() else {
+        panic!()
+    };
+    // The run got as far as a recorded charge, then its process died.
+    order.reservation_id = Some("res-1".into());
+    order.payment_id = Some("pay-1".into());
+    book.update(&order).await.unwrap();
+    book.release("paid", Err(OrderError::Interrupted(String::new())));
+    clock.advance(Duration::from_secs(31));
+    let orders = Orders::new(
+        book.clone(),
+        FakeStock::ok("USD"),
+        FakePayments::approving(),
+        Duration::from_secs(1),
+        "USD",
+    );
+    assert!(orders.recover_one().await.unwrap());
+    assert_eq!(orders.stock.calls(), ["commit res-1"]);
+    assert!(
+        orders.payments.calls().is_empty(),
+        "no refund of a completed order"
+    );
+    assert_eq!(
+        book.get(&order.order_id).await.unwrap().status,
+        OrderStatus::Confirmed
+    );
+}
+
+#[tokio::test]
+async fn recovery_waits_when_payment_cannot_say_whether_it_charged() {
+    let (db, _dir) = crate::db::test_sqlite("order", crate::order::MIGRATIONS).await;
+    let clock = crate::db::Clock::manual(crate::db::now_ms());
+    let book = OrderBook::new(db, clock.clone(), "a", Duration::from_secs(30));
+    let Claim::Run(order) = book.claim(&request("unsure"), "t").await.unwrap() else {
+        panic!()
+    };
+    book.release("unsure", Err(OrderError::Interrupted(String::new())));
+    clock.advance(Duration::from_secs(31));
+    let payments = FakePayments {
+        charge: Script::new(vec![Ok(ChargeDecision::Approved {
+            payment_id: "pay-1".into(),
+        })]),
+        refund: Script::new(vec![Err(unavailable("payment")), Ok(())]),
+    };
+    let orders = Orders::new(
+        book.clone(),
+        FakeStock::ok("USD"),
+        payments,
+        Duration::from_secs(1),
+        "USD",
+    );
+    assert!(orders.recover_one().await.unwrap());
+    assert_eq!(
+        book.get(&order.order_id).await.unwrap().status,
+        OrderStatus::Pending,
+        "undecided while payment does not answer"
+    );
+    assert!(
+        !orders.recover_one().await.unwrap(),
+        "postponed, not retried at once"
+    );
+    clock.advance(super::RECOVERY_RETRY + Duration::from_secs(1));
+    assert!(orders.recover_one().await.unwrap());
+    assert_eq!(
+        book.get(&order.order_id).await.unwrap().status,
+        OrderStatus::Failed
+    );
 }

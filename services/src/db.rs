@@ -1,0 +1,588 @@
+//! The database a service keeps its state in: an embedded SQLite file under
+//! `--data-dir` (the default: nothing to start) or PostgreSQL at
+//! `--database-url` (deployments, several replicas of one service). One
+//! [`Database`] owns the pool, applies the service's migrations, and watches
+//! the connection: while the database does not answer, [`Database::check`]
+//! fails at once with [`DbError::Unavailable`] naming it, and the service's
+//! readiness is off; both come back by themselves when it answers again.
+//!
+//! SQLite runs in WAL mode with `synchronous = NORMAL`: a commit is durable
+//! against a crash of the process (it is in the WAL file), and a power loss
+//! can lose the last commits but never corrupts the file. One connection per
+//! process (SQLite writes one transaction at a time anyway), with write
+//! transactions opened by `BEGIN IMMEDIATE` so writers from other processes
+//! wait (busy timeout) instead of failing on a lock upgrade.
+
+use std::borrow::Cow;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures_util::future::BoxFuture;
+use sqlx::migrate::{Migration, MigrationSource, MigrationType, Migrator};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+use tokio_util::sync::CancellationToken;
+
+/// How often the connection is checked, and retried while it is down.
+pub const DEFAULT_CHECK_INTERVAL: Duration = Duration::from_secs(1);
+/// Bound on waiting for a connection from the pool (queueing under load;
+/// the in-flight RPCs are bounded by the server's concurrency limit).
+pub const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Bound on one health check of the connection.
+pub const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
+/// Default PostgreSQL connections per process.
+pub const DEFAULT_MAX_CONNECTIONS: u32 = 16;
+/// How long a SQLite writer waits for another process's write lock.
+const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Why a database operation failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum DbError {
+    /// The database does not answer (down, unreachable, not migrated yet):
+    /// the caller may retry later.
+    #[error("database unavailable ({target}): {reason}")]
+    Unavailable { target: String, reason: String },
+    /// The database answered with an error that retrying will not fix.
+    #[error("database error ({target}): {reason}")]
+    Query { target: String, reason: String },
+    /// A stored row could not be read back as a domain value.
+    #[error("database row unreadable ({target}): {reason}")]
+    Corrupt { target: String, reason: String },
+}
+
+/// Where a service's state lives.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DbTarget {
+    /// `<data_dir>/<service>.db`, created on first start.
+    Sqlite { data_dir: PathBuf },
+    /// A `postgres://` URL (password included; never logged).
+    Postgres { url: String, max_connections: u32 },
+}
+
+/// One service's migrations: (version, description, SQL), kept in
+/// `services/migrations/<service>/` and compiled into the binary.
+#[derive(Debug, Clone, Copy)]
+pub struct Migrations(pub &'static [(i64, &'static str, &'static str)]);
+
+impl<'s> MigrationSource<'s> for Migrations {
+    fn resolve(self) -> BoxFuture<'s, Result<Vec<Migration>, sqlx::error::BoxDynError>> {
+        Box::pin(async move {
+            Ok(self
+                .0
+                .iter()
+                .map(|(version, description, sql)| {
+                    Migration::new(
+                        *version,
+                        Cow::Borrowed(*description),
+                        MigrationType::Simple,
+                        Cow::Borrowed(*sql),
+                        false,
+                    )
+                })
+                .collect())
+        })
+    }
+}
+
+/// A pool of either kind. Repositories match on it with [`with_pool!`];
+/// both arms run the same SQL (`$n` placeholders work in both).
+#[derive(Clone, Debug)]
+pub enum Pool {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
+}
+
+/// Runs `$body` with `$p` bound to the concrete pool.
+#[macro_export]
+macro_rules! with_pool {
+    ($pool:expr, $p:ident => $body:expr) => {
+        match $pool {
+            $crate::db::Pool::Sqlite($p) => $body,
+            $crate::db::Pool::Postgres($p) => $body,
+        }
+    };
+}
+
+/// Opens a write transaction: `BEGIN IMMEDIATE` on SQLite, `BEGIN` on PostgreSQL.
+#[macro_export]
+macro_rules! begin_write {
+    ($db:expr, $p:ident) => {
+        $db.track(
+            $p.begin_with(if $db.is_sqlite() {
+                "BEGIN IMMEDIATE"
+            } else {
+                "BEGIN"
+            })
+            .await,
+        )
+    };
+}
+
+struct Status {
+    up: AtomicBool,
+    reason: Mutex<String>,
+}
+
+/// A service's database: the pool, its display name, its health.
+#[derive(Clone)]
+pub struct Database {
+    pool: Pool,
+    target: Arc<str>,
+    status: Arc<Status>,
+    readiness: meshwatch_runtime::Readiness,
+    migrations: Migrations,
+}
+
+impl std::fmt::Debug for Database {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Database")
+            .field("target", &self.target)
+            .field("up", &self.is_up())
+            .finish()
+    }
+}
+
+/// Why a database could not be opened at start.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error("--data-dir {dir}: {source}")]
+    DataDir {
+        dir: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("--data-dir: opening {file}: {reason}")]
+    Sqlite { file: String, reason: String },
+    #[error("--database-url: {0}")]
+    Url(String),
+    #[error("migrating {target}: {reason}")]
+    Migrate { target: String, reason: String },
+}
+
+/// `postgres://user:secret@host:5432/db?…` → `postgres host:5432/db`.
+pub fn display_url(url: &str) -> String {
+    let rest = url
+        .strip_prefix("postgres://")
+        .or_else(|| url.strip_prefix("postgresql://"))
+        .unwrap_or(url);
+    let host = rest.rsplit_once('@').map_or(rest, |(_, h)| h);
+    let host = host.split('?').next().unwrap_or(host);
+    format!("postgres {host}")
+}
+
+/// Checks a `--database-url` value; the reason names what is wrong.
+pub fn parse_postgres_url(url: &str) -> Result<(), String> {
+    if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+        return Err(format!(
+            "{:?} is not a postgres:// URL (e.g. postgres://meshwatch:secret@127.0.0.1:5432/order)",
+            display_url(url)
+        ));
+    }
+    PgConnectOptions::from_str(url)
+        .map(drop)
+        .map_err(|e| format!("{} is not a valid URL: {e}", display_url(url)))
+}
+
+impl Database {
+    /// Opens the database of `service` at `target` and applies
+    /// `migrations`. SQLite is opened and migrated now (an error is fatal:
+    /// the file cannot be made). PostgreSQL is connected lazily: when it
+    /// does not answer yet, the database starts down and [`Self::supervise`]
+    /// migrates it once it answers.
+    pub async fn open(
+        service: &str,
+        target: &DbTarget,
+        migrations: Migrations,
+        readiness: meshwatch_runtime::Readiness,
+    ) -> Result<Self, OpenError> {
+        let (pool, name) = match target {
+            DbTarget::Sqlite { data_dir } => {
+                std::fs::create_dir_all(data_dir).map_err(|source| OpenError::DataDir {
+                    dir: data_dir.display().to_string(),
+                    source,
+                })?;
+                let file = data_dir.join(format!("{service}.db"));
+                let pool = open_sqlite(&file).await.map_err(|e| OpenError::Sqlite {
+                    file: file.display().to_string(),
+                    reason: e.to_string(),
+                })?;
+                (Pool::Sqlite(pool), format!("sqlite {}", file.display()))
+            }
+            DbTarget::Postgres {
+                url,
+                max_connections,
+            } => {
+                let options = PgConnectOptions::from_str(url)
+                    .map_err(|e| OpenError::Url(format!("{}: {e}", display_url(url))))?;
+                let pool = PgPoolOptions::new()
+                    .max_connections(*max_connections)
+                    .acquire_timeout(ACQUIRE_TIMEOUT)
+                    .connect_lazy_with(options);
+                (Pool::Postgres(pool), display_url(url))
+            }
+        };
+        let db = Self {
+            pool,
+            target: name.into(),
+            status: Arc::new(Status {
+                up: AtomicBool::new(false),
+                reason: Mutex::new("not connected yet".to_owned()),
+            }),
+            readiness,
+            migrations,
+        };
+        db.readiness.set(false);
+        match db.connect_and_migrate().await {
+            Ok(()) => db.mark_up(),
+            Err(e) if db.is_sqlite() => {
+                return Err(OpenError::Migrate {
+                    target: db.target.to_string(),
+                    reason: e.to_string(),
+                })
+            }
+            Err(e) => db.mark_down(&e.to_string()),
+        }
+        Ok(db)
+    }
+
+    async fn connect_and_migrate(&self) -> Result<(), DbError> {
+        let migrator = Migrator::new(self.migrations)
+            .await
+            .map_err(|e| self.query_error(e.to_string()))?;
+        let result = with_pool!(&self.pool, p => migrator.run(p).await);
+        result.map_err(|e| match e {
+            sqlx::migrate::MigrateError::Execute(e) => self.classify(&e),
+            other => self.query_error(other.to_string()),
+        })
+    }
+
+    /// Keeps checking the connection every `interval` until `shutdown`:
+    /// a database that stopped answering is marked down (readiness off, RPCs
+    /// fail fast), one that answers again is migrated if it was never, and
+    /// marked up.
+    pub async fn supervise(self, interval: Duration, shutdown: CancellationToken) {
+        let mut migrated = self.is_up();
+        // Checked on a connection of its own: a pool busy with requests is
+        // not a database that is down.
+        let mut probe: Option<sqlx::PgConnection> = None;
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = tokio::time::sleep(interval) => {}
+            }
+            let result = if migrated {
+                self.ping(&mut probe).await
+            } else {
+                self.connect_and_migrate().await
+            };
+            match result {
+                Ok(()) => {
+                    migrated = true;
+                    if !self.is_up() {
+                        self.mark_up();
+                    }
+                }
+                Err(e) => self.mark_down(&e.to_string()),
+            }
+        }
+    }
+
+    /// One check of a PostgreSQL server (SQLite is a local file: always
+    /// there once opened).
+    async fn ping(&self, probe: &mut Option<sqlx::PgConnection>) -> Result<(), DbError> {
+        use sqlx::Connection;
+        let Pool::Postgres(pool) = &self.pool else {
+            return Ok(());
+        };
+        let check = async {
+            if probe.is_none() {
+                *probe = Some(sqlx::PgConnection::connect_with(&pool.connect_options()).await?);
+            }
+            match probe.as_mut() {
+                Some(conn) => sqlx::query("SELECT 1").execute(conn).await.map(drop),
+                None => Ok(()),
+            }
+        };
+        let result = match tokio::time::timeout(CHECK_TIMEOUT, check).await {
+            Ok(r) => r.map_err(|e| self.unavailable(e.to_string())),
+            Err(_) => Err(self.unavailable(format!("no answer within {CHECK_TIMEOUT:?}"))),
+        };
+        if result.is_err() {
+            // Reconnect next time.
+            *probe = None;
+        }
+        result
+    }
+
+    fn mark_up(&self) {
+        let was = self.status.up.swap(true, Ordering::SeqCst);
+        if !was {
+            tracing::info!(db.target = %self.target, "database available");
+        }
+        self.readiness.set(true);
+    }
+
+    fn mark_down(&self, reason: &str) {
+        let was = self.status.up.swap(false, Ordering::SeqCst);
+        *self
+            .status
+            .reason
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = reason.to_owned();
+        if was {
+            tracing::error!(db.target = %self.target, error.message = %reason, "database unavailable; requests fail with UNAVAILABLE until it answers again");
+        }
+        self.readiness.set(false);
+    }
+
+    pub fn is_up(&self) -> bool {
+        self.status.up.load(Ordering::SeqCst)
+    }
+
+    pub fn is_sqlite(&self) -> bool {
+        matches!(self.pool, Pool::Sqlite(_))
+    }
+
+    /// The pool, for repositories.
+    pub fn pool(&self) -> &Pool {
+        &self.pool
+    }
+
+    /// The database's name for messages (no password).
+    pub fn target(&self) -> &str {
+        &self.target
+    }
+
+    /// Fails at once while the database is known to be down.
+    pub fn check(&self) -> Result<(), DbError> {
+        if self.is_up() {
+            return Ok(());
+        }
+        let reason = self
+            .status
+            .reason
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        Err(self.unavailable(format!("{reason}; retry later")))
+    }
+
+    /// Maps a driver error. A lost connection marks the database down at
+    /// once (the checker brings it back); a busy database (no connection
+    /// free in time, locked) is UNAVAILABLE for this request only.
+    pub fn classify(&self, e: &sqlx::Error) -> DbError {
+        use sqlx::Error as E;
+        let (unavailable, down) = match e {
+            E::Io(_) | E::Tls(_) | E::PoolClosed | E::WorkerCrashed | E::Protocol(_) => {
+                (true, true)
+            }
+            E::PoolTimedOut => (true, false),
+            E::Database(d) => match d.code() {
+                // PostgreSQL: connection exceptions (08…), shutting down or
+                // starting (57P…).
+                Some(c) if c.starts_with("08") || c.starts_with("57P") => (true, true),
+                // PostgreSQL: too many connections; SQLite: busy or locked
+                // beyond the busy timeout.
+                Some(c) if c == "53300" || c == "5" || c == "6" => (true, false),
+                _ => (false, false),
+            },
+            _ => (false, false),
+        };
+        if down {
+            self.mark_down(&e.to_string());
+        }
+        if unavailable {
+            self.unavailable(e.to_string())
+        } else {
+            self.query_error(e.to_string())
+        }
+    }
+
+    /// `Ok` or the classified error.
+    pub fn track<T>(&self, r: Result<T, sqlx::Error>) -> Result<T, DbError> {
+        r.map_err(|e| self.classify(&e))
+    }
+
+    pub fn unavailable(&self, reason: String) -> DbError {
+        DbError::Unavailable {
+            target: self.target.to_string(),
+            reason,
+        }
+    }
+
+    pub fn query_error(&self, reason: String) -> DbError {
+        DbError::Query {
+            target: self.target.to_string(),
+            reason,
+        }
+    }
+
+    pub fn corrupt(&self, reason: String) -> DbError {
+        DbError::Corrupt {
+            target: self.target.to_string(),
+            reason,
+        }
+    }
+
+    /// Closes the pool (at shutdown).
+    pub async fn close(&self) {
+        with_pool!(&self.pool, p => p.close().await);
+    }
+}
+
+async fn open_sqlite(file: &Path) -> Result<SqlitePool, sqlx::Error> {
+    let options = SqliteConnectOptions::new()
+        .filename(file)
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal)
+        .synchronous(SqliteSynchronous::Normal)
+        .busy_timeout(SQLITE_BUSY_TIMEOUT)
+        .foreign_keys(true);
+    SqlitePoolOptions::new()
+        .max_connections(1)
+        .min_connections(1)
+        .acquire_timeout(ACQUIRE_TIMEOUT)
+        // One local connection: nothing to test before each use.
+        .test_before_acquire(false)
+        .idle_timeout(None)
+        .max_lifetime(None)
+        .connect_with(options)
+        .await
+}
+
+/// The wall clock in milliseconds the repositories stamp rows with (one
+/// clock across replicas and restarts); tests set it by hand.
+#[derive(Clone, Debug, Default)]
+pub enum Clock {
+    #[default]
+    System,
+    Manual(Arc<std::sync::atomic::AtomicI64>),
+}
+
+impl Clock {
+    /// A hand-set clock starting at `ms`.
+    pub fn manual(ms: i64) -> Self {
+        Self::Manual(Arc::new(std::sync::atomic::AtomicI64::new(ms)))
+    }
+
+    pub fn now_ms(&self) -> i64 {
+        match self {
+            Self::System => now_ms(),
+            Self::Manual(t) => t.load(Ordering::SeqCst),
+        }
+    }
+
+    /// Moves a manual clock on (no effect on the system clock).
+    pub fn advance(&self, d: Duration) {
+        if let Self::Manual(t) = self {
+            t.fetch_add(ms(d), Ordering::SeqCst);
+        }
+    }
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    let d = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// A duration in milliseconds, saturating.
+pub fn ms(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// Rows deleted per statement by retention: small enough that a batch
+/// never holds the database for long.
+pub const RETENTION_BATCH: i64 = 500;
+/// How often retention runs.
+pub const RETENTION_EVERY: Duration = Duration::from_secs(60);
+
+/// Runs `sweep(cutoff_ms)` every `every` until `shutdown`, where `cutoff` is
+/// `retention` ago; `sweep` deletes one batch and returns how many rows it
+/// deleted, and is called again at once while batches come back full.
+pub async fn run_retention<F, Fut>(
+    what: &'static str,
+    retention: Duration,
+    every: Duration,
+    shutdown: CancellationToken,
+    mut sweep: F,
+) where
+    F: FnMut(i64) -> Fut,
+    Fut: std::future::Future<Output = Result<u64, DbError>>,
+{
+    loop {
+        let cutoff = now_ms().saturating_sub(ms(retention));
+        let mut total = 0u64;
+        loop {
+            if shutdown.is_cancelled() {
+                return;
+            }
+            match sweep(cutoff).await {
+                Ok(n) => {
+                    total += n;
+                    if n < u64::try_from(RETENTION_BATCH).unwrap_or(u64::MAX) {
+                        break;
+                    }
+                    // Let requests in between batches.
+                    tokio::task::yield_now().await;
+                }
+                Err(e) => {
+                    tracing::warn!(error.message = %e, "retention of {what} failed; trying again later");
+                    break;
+                }
+            }
+        }
+        if total > 0 {
+            tracing::info!(
+                retention.deleted = total,
+                "deleted {what} finished longer than the retention ago"
+            );
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(every) => {}
+        }
+    }
+}
+
+/// A fresh SQLite database of `service` in a temporary folder (unit tests).
+#[cfg(test)]
+pub(crate) async fn test_sqlite(
+    service: &str,
+    migrations: Migrations,
+) -> (Database, tempfile::TempDir) {
+    let dir = tempfile::tempdir().expect("a temporary folder");
+    let db = Database::open(
+        service,
+        &DbTarget::Sqlite {
+            data_dir: dir.path().to_owned(),
+        },
+        migrations,
+        meshwatch_runtime::Readiness::default(),
+    )
+    .await
+    .expect("a SQLite database in a temporary folder");
+    (db, dir)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_are_shown_without_their_password() {
+        assert_eq!(
+            display_url("postgres://u:secret@db:5432/order?sslmode=disable"),
+            "postgres db:5432/order"
+        );
+        assert!(parse_postgres_url("mysql://x").is_err());
+        assert!(parse_postgres_url("postgres://u:p@127.0.0.1:5432/order").is_ok());
+    }
+}

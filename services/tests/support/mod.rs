@@ -1,0 +1,106 @@
+//! What the services' integration tests share: a fresh database of either
+//! kind for each service of each test (a SQLite folder, or a database of its
+//! own on the PostgreSQL server scripts/test starts), and bounded waits.
+#![allow(dead_code, clippy::unwrap_used)] // each test file uses part of it
+
+use std::time::Duration;
+
+use meshwatch_services::db::DbTarget;
+use sqlx::Connection;
+
+/// The PostgreSQL server for tests (`scripts/test` sets it): a superuser URL.
+pub const POSTGRES_ENV: &str = "MESHWATCH_TEST_POSTGRES";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// The test server's URL; a test that needs it fails (never skips) without it.
+pub fn postgres_url() -> String {
+    match std::env::var(POSTGRES_ENV) {
+        Ok(url) if !url.trim().is_empty() => url.trim().to_owned(),
+        _ => panic!(
+            "{POSTGRES_ENV} is not set: run scripts/test, or start one with \
+             `scripts/postgres start DIR` and export {POSTGRES_ENV}=<the URL it prints>"
+        ),
+    }
+}
+
+/// `url` with its database name replaced by `name`.
+pub fn with_database(url: &str, name: &str) -> String {
+    let (base, query) = url
+        .split_once('?')
+        .map_or((url, None), |(b, q)| (b, Some(q)));
+    let after_scheme = base.find("://").map_or(0, |i| i + 3);
+    let base = match base[after_scheme..].find('/') {
+        Some(i) => &base[..after_scheme + i],
+        None => base,
+    };
+    match query {
+        Some(q) => format!("{base}/{name}?{q}"),
+        None => format!("{base}/{name}"),
+    }
+}
+
+/// Creates an empty database on the server at `server_url`; returns its URL.
+pub async fn create_database(server_url: &str, tag: &str) -> String {
+    let name = format!(
+        "t_{}_{:012x}",
+        tag.replace(|c: char| !c.is_ascii_alphanumeric(), "_"),
+        rand::random::<u64>() & 0xffff_ffff_ffff
+    )
+    .to_lowercase();
+    let mut admin = sqlx::PgConnection::connect(server_url)
+        .await
+        .unwrap_or_else(|e| panic!("connecting to the test PostgreSQL at {server_url}: {e}"));
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    admin.close().await.unwrap();
+    with_database(server_url, &name)
+}
+
+/// Where a test's databases live; keeps SQLite folders until dropped.
+#[derive(Default)]
+pub struct Databases {
+    dirs: Vec<tempfile::TempDir>,
+}
+
+impl Databases {
+    /// A fresh database for `service` of this test.
+    pub async fn fresh(&mut self, backend: Backend, service: &str) -> DbTarget {
+        match backend {
+            Backend::Sqlite => {
+                let dir = tempfile::tempdir().unwrap();
+                let target = DbTarget::Sqlite {
+                    data_dir: dir.path().to_owned(),
+                };
+                self.dirs.push(dir);
+                target
+            }
+            Backend::Postgres => DbTarget::Postgres {
+                url: create_database(&postgres_url(), service).await,
+                max_connections: 8,
+            },
+        }
+    }
+}
+
+/// Waits until `check` returns true, polling, at most `bound`.
+pub async fn eventually<F, Fut>(what: &str, bound: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + bound;
+    while !check().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{what}: not within {bound:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
