@@ -33,8 +33,10 @@ pub const DEFAULT_CHECK_INTERVAL: Duration = Duration::from_secs(1);
 /// Bound on waiting for a connection from the pool (queueing under load;
 /// the in-flight RPCs are bounded by the server's concurrency limit).
 pub const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
-/// Bound on one health check of the connection.
-pub const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
+/// Bound on one health check of the connection. A check that times out
+/// twice in a row marks the database down (a refused or broken connection
+/// does at once): a busy machine is not a dead database.
+pub const CHECK_TIMEOUT: Duration = Duration::from_secs(3);
 /// Default PostgreSQL connections per process.
 pub const DEFAULT_MAX_CONNECTIONS: u32 = 16;
 /// How long a SQLite writer waits for another process's write lock.
@@ -121,6 +123,12 @@ macro_rules! begin_write {
             .await,
         )
     };
+}
+
+/// How one check of the connection failed.
+enum Check {
+    Slow(DbError),
+    Failed(DbError),
 }
 
 struct Status {
@@ -270,6 +278,7 @@ impl Database {
         // Checked on a connection of its own: a pool busy with requests is
         // not a database that is down.
         let mut probe: Option<sqlx::PgConnection> = None;
+        let mut slow_checks = 0u32;
         loop {
             tokio::select! {
                 () = shutdown.cancelled() => return,
@@ -278,23 +287,30 @@ impl Database {
             let result = if migrated {
                 self.ping(&mut probe).await
             } else {
-                self.connect_and_migrate().await
+                self.connect_and_migrate().await.map_err(Check::Failed)
             };
             match result {
                 Ok(()) => {
                     migrated = true;
+                    slow_checks = 0;
                     if !self.is_up() {
                         self.mark_up();
                     }
                 }
-                Err(e) => self.mark_down(&e.to_string()),
+                Err(Check::Slow(e)) => {
+                    slow_checks += 1;
+                    if slow_checks >= 2 {
+                        self.mark_down(&e.to_string());
+                    }
+                }
+                Err(Check::Failed(e)) => self.mark_down(&e.to_string()),
             }
         }
     }
 
     /// One check of a PostgreSQL server (SQLite is a local file: always
     /// there once opened).
-    async fn ping(&self, probe: &mut Option<sqlx::PgConnection>) -> Result<(), DbError> {
+    async fn ping(&self, probe: &mut Option<sqlx::PgConnection>) -> Result<(), Check> {
         use sqlx::Connection;
         let Pool::Postgres(pool) = &self.pool else {
             return Ok(());
@@ -309,8 +325,10 @@ impl Database {
             }
         };
         let result = match tokio::time::timeout(CHECK_TIMEOUT, check).await {
-            Ok(r) => r.map_err(|e| self.unavailable(e.to_string())),
-            Err(_) => Err(self.unavailable(format!("no answer within {CHECK_TIMEOUT:?}"))),
+            Ok(r) => r.map_err(|e| Check::Failed(self.unavailable(e.to_string()))),
+            Err(_) => Err(Check::Slow(
+                self.unavailable(format!("no answer within {CHECK_TIMEOUT:?}")),
+            )),
         };
         if result.is_err() {
             // Reconnect next time.

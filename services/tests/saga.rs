@@ -381,6 +381,9 @@ async fn two_hundred_concurrent_orders_against_stock_fifty(backend: Backend) {
     let m = mesh(Options {
         backend,
         catalog: vec![item("sku-rare", 50)],
+        // 200 orders queue on one stock row; a loaded machine must not cut
+        // an answer to PENDING.
+        request_budget: Duration::from_secs(60),
         ..Options::default()
     })
     .await;
@@ -389,7 +392,7 @@ async fn two_hundred_concurrent_orders_against_stock_fifty(backend: Backend) {
             let c = m.order.clone();
             tokio::spawn(async move {
                 let mut r = Request::new(request(&format!("rush-{i}"), "sku-rare", 1));
-                r.set_timeout(Duration::from_secs(20));
+                r.set_timeout(Duration::from_secs(60));
                 c.clone().place_order(r).await
             })
         })
@@ -859,4 +862,116 @@ async fn a_commit_whose_answer_is_lost_confirms_instead_of_refunding_sold_units(
         (p.status(), p.charge_count),
         (pay::PaymentStatus::Charged, 1)
     );
+}
+
+both!(every_limit_is_answered_with_a_clear_status_and_the_service_stays_up);
+async fn every_limit_is_answered_with_a_clear_status_and_the_service_stays_up(backend: Backend) {
+    use meshwatch_services::limits::{MAX_ID_LEN, MAX_ITEMS, MAX_SKU_LEN, MAX_TOKEN_LEN};
+    let m = mesh(Options {
+        backend,
+        order_max_concurrent: 2,
+        payment_faults: FaultSettings {
+            latency: Duration::from_millis(300),
+            ..FaultSettings::default()
+        },
+        ..Options::default()
+    })
+    .await;
+    let many_items = pb::PlaceOrderRequest {
+        items: (0..=MAX_ITEMS)
+            .map(|i| pb::LineItem {
+                sku: format!("sku-{i}"),
+                quantity: 1,
+            })
+            .collect(),
+        ..request("lim-1", "sku-mug", 1)
+    };
+    let cases: Vec<(pb::PlaceOrderRequest, Code, String)> = vec![
+        (
+            many_items,
+            Code::InvalidArgument,
+            format!("{} items in one order; at most {MAX_ITEMS}", MAX_ITEMS + 1),
+        ),
+        (
+            request("lim-2", &"s".repeat(MAX_SKU_LEN + 1), 1),
+            Code::InvalidArgument,
+            format!("sku is longer than {MAX_SKU_LEN} bytes"),
+        ),
+        (
+            request(&"k".repeat(MAX_ID_LEN + 1), "sku-mug", 1),
+            Code::InvalidArgument,
+            format!("idempotency_key is longer than {MAX_ID_LEN} bytes"),
+        ),
+        (
+            pb::PlaceOrderRequest {
+                customer_id: "c".repeat(MAX_ID_LEN + 1),
+                ..request("lim-4", "sku-mug", 1)
+            },
+            Code::InvalidArgument,
+            format!("customer_id is longer than {MAX_ID_LEN} bytes"),
+        ),
+        (
+            pb::PlaceOrderRequest {
+                payment_token: "t".repeat(MAX_TOKEN_LEN + 1),
+                ..request("lim-5", "sku-mug", 1)
+            },
+            Code::InvalidArgument,
+            format!("payment_token is longer than {MAX_TOKEN_LEN} bytes"),
+        ),
+        (
+            // 4 MiB of one made-up SKU: never decoded, let alone kept.
+            request("lim-6", &"x".repeat(4 << 20), 1),
+            Code::ResourceExhausted,
+            "request message larger than this server's limit".to_owned(),
+        ),
+    ];
+    for (req, code, text) in cases {
+        let e = m.place(req).await.unwrap_err();
+        assert_eq!(e.code(), code, "{e:?}");
+        assert!(e.message().contains(&text), "{text:?} not in {e:?}");
+    }
+    let e = m
+        .inventory
+        .clone()
+        .get_stock(inv::GetStockRequest {
+            skus: (0..=MAX_ITEMS).map(|i| format!("sku-{i}")).collect(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+
+    // Concurrency: order works on two RPCs at once (each waits 300 ms at
+    // payment); the rest is shed at once, not queued.
+    let tasks: Vec<_> = (0..12)
+        .map(|i| {
+            let mut c = m.order.clone();
+            tokio::spawn(async move {
+                let mut r = Request::new(request(&format!("burst-{i}"), "sku-filter", 1));
+                r.set_timeout(Duration::from_secs(20));
+                c.place_order(r).await
+            })
+        })
+        .collect();
+    let (mut served, mut shed) = (0, 0);
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(r) => {
+                assert_eq!(
+                    r.into_inner().order.unwrap().status(),
+                    pb::OrderStatus::Confirmed
+                );
+                served += 1;
+            }
+            Err(e) => {
+                assert_eq!(e.code(), Code::ResourceExhausted, "{e:?}");
+                assert!(e.message().contains("overloaded"), "{e:?}");
+                shed += 1;
+            }
+        }
+    }
+    assert!(served >= 2 && shed >= 1, "served {served}, shed {shed}");
+
+    // Still up and serving.
+    let ok = m.place(request("lim-after", "sku-mug", 1)).await.unwrap();
+    assert_eq!(ok.status(), pb::OrderStatus::Confirmed);
 }

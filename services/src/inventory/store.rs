@@ -719,3 +719,250 @@ pub async fn run_expiry(inventory: Inventory, shutdown: CancellationToken) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::inventory::catalog;
+
+    async fn inv(stock: u32) -> (Inventory, Clock, tempfile::TempDir) {
+        let cat = vec![
+            CatalogItem {
+                sku: "a".into(),
+                name: "A".into(),
+                unit_price: Money::new("USD", 100).unwrap(),
+                stock,
+            },
+            CatalogItem {
+                sku: "b".into(),
+                name: "B".into(),
+                unit_price: Money::new("USD", 7).unwrap(),
+                stock,
+            },
+        ];
+        catalog::validate(&cat).unwrap();
+        let (db, dir) = crate::db::test_sqlite("inventory", crate::inventory::MIGRATIONS).await;
+        let clock = Clock::manual(1_000_000);
+        (
+            Inventory::new(db, cat, Duration::from_secs(30), clock.clone()),
+            clock,
+            dir,
+        )
+    }
+
+    async fn avail(i: &Inventory, sku: &str) -> (u32, u32) {
+        let s = &i.stock(&[sku.to_owned()]).await.unwrap()[0];
+        (s.available, s.reserved)
+    }
+
+    #[tokio::test]
+    async fn reserve_commit_release_lifecycle() {
+        let (i, _, _dir) = inv(10).await;
+        let r = i
+            .reserve("o1", &[("a".into(), 3), ("b".into(), 1)])
+            .await
+            .unwrap();
+        assert_eq!(avail(&i, "a").await, (7, 3));
+        assert_eq!(
+            i.reserve("o1", &[("a".into(), 3)]).await.unwrap().id,
+            r.id,
+            "idempotent"
+        );
+        assert_eq!(avail(&i, "a").await, (7, 3));
+        assert_eq!(
+            i.commit(&r.id).await.unwrap().0,
+            ReservationState::Committed
+        );
+        assert_eq!(
+            i.commit(&r.id).await.unwrap(),
+            (ReservationState::Committed, "o1".to_owned())
+        );
+        assert_eq!(avail(&i, "a").await, (7, 0));
+        assert!(matches!(
+            i.release(&r.id).await,
+            Err(InventoryError::WrongState { .. })
+        ));
+
+        let r2 = i.reserve("o2", &[("a".into(), 2)]).await.unwrap();
+        assert_eq!(
+            i.release(&r2.id).await.unwrap().0,
+            ReservationState::Released
+        );
+        assert_eq!(
+            i.release(&r2.id).await.unwrap().0,
+            ReservationState::Released
+        );
+        assert_eq!(avail(&i, "a").await, (7, 0));
+        assert!(matches!(
+            i.commit(&r2.id).await,
+            Err(InventoryError::WrongState { .. })
+        ));
+        // A released order may reserve again.
+        let r3 = i.reserve("o2", &[("a".into(), 1)]).await.unwrap();
+        assert_ne!(r3.id, r2.id);
+    }
+
+    #[tokio::test]
+    async fn all_or_nothing_and_clear_refusals() {
+        let (i, _, _dir) = inv(2).await;
+        let e = i
+            .reserve("o", &[("a".into(), 1), ("b".into(), 5)])
+            .await
+            .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "insufficient stock for b: 5 requested, 2 available"
+        );
+        assert_eq!(avail(&i, "a").await, (2, 0), "nothing held after a refusal");
+        assert!(matches!(
+            i.reserve("o", &[]).await,
+            Err(InventoryError::NoItems)
+        ));
+        assert!(matches!(
+            i.reserve("o", &[("a".into(), 0)]).await,
+            Err(InventoryError::ZeroQuantity { .. })
+        ));
+        assert!(matches!(
+            i.reserve("o", &[("zz".into(), 1)]).await,
+            Err(InventoryError::UnknownSku(_))
+        ));
+        assert!(matches!(
+            i.reserve("o", &[("a".into(), 1), ("a".into(), 1)]).await,
+            Err(InventoryError::DuplicateSku(_))
+        ));
+        assert!(matches!(
+            i.reserve("", &[("a".into(), 1)]).await,
+            Err(InventoryError::MissingOrderId)
+        ));
+        let many: Vec<(String, u32)> = (0..=MAX_ITEMS).map(|n| (format!("s{n}"), 1)).collect();
+        assert!(matches!(
+            i.reserve("o", &many).await,
+            Err(InventoryError::TooManyItems { .. })
+        ));
+        assert!(matches!(
+            i.reserve("o", &[("x".repeat(MAX_SKU_LEN + 1), 1)]).await,
+            Err(InventoryError::TooLong { field: "sku", .. })
+        ));
+        assert!(matches!(
+            i.commit("nope").await,
+            Err(InventoryError::UnknownReservation(_))
+        ));
+        assert!(matches!(
+            i.stock(&["zz".into()]).await,
+            Err(InventoryError::UnknownSku(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn concurrent_reservations_never_oversell() {
+        let (i, _, _dir) = inv(50).await;
+        let tasks: Vec<_> = (0..200)
+            .map(|n| {
+                let i = i.clone();
+                tokio::spawn(async move {
+                    i.reserve(&format!("o{n}"), &[("a".into(), 1)])
+                        .await
+                        .is_ok()
+                })
+            })
+            .collect();
+        let mut ok = 0;
+        for t in tasks {
+            ok += usize::from(t.await.unwrap());
+        }
+        assert_eq!(ok, 50);
+        assert_eq!(avail(&i, "a").await, (0, 50));
+    }
+
+    #[tokio::test]
+    async fn a_restarted_inventory_keeps_its_stock() {
+        let (i, clock, dir) = inv(10).await;
+        let r = i.reserve("o1", &[("a".into(), 4)]).await.unwrap();
+        i.commit(&r.id).await.unwrap();
+        i.database().close().await;
+        // The same file opened again, with the catalog's original stock.
+        let db = crate::db::Database::open(
+            "inventory",
+            &crate::db::DbTarget::Sqlite {
+                data_dir: dir.path().to_owned(),
+            },
+            crate::inventory::MIGRATIONS,
+            meshwatch_runtime::Readiness::default(),
+        )
+        .await
+        .unwrap();
+        let again = Inventory::new(db, (*i.catalog).clone(), Duration::from_secs(30), clock);
+        assert_eq!(
+            avail(&again, "a").await,
+            (6, 0),
+            "sold units are not sold again"
+        );
+        assert_eq!(
+            again.commit(&r.id).await.unwrap().0,
+            ReservationState::Committed,
+            "its reservations are still known"
+        );
+    }
+
+    #[tokio::test]
+    async fn uncommitted_reservations_expire_by_sweep_and_on_use() {
+        let (i, clock, _dir) = inv(5).await;
+        let swept = i.reserve("o1", &[("a".into(), 2)]).await.unwrap();
+        let used = i.reserve("o2", &[("a".into(), 2)]).await.unwrap();
+        assert_eq!(
+            i.next_expiry_ms().await.unwrap(),
+            Some(clock.now_ms() + 30_000)
+        );
+        clock.advance(Duration::from_secs(29));
+        assert!(
+            i.expire_due().await.unwrap().is_empty(),
+            "still held before the TTL"
+        );
+        assert_eq!(avail(&i, "a").await, (1, 4));
+        clock.advance(Duration::from_secs(2));
+        // Checked on use, before any sweep: a late commit is refused and
+        // the units come back.
+        assert!(matches!(
+            i.commit(&used.id).await,
+            Err(InventoryError::WrongState {
+                state: ReservationState::Expired,
+                ..
+            })
+        ));
+        assert_eq!(avail(&i, "a").await, (3, 2));
+        // The sweep gets the other one.
+        assert_eq!(
+            i.expire_due().await.unwrap(),
+            vec![(swept.id.clone(), "o1".to_owned())]
+        );
+        assert_eq!(avail(&i, "a").await, (5, 0));
+        assert_eq!(
+            i.release(&swept.id).await.unwrap().0,
+            ReservationState::Expired
+        );
+        assert_eq!(i.next_expiry_ms().await.unwrap(), None);
+        // An expired order may reserve again.
+        assert_eq!(
+            i.reserve("o1", &[("a".into(), 1)]).await.unwrap().state,
+            ReservationState::Held
+        );
+    }
+
+    #[tokio::test]
+    async fn retention_deletes_finished_reservations_only() {
+        let (i, clock, _dir) = inv(5).await;
+        let done = i.reserve("o1", &[("a".into(), 1)]).await.unwrap();
+        i.commit(&done.id).await.unwrap();
+        let held = i.reserve("o2", &[("a".into(), 1)]).await.unwrap();
+        clock.advance(Duration::from_secs(5));
+        assert_eq!(i.delete_finished_before(clock.now_ms()).await.unwrap(), 1);
+        assert!(matches!(
+            i.commit(&done.id).await,
+            Err(InventoryError::UnknownReservation(_))
+        ));
+        assert_eq!(
+            i.commit(&held.id).await.unwrap().0,
+            ReservationState::Committed
+        );
+    }
+}
