@@ -194,6 +194,58 @@ fn compose_starts_in_order_with_health_checks() {
     }
 }
 
+#[test]
+fn each_service_keeps_its_state_in_its_own_postgres_database() {
+    let config = compose_config();
+    let services = config["services"].as_object().unwrap();
+    let pg = &services["postgres"];
+    let image = pg["image"].as_str().unwrap();
+    assert!(
+        image.starts_with("postgres:15"),
+        "{image}: the major the tests run"
+    );
+    assert_eq!(pg["environment"]["POSTGRES_USER"], "meshwatch");
+    // The password comes from .env (.env.example here), not the file.
+    assert_eq!(pg["environment"]["POSTGRES_PASSWORD"], "change-me-postgres");
+    assert!(!read("docker-compose.yml").contains("change-me-postgres"));
+    let volumes: Vec<String> = pg["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| {
+            v.as_str()
+                .map_or_else(|| v["target"].to_string(), |s| s.to_owned())
+        })
+        .collect();
+    assert!(
+        volumes
+            .iter()
+            .any(|v| v.contains("/var/lib/postgresql/data")),
+        "{volumes:?}"
+    );
+    let init = read("postgres/init/01-databases.sql");
+    for svc in ["order", "inventory", "payment"] {
+        let s = &services[svc];
+        assert_eq!(
+            s["depends_on"]["postgres"]["condition"], "service_healthy",
+            "{svc}"
+        );
+        let url = s["environment"]["MESHWATCH_DATABASE_URL"].as_str().unwrap();
+        let database = format!("meshwatch_{svc}");
+        assert_eq!(
+            url,
+            format!("postgres://meshwatch:change-me-postgres@postgres:5432/{database}")
+        );
+        assert!(
+            init.contains(&format!("CREATE DATABASE {database} ")),
+            "{init}"
+        );
+        // Fault injection only on the container's loopback.
+        let admin = s["environment"]["MESHWATCH_ADMIN_LISTEN"].as_str().unwrap();
+        assert!(admin.starts_with("127.0.0.1:"), "{svc}: {admin}");
+    }
+}
+
 /// Binaries the compose file runs from the meshwatch image: each command's
 /// program, the program a shipper wraps, and health-check programs.
 fn binaries_compose_runs(config: &Value) -> BTreeSet<String> {

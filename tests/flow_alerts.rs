@@ -12,17 +12,20 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use meshwatch_testkit as testkit;
-use support::{grpcurl, stderr, Mesh};
+use support::{stderr, Mesh};
 
+/// Through `meshctl faults` on payment's admin listener, as a user would.
 fn set_error_rate(mesh: &Mesh, rate: f64) {
-    let out = grpcurl(&[
-        "-plaintext",
-        "-d",
-        &format!("{{\"error_rate\": {rate}}}"),
-        &format!("127.0.0.1:{}", mesh.payment_port),
-        "meshwatch.admin.v1.FaultService/SetFaults",
+    let out = mesh.meshctl(&[
+        "faults",
+        &format!("127.0.0.1:{}", mesh.payment_admin_port),
+        "--error-rate",
+        &rate.to_string(),
+        "--json",
     ]);
-    assert!(out.status.success(), "SetFaults: {}", stderr(&out));
+    assert!(out.status.success(), "meshctl faults: {}", stderr(&out));
+    let now: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(now["error_rate"], rate, "{now}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -56,8 +59,10 @@ async fn payment_errors_raise_an_alert_and_a_recovery() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
+    // Long enough that, on a loaded machine, traffic still flows after the
+    // error rate is turned off, so the recovery can be measured.
     let load = Command::new(mesh.bin_dir.join("meshctl"))
-        .args(["load", "--rate", "40", "--duration", "24s", "--json"])
+        .args(["load", "--rate", "40", "--duration", "45s", "--json"])
         .env(
             "MESHWATCH_ORDER_ADDR",
             format!("127.0.0.1:{}", mesh.order_port),

@@ -1,7 +1,8 @@
 //! `meshctl`: the command line for a running mesh. Follow or search the log
 //! topic, print one request's cross-service timeline, show the monitor's view,
-//! stream alerts, create the topics, prepare Elasticsearch and Kibana, and
-//! generate PlaceOrder load.
+//! stream alerts, create the topics, prepare Elasticsearch and Kibana,
+//! generate PlaceOrder load, and read or change a service's fault injection
+//! on its admin listener.
 #![forbid(unsafe_code)]
 
 use std::process::ExitCode;
@@ -13,6 +14,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 mod alerts;
 pub mod elastic;
+mod faults;
 mod health;
 mod kafka_scan;
 mod load;
@@ -129,6 +131,8 @@ pub enum Command {
     Setup(setup::SetupArgs),
     /// Check one server's grpc.health.v1 status (exit 0 when SERVING); for container health checks.
     Probe(probe::ProbeArgs),
+    /// Show or change a service's fault injection on its admin listener (--admin-listen).
+    Faults(faults::FaultsArgs),
 }
 
 /// Kafka flags of the commands that read the log topic.
@@ -159,6 +163,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode, CliError> {
         Command::Topics(args) => topics::run(args, cli.json).await,
         Command::Setup(args) => setup::run(args, cli.json).await,
         Command::Probe(args) => probe::run(args).await,
+        Command::Faults(args) => faults::run(args, cli.json).await,
     }
 }
 

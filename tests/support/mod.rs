@@ -18,6 +18,10 @@ pub struct Mesh {
     pub inventory_port: u16,
     pub payment_port: u16,
     pub monitor_port: u16,
+    /// The services' fault-injection admin ports (loopback).
+    pub order_admin_port: u16,
+    pub inventory_admin_port: u16,
+    pub payment_admin_port: u16,
     extra_env: Vec<(String, String)>,
     down: bool,
 }
@@ -51,6 +55,9 @@ impl Mesh {
             inventory_port: testkit::free_port(),
             payment_port: testkit::free_port(),
             monitor_port: testkit::free_port(),
+            order_admin_port: testkit::free_port(),
+            inventory_admin_port: testkit::free_port(),
+            payment_admin_port: testkit::free_port(),
             extra_env: env
                 .iter()
                 .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
@@ -80,6 +87,18 @@ impl Mesh {
             .env("MESHWATCH_INVENTORY_PORT", self.inventory_port.to_string())
             .env("MESHWATCH_PAYMENT_PORT", self.payment_port.to_string())
             .env("MESHWATCH_MONITOR_PORT", self.monitor_port.to_string())
+            .env(
+                "MESHWATCH_ORDER_ADMIN_PORT",
+                self.order_admin_port.to_string(),
+            )
+            .env(
+                "MESHWATCH_INVENTORY_ADMIN_PORT",
+                self.inventory_admin_port.to_string(),
+            )
+            .env(
+                "MESHWATCH_PAYMENT_ADMIN_PORT",
+                self.payment_admin_port.to_string(),
+            )
             .env("MESHWATCH_WAIT", "60s");
         for (k, v) in &self.extra_env {
             cmd.env(k, v);

@@ -1,0 +1,493 @@
+//! The soak (issue 10): PlaceOrder at saturation, phase after phase, until at
+//! least SOAK_ORDERS orders per configuration, to show that throughput and
+//! memory stay flat as orders accumulate. Run with
+//!
+//!     cargo bench -p meshwatch-flows --bench soak     # builds release binaries first
+//!
+//! Configurations (SOAK_CONFIGS, comma-separated, default all four):
+//! - `services-sqlite`: order, inventory and payment alone (release binaries,
+//!   stdout to /dev/null, no shippers), each on its SQLite file (WAL,
+//!   synchronous=NORMAL, the default);
+//! - `services-postgres`: the same on one PostgreSQL server started by
+//!   `scripts/postgres` with durable settings (fsync and synchronous_commit
+//!   on), a database per service;
+//! - `mesh-sqlite` / `mesh-postgres`: the whole local mesh (`scripts/mesh up`:
+//!   a tansu broker, every service under its shipper, the monitor).
+//!
+//! Baseline measured in the same run: a trivial tonic unary echo server in
+//! this process at saturation; every phase prints its ratio to it and to the
+//! configuration's first phase. RSS of each service (VmRSS) after each phase.
+//!
+//! Environment: SOAK_ORDERS (per configuration, default 500000),
+//! SOAK_PHASE_SECONDS (default 60), SOAK_CONCURRENCY (default 32).
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a benchmark fails loudly
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use meshwatch_meshctl::{LoadReport, LoadSpec};
+use meshwatch_proto::admin::v1 as echo;
+use meshwatch_proto::order::v1 as pb;
+
+struct Echo;
+
+#[tonic::async_trait]
+impl echo::fault_service_server::FaultService for Echo {
+    async fn get_faults(
+        &self,
+        _: tonic::Request<echo::GetFaultsRequest>,
+    ) -> Result<tonic::Response<echo::Faults>, tonic::Status> {
+        Ok(tonic::Response::new(echo::Faults::default()))
+    }
+    async fn set_faults(
+        &self,
+        _: tonic::Request<echo::SetFaultsRequest>,
+    ) -> Result<tonic::Response<echo::Faults>, tonic::Status> {
+        Ok(tonic::Response::new(echo::Faults::default()))
+    }
+}
+
+fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn root() -> PathBuf {
+    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+}
+
+fn free_port() -> u16 {
+    meshwatch_testkit::free_port()
+}
+
+/// VmRSS of `pid` in MiB.
+fn rss_mib(pid: u32) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<f64>().ok())
+        })
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+/// A throwaway PostgreSQL server (durable settings) with a database per service.
+struct Postgres {
+    dir: tempfile::TempDir,
+    url: String,
+}
+
+impl Postgres {
+    async fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(
+            dir.path(),
+            std::os::unix::fs::PermissionsExt::from_mode(0o777),
+        )
+        .unwrap();
+        let out = Command::new(root().join("scripts/postgres"))
+            .args(["start"])
+            .arg(dir.path())
+            .env("MESHWATCH_PG_DURABLE", "1")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let admin = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+        let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&admin)
+            .await
+            .unwrap();
+        for svc in ["order", "inventory", "payment"] {
+            sqlx::query(&format!("CREATE DATABASE meshwatch_{svc}"))
+                .execute(&mut conn)
+                .await
+                .unwrap();
+        }
+        let url = admin.trim_end_matches("/postgres").to_owned();
+        Self { dir, url }
+    }
+
+    fn url(&self, svc: &str) -> String {
+        format!("{}/meshwatch_{svc}", self.url)
+    }
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        let _ = Command::new(root().join("scripts/postgres"))
+            .arg("stop")
+            .arg(self.dir.path())
+            .output();
+    }
+}
+
+/// What a configuration runs: the order port and the pids to measure.
+trait Target {
+    fn order_port(&self) -> u16;
+    fn pids(&self) -> Vec<(&'static str, u32)>;
+}
+
+/// The three release binaries alone.
+struct Services {
+    children: Vec<(&'static str, Child)>,
+    order_port: u16,
+    _data: tempfile::TempDir,
+}
+
+impl Services {
+    fn start(bin: &Path, pg: Option<&Postgres>) -> Self {
+        let data = tempfile::tempdir().unwrap();
+        let (ip, pp, op) = (free_port(), free_port(), free_port());
+        let db = |svc: &str| -> Vec<String> {
+            match pg {
+                Some(pg) => vec!["--database-url".into(), pg.url(svc)],
+                None => vec!["--data-dir".into(), data.path().display().to_string()],
+            }
+        };
+        let spawn = |svc: &'static str, port: u16, extra: Vec<String>| {
+            let child = Command::new(bin.join(svc))
+                .args(["--listen", &format!("127.0.0.1:{port}")])
+                .args(db(svc))
+                .args(extra)
+                .stdout(Stdio::null())
+                .stderr(Stdio::inherit())
+                .spawn()
+                .unwrap();
+            (svc, child)
+        };
+        let children = vec![
+            spawn("inventory", ip, vec![]),
+            spawn("payment", pp, vec![]),
+            spawn(
+                "order",
+                op,
+                vec![
+                    "--inventory-addr".into(),
+                    format!("http://127.0.0.1:{ip}"),
+                    "--payment-addr".into(),
+                    format!("http://127.0.0.1:{pp}"),
+                ],
+            ),
+        ];
+        Self {
+            children,
+            order_port: op,
+            _data: data,
+        }
+    }
+}
+
+impl Target for Services {
+    fn order_port(&self) -> u16 {
+        self.order_port
+    }
+    fn pids(&self) -> Vec<(&'static str, u32)> {
+        self.children.iter().map(|(n, c)| (*n, c.id())).collect()
+    }
+}
+
+impl Drop for Services {
+    fn drop(&mut self) {
+        for (_, c) in &mut self.children {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(i32::try_from(c.id()).unwrap_or(0)),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+        }
+        for (_, c) in &mut self.children {
+            let _ = c.wait();
+        }
+    }
+}
+
+/// The whole local mesh through scripts/mesh.
+struct Mesh {
+    state: tempfile::TempDir,
+    bin: PathBuf,
+    ports: Vec<(&'static str, u16)>,
+    postgres: Option<String>,
+}
+
+impl Mesh {
+    fn script(&self, arg: &str) -> std::process::Output {
+        let mut cmd = Command::new(root().join("scripts/mesh"));
+        cmd.arg(arg)
+            .env("MESHWATCH_STATE", self.state.path())
+            .env("MESHWATCH_BIN_DIR", &self.bin)
+            .env_remove("MESHWATCH_KAFKA");
+        if let Some(pg) = &self.postgres {
+            cmd.env("MESHWATCH_MESH_POSTGRES", pg);
+        }
+        for (k, v) in &self.ports {
+            cmd.env(k, v.to_string());
+        }
+        cmd.output().unwrap()
+    }
+
+    fn start(bin: &Path, pg: Option<&Postgres>) -> Self {
+        let mesh = Self {
+            state: tempfile::tempdir().unwrap(),
+            bin: bin.to_owned(),
+            ports: vec![
+                ("MESHWATCH_ORDER_PORT", free_port()),
+                ("MESHWATCH_INVENTORY_PORT", free_port()),
+                ("MESHWATCH_PAYMENT_PORT", free_port()),
+                ("MESHWATCH_MONITOR_PORT", free_port()),
+                ("MESHWATCH_ORDER_ADMIN_PORT", free_port()),
+                ("MESHWATCH_INVENTORY_ADMIN_PORT", free_port()),
+                ("MESHWATCH_PAYMENT_ADMIN_PORT", free_port()),
+            ],
+            postgres: pg.map(|p| p.url.clone()),
+        };
+        let up = mesh.script("up");
+        assert!(
+            up.status.success(),
+            "scripts/mesh up: {}",
+            String::from_utf8_lossy(&up.stderr)
+        );
+        mesh
+    }
+}
+
+impl Target for Mesh {
+    fn order_port(&self) -> u16 {
+        self.ports[0].1
+    }
+    fn pids(&self) -> Vec<(&'static str, u32)> {
+        // The services themselves: the children of their shippers.
+        ["order", "inventory", "payment"]
+            .into_iter()
+            .filter_map(|name| {
+                let wrapper = std::fs::read_to_string(self.state.path().join("pids").join(name))
+                    .ok()?
+                    .trim()
+                    .to_owned();
+                let out = Command::new("pgrep").args(["-P", &wrapper]).output().ok()?;
+                let pid = String::from_utf8_lossy(&out.stdout)
+                    .lines()
+                    .next()?
+                    .trim()
+                    .parse()
+                    .ok()?;
+                Some((name, pid))
+            })
+            .collect()
+    }
+}
+
+impl Drop for Mesh {
+    fn drop(&mut self) {
+        let _ = self.script("down");
+    }
+}
+
+async fn wait_serving(port: u16) {
+    use meshwatch_proto::health::v1 as health;
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Ok(ch) = tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{port}"))
+            .unwrap()
+            .connect()
+            .await
+        {
+            let r = health::health_client::HealthClient::new(ch)
+                .check(health::HealthCheckRequest::default())
+                .await;
+            if r.is_ok_and(|r| {
+                r.into_inner().status() == health::health_check_response::ServingStatus::Serving
+            }) {
+                return;
+            }
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "port {port} never SERVING"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn place_order(
+    client: pb::order_service_client::OrderServiceClient<tonic::transport::Channel>,
+    run: String,
+) -> impl Fn(
+    u64,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<String, String>> + Send>>
+       + Clone
+       + Send
+       + Sync
+       + 'static {
+    move |seq| {
+        let mut client = client.clone();
+        let key = format!("soak-{run}-{seq}");
+        Box::pin(async move {
+            let mut req = tonic::Request::new(pb::PlaceOrderRequest {
+                idempotency_key: key,
+                customer_id: "soak".into(),
+                items: vec![pb::LineItem {
+                    sku: meshwatch_meshctl::DEFAULT_LOAD_SKU.into(),
+                    quantity: 1,
+                }],
+                currency_code: "USD".into(),
+                payment_token: String::new(),
+            });
+            req.set_timeout(Duration::from_secs(10));
+            client
+                .place_order(req)
+                .await
+                .map(|r| format!("{:?}", r.get_ref().order.as_ref().map(|o| o.status)))
+                .map_err(|s| meshwatch_proto::status::code_name(s.code() as i32).to_owned())
+        })
+    }
+}
+
+async fn soak(name: &str, target: &dyn Target, echo_rps: f64) {
+    let orders: u64 = env_or("SOAK_ORDERS", 500_000);
+    let phase = Duration::from_secs(env_or("SOAK_PHASE_SECONDS", 60));
+    let concurrency: usize = env_or("SOAK_CONCURRENCY", 32);
+    wait_serving(target.order_port()).await;
+    let client = pb::order_service_client::OrderServiceClient::new(
+        tonic::transport::Endpoint::from_shared(format!(
+            "http://127.0.0.1:{}",
+            target.order_port()
+        ))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap(),
+    );
+    let rss = |pids: &[(&'static str, u32)]| {
+        pids.iter()
+            .map(|(n, p)| format!("{n} {:.1}", rss_mib(*p)))
+            .collect::<Vec<_>>()
+            .join("  ")
+    };
+    let pids = target.pids();
+    println!("\n{name}: {orders} orders in phases of {phase:?}, concurrency {concurrency}; RSS at start (MiB): {}", rss(&pids));
+    let (mut total, mut first_rps, mut i) = (0u64, 0.0, 0);
+    while total < orders {
+        i += 1;
+        let r: LoadReport = meshwatch_meshctl::run_load(
+            LoadSpec {
+                rate: 0.0,
+                duration: phase,
+                concurrency,
+            },
+            place_order(client.clone(), format!("{name}-{i}")),
+            |_| {},
+        )
+        .await;
+        total += r.completed;
+        if i == 1 {
+            first_rps = r.throughput();
+        }
+        let outcomes: Vec<String> = r
+            .outcomes
+            .iter()
+            .chain(r.errors.iter())
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        println!(
+            "{name:<18} phase {i:>2}  total {total:>7}  {:>7.1} req/s  p50 {:>6.2} ms  p99 {:>7.2} ms  errors {:>4}  vs phase 1 {:.2}  vs echo {:.3}  RSS MiB: {}  [{}]",
+            r.throughput(),
+            r.latency_ms(0.5),
+            r.latency_ms(0.99),
+            r.error_count(),
+            r.throughput() / first_rps,
+            r.throughput() / echo_rps,
+            rss(&pids),
+            outcomes.join(" ")
+        );
+    }
+}
+
+#[tokio::main]
+async fn main() {
+    let configs: Vec<String> = std::env::var("SOAK_CONFIGS")
+        .unwrap_or_else(|_| "services-sqlite,services-postgres,mesh-sqlite,mesh-postgres".into())
+        .split(',')
+        .map(|s| s.trim().to_owned())
+        .collect();
+    println!("building release binaries…");
+    let built = Command::new(env!("CARGO"))
+        .current_dir(root())
+        .args(["build", "--release", "--locked", "--bins", "--workspace"])
+        .status()
+        .unwrap();
+    assert!(built.success(), "cargo build --release failed");
+    let bin = meshwatch_testkit::bin_dir();
+
+    // Baseline: a trivial unary server in this process, at saturation.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let echo_addr = listener.local_addr().unwrap();
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(echo::fault_service_server::FaultServiceServer::new(Echo))
+            .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener)),
+    );
+    let echo_client = echo::fault_service_client::FaultServiceClient::new(
+        tonic::transport::Endpoint::from_shared(format!("http://{echo_addr}"))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap(),
+    );
+    let echo_report = meshwatch_meshctl::run_load(
+        LoadSpec {
+            rate: 0.0,
+            duration: Duration::from_secs(10),
+            concurrency: env_or("SOAK_CONCURRENCY", 32),
+        },
+        move |_| {
+            let mut c = echo_client.clone();
+            async move {
+                c.get_faults(echo::GetFaultsRequest {})
+                    .await
+                    .map(|_| "OK".to_owned())
+                    .map_err(|s| meshwatch_proto::status::code_name(s.code() as i32).to_owned())
+            }
+        },
+        |_| {},
+    )
+    .await;
+    let echo_rps = echo_report.throughput();
+    println!(
+        "machine: {} cores; echo baseline {echo_rps:.1} req/s, p99 {:.2} ms",
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        echo_report.latency_ms(0.99)
+    );
+
+    for config in &configs {
+        match config.as_str() {
+            "services-sqlite" => {
+                let t = Services::start(&bin, None);
+                soak(config, &t, echo_rps).await;
+            }
+            "services-postgres" => {
+                let pg = Postgres::start().await;
+                let t = Services::start(&bin, Some(&pg));
+                soak(config, &t, echo_rps).await;
+                drop(t);
+            }
+            "mesh-sqlite" => {
+                let t = Mesh::start(&bin, None);
+                soak(config, &t, echo_rps).await;
+            }
+            "mesh-postgres" => {
+                let pg = Postgres::start().await;
+                let t = Mesh::start(&bin, Some(&pg));
+                soak(config, &t, echo_rps).await;
+                drop(t);
+            }
+            other => panic!("unknown SOAK_CONFIGS entry {other:?}"),
+        }
+    }
+}
