@@ -28,7 +28,9 @@ pub struct TopicsTarget {
 
 #[derive(Subcommand, Debug)]
 pub enum TopicsAction {
-    /// Create the topics (existing ones are left as they are).
+    /// Create the topics (existing ones are left as they are), each with
+    /// max.message.bytes=1048576 and compression.type=lz4: the size and codec
+    /// contract with the shipper.
     Create {
         #[command(flatten)]
         target: TopicsTarget,
@@ -65,23 +67,26 @@ pub(crate) async fn run(args: TopicsArgs, json: bool) -> Result<ExitCode, CliErr
                 });
             }
             let retention_ms = i64::try_from(retention.as_millis()).unwrap_or(i64::MAX);
+            // Every topic gets the size and codec contract with the shipper
+            // (max.message.bytes, compression.type) explicitly, not the
+            // broker's defaults.
             let specs = [
                 TopicSpec {
-                    name: target.topics.logs_topic.clone(),
-                    partitions,
                     retention_ms: Some(retention_ms),
-                },
+                    ..TopicSpec::new(target.topics.logs_topic.clone(), partitions)
+                }
+                .with_meshwatch_limits(),
                 // Heartbeats are only interesting while fresh.
                 TopicSpec {
-                    name: target.topics.heartbeats_topic.clone(),
-                    partitions: partitions.min(3),
                     retention_ms: Some(6 * 3600 * 1000),
-                },
+                    ..TopicSpec::new(target.topics.heartbeats_topic.clone(), partitions.min(3))
+                }
+                .with_meshwatch_limits(),
                 TopicSpec {
-                    name: target.topics.alerts_topic.clone(),
-                    partitions: 1,
                     retention_ms: Some(retention_ms.saturating_mul(4)),
-                },
+                    ..TopicSpec::new(target.topics.alerts_topic.clone(), 1)
+                }
+                .with_meshwatch_limits(),
             ];
             kafka::create_topics_replicated(&target.kafka, &specs, replication).await?;
             let mut out = std::io::stdout().lock();

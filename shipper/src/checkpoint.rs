@@ -11,6 +11,12 @@ use serde::{Deserialize, Serialize};
 
 /// How many leading bytes of a file identify it (with its device and inode).
 pub const FINGERPRINT_BYTES: u64 = 1024;
+/// A file is recognised by its content (as the copy of another, or as a
+/// generation already shipped) only once this many leading bytes are known:
+/// fewer could match an unrelated file.
+pub const MIN_FINGERPRINT: u64 = 128;
+/// Finished generations remembered in the checkpoint.
+pub const DONE_KEPT: usize = 64;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CheckpointError {
@@ -23,14 +29,21 @@ pub enum CheckpointError {
     },
 }
 
-/// The identity of one file, independent of its name.
+/// The identity of one generation of a file, independent of its name.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FileIdentity {
     pub dev: u64,
     pub ino: u64,
-    /// FNV-1a of the first `fingerprint_len` bytes.
+    /// FNV-1a of the first `fingerprint_len` bytes (at most [`FINGERPRINT_BYTES`]).
     pub fingerprint: u64,
     pub fingerprint_len: u64,
+    /// FNV-1a of the first line (at most [`FINGERPRINT_BYTES`]), once complete:
+    /// with the inode and `epoch` it names the generation in every line's `event.id`.
+    #[serde(default)]
+    pub head: Option<u64>,
+    /// How often this inode was seen truncated and rewritten (copytruncate).
+    #[serde(default)]
+    pub epoch: u32,
 }
 
 impl FileIdentity {
@@ -38,12 +51,29 @@ impl FileIdentity {
     pub fn of(file: &File) -> io::Result<Self> {
         let meta = file.metadata()?;
         let len = meta.len().min(FINGERPRINT_BYTES);
-        Ok(Self {
-            dev: meta.dev(),
-            ino: meta.ino(),
-            fingerprint: fingerprint(file, len)?.unwrap_or(FNV_OFFSET),
-            fingerprint_len: len,
-        })
+        let mut first = vec![0u8; usize::try_from(len).unwrap_or(0)];
+        let got = read_prefix(file, &mut first)?;
+        first.truncate(got);
+        Ok(Self::from_prefix(meta.dev(), meta.ino(), &first, 0))
+    }
+
+    /// Identity from the first bytes of a file as read (the head is known once
+    /// the first line is complete or the prefix full).
+    pub fn from_prefix(dev: u64, ino: u64, first: &[u8], epoch: u32) -> Self {
+        let first = &first[..first.len().min(FINGERPRINT_BYTES as usize)];
+        let head = match memchr::memchr(b'\n', first) {
+            Some(nl) => Some(fnv(&first[..=nl])),
+            None if first.len() as u64 == FINGERPRINT_BYTES => Some(fnv(first)),
+            None => None,
+        };
+        Self {
+            dev,
+            ino,
+            fingerprint: fnv(first),
+            fingerprint_len: first.len() as u64,
+            head,
+            epoch,
+        }
     }
 
     /// Whether `file` is this file: same device and inode, same leading bytes.
@@ -55,10 +85,40 @@ impl FileIdentity {
         Ok(fingerprint(file, self.fingerprint_len)? == Some(self.fingerprint))
     }
 
-    /// Whether `file` starts with the same bytes (any inode): a copy of this file.
+    /// Whether `file` starts with the same bytes (any inode): a copy of this
+    /// file. Never for a fingerprint shorter than [`MIN_FINGERPRINT`].
     pub fn same_content_start(&self, file: &File) -> io::Result<bool> {
+        if self.fingerprint_len < MIN_FINGERPRINT {
+            return Ok(false);
+        }
         Ok(fingerprint(file, self.fingerprint_len)? == Some(self.fingerprint))
     }
+
+    /// Same generation: same inode, epoch and first line.
+    pub fn same_generation(&self, other: &Self) -> bool {
+        (self.dev, self.ino, self.epoch, self.head)
+            == (other.dev, other.ino, other.epoch, other.head)
+    }
+
+    /// The first half of the `event.id` of this generation's lines.
+    pub fn event_source(&self) -> u64 {
+        crate::event_id::fnv64(&[
+            b"file",
+            &self.dev.to_le_bytes(),
+            &self.ino.to_le_bytes(),
+            &self.head.unwrap_or(self.fingerprint).to_le_bytes(),
+            &self.epoch.to_le_bytes(),
+        ])
+    }
+}
+
+/// A generation read to its end and acknowledged.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DoneFile {
+    pub file: FileIdentity,
+    /// Its length when finished: a file identified by fewer than
+    /// [`MIN_FINGERPRINT`] bytes is recognised again only at this length.
+    pub size: u64,
 }
 
 /// Where tailing resumes.
@@ -69,29 +129,46 @@ pub struct FileCheckpoint {
     pub file: FileIdentity,
     /// Every line before this offset has been acknowledged by Kafka.
     pub offset: u64,
+    /// Generations finished before it, oldest first (at most [`DONE_KEPT`]):
+    /// never shipped again however they are renamed.
+    #[serde(default)]
+    pub done: Vec<DoneFile>,
 }
 
 const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
 
 /// FNV-1a over the first `len` bytes, or `None` if the file is shorter.
 /// Uses positioned reads: the file's read position does not move.
-fn fingerprint(file: &File, len: u64) -> io::Result<Option<u64>> {
-    let mut buf = vec![0u8; len as usize];
+pub fn fingerprint(file: &File, len: u64) -> io::Result<Option<u64>> {
+    let mut buf = vec![0u8; usize::try_from(len.min(FINGERPRINT_BYTES)).unwrap_or(0)];
+    if read_prefix(file, &mut buf)? < buf.len() {
+        return Ok(None);
+    }
+    Ok(Some(fnv(&buf)))
+}
+
+/// Reads the first `buf.len()` bytes (fewer at end of file); returns how many.
+fn read_prefix(file: &File, buf: &mut [u8]) -> io::Result<usize> {
     let mut n = 0;
     while n < buf.len() {
         match file.read_at(&mut buf[n..], n as u64) {
-            Ok(0) => return Ok(None),
+            Ok(0) => break,
             Ok(k) => n += k,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => return Err(e),
         }
     }
+    Ok(n)
+}
+
+/// FNV-1a (64 bits) of `bytes`.
+pub fn fnv(bytes: &[u8]) -> u64 {
     let mut h = FNV_OFFSET;
-    for b in buf {
+    for &b in bytes {
         h ^= u64::from(b);
         h = h.wrapping_mul(0x0100_0000_01b3);
     }
-    Ok(Some(h))
+    h
 }
 
 /// Writes `bytes` to `path` so that a crash leaves either the old or the new content.
@@ -152,21 +229,59 @@ mod tests {
                 ino: 2,
                 fingerprint: 3,
                 fingerprint_len: 4,
+                head: Some(5),
+                epoch: 1,
             },
             offset: 99,
+            done: vec![],
         };
         save(&p, &cp).unwrap();
         assert_eq!(load(&p).unwrap(), Some(cp));
         assert!(!p.with_extension("tmp").exists());
         fs::write(&p, b"{nope").unwrap();
         assert!(matches!(load(&p), Err(CheckpointError::Corrupt { .. })));
+        // A checkpoint of the previous format still loads.
+        fs::write(
+            &p,
+            br#"{"path":"/x","file":{"dev":1,"ino":2,"fingerprint":3,"fingerprint_len":4},"offset":9}"#,
+        )
+        .unwrap();
+        let old = load(&p).unwrap().unwrap();
+        assert_eq!((old.offset, old.file.head, old.done.len()), (9, None, 0));
+    }
+
+    #[test]
+    fn short_fingerprints_never_match_by_content_and_heads_name_generations() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = dir.path().join("a.log");
+        fs::write(&a, b"short\n").unwrap();
+        let id = FileIdentity::of(&File::open(&a).unwrap()).unwrap();
+        assert!(id.fingerprint_len < MIN_FINGERPRINT);
+        let b = dir.path().join("b.log");
+        fs::write(&b, b"short\nand more").unwrap();
+        assert!(!id.same_content_start(&File::open(&b).unwrap()).unwrap());
+        // The head is the first line: fixed once complete, however the file grows.
+        let grown = FileIdentity::from_prefix(1, 2, b"short\nand more", 0);
+        assert_eq!(grown.head, id.head);
+        assert_ne!(grown.fingerprint, id.fingerprint);
+        assert!(FileIdentity::from_prefix(1, 2, b"no newline yet", 0)
+            .head
+            .is_none());
+        let mut other_epoch = grown.clone();
+        other_epoch.epoch = 1;
+        assert_ne!(other_epoch.event_source(), grown.event_source());
+        assert!(!other_epoch.same_generation(&grown));
     }
 
     #[test]
     fn identity_tells_files_apart_by_inode_and_content() {
         let dir = tempfile::tempdir().unwrap();
         let a = dir.path().join("a.log");
-        fs::write(&a, b"first line of a\n").unwrap();
+        let first = format!(
+            "first line of a, long enough to identify it: {}\n",
+            "x".repeat(200)
+        );
+        fs::write(&a, &first).unwrap();
         let fa = File::open(&a).unwrap();
         let id = FileIdentity::of(&fa).unwrap();
         assert!(id.matches(&fa).unwrap());
@@ -177,13 +292,13 @@ mod tests {
         assert!(id.matches(&File::open(&rotated).unwrap()).unwrap());
 
         // A new file with the same content start is a copy, not the same file.
-        fs::write(&a, b"first line of a\nmore\n").unwrap();
+        fs::write(&a, format!("{first}more\n")).unwrap();
         let fb = File::open(&a).unwrap();
         assert!(!id.matches(&fb).unwrap());
         assert!(id.same_content_start(&fb).unwrap());
 
         // Truncated and rewritten in place: same inode, different content.
-        fs::write(&rotated, b"other content....\n").unwrap();
+        fs::write(&rotated, "other content....\n".repeat(20)).unwrap();
         assert!(!id.matches(&File::open(&rotated).unwrap()).unwrap());
     }
 

@@ -9,10 +9,23 @@ use std::time::Duration;
 use clap::Parser;
 use meshwatch_entry::{env, parse_duration, ConfigError, KafkaArgs};
 
+use crate::spool::FsyncPolicy;
+
 pub const DEFAULT_DATA_DIR: &str = "/var/lib/meshwatch-shipper";
 pub const DEFAULT_LOGS_TOPIC: &str = meshwatch_kafka::LOGS_TOPIC;
 pub const DEFAULT_HEARTBEATS_TOPIC: &str = meshwatch_kafka::HEARTBEATS_TOPIC;
-pub const DEFAULT_MAX_LINE_BYTES: usize = 1 << 20;
+/// Longer lines are cut here (960 KiB: below the record limit, so that a line
+/// of this length still fits with the shipper's fields).
+pub const DEFAULT_MAX_LINE_BYTES: usize = 960 << 10;
+/// The largest record (payload) the shipper produces. With its key, header and
+/// batch overhead it stays well below the topics' `max.message.bytes`
+/// (1,048,576, [`meshwatch_kafka::TOPIC_MAX_MESSAGE_BYTES`]).
+pub const DEFAULT_MAX_RECORD_BYTES: usize = 1_000_000;
+/// Bounds of `--max-record-bytes`.
+pub const MIN_RECORD_BYTES: usize = 4096;
+pub const MAX_RECORD_BYTES: usize = 16 << 20;
+/// How often appended spool records are forced to disk by default.
+pub const DEFAULT_SPOOL_FSYNC: Duration = Duration::from_millis(100);
 /// In-flight bound between reading and Kafka's acknowledgement, in records.
 pub const DEFAULT_WINDOW_RECORDS: usize = 20_000;
 /// In-flight bound in bytes (our copy; librdkafka's queue is capped to match).
@@ -20,6 +33,8 @@ pub const DEFAULT_WINDOW_BYTES: usize = 8 << 20;
 pub const DEFAULT_SPOOL_MAX_BYTES: u64 = 256 << 20;
 pub const DEFAULT_COMPRESSION: &str = "lz4";
 pub const DEFAULT_LINGER: Duration = Duration::from_millis(5);
+/// Heartbeats are sent at once: a batching delay there is detection delay.
+pub const DEFAULT_HEARTBEATS_LINGER: Duration = Duration::ZERO;
 pub const DEFAULT_POLL: Duration = Duration::from_millis(50);
 pub const DEFAULT_CHECKPOINT: Duration = Duration::from_secs(1);
 pub const DEFAULT_STATS: Duration = Duration::from_secs(10);
@@ -53,12 +68,17 @@ pub struct Config {
     pub logs_topic: String,
     pub heartbeats_topic: String,
     pub max_line_bytes: usize,
+    /// The largest payload produced, `event.id` and every shipper field included.
+    pub max_record_bytes: usize,
     pub window_records: usize,
     pub window_bytes: usize,
     pub spool_max_bytes: u64,
+    pub spool_fsync: FsyncPolicy,
     pub compression: String,
     /// librdkafka's `linger.ms`: how long a batch may wait for more records.
     pub linger: Duration,
+    /// The same for the heartbeats topic (its own producer).
+    pub heartbeats_linger: Duration,
     /// Extra librdkafka properties, applied last (they win).
     pub kafka_options: Vec<(String, String)>,
     pub poll_interval: Duration,
@@ -83,11 +103,14 @@ impl Config {
             logs_topic: DEFAULT_LOGS_TOPIC.to_owned(),
             heartbeats_topic: DEFAULT_HEARTBEATS_TOPIC.to_owned(),
             max_line_bytes: DEFAULT_MAX_LINE_BYTES,
+            max_record_bytes: DEFAULT_MAX_RECORD_BYTES,
             window_records: DEFAULT_WINDOW_RECORDS,
             window_bytes: DEFAULT_WINDOW_BYTES,
             spool_max_bytes: DEFAULT_SPOOL_MAX_BYTES,
+            spool_fsync: FsyncPolicy::Every(DEFAULT_SPOOL_FSYNC),
             compression: DEFAULT_COMPRESSION.to_owned(),
             linger: DEFAULT_LINGER,
+            heartbeats_linger: DEFAULT_HEARTBEATS_LINGER,
             kafka_options: Vec::new(),
             poll_interval: DEFAULT_POLL,
             checkpoint_interval: DEFAULT_CHECKPOINT,
@@ -126,10 +149,12 @@ pub struct Args {
     /// Kafka: a broker that is down is not a start-up error.
     #[command(flatten)]
     pub kafka: KafkaArgs,
-    /// Checkpoint and spool directory (created if missing; one shipper per directory).
+    /// Checkpoint and spool directory (created if missing; locked: a second shipper on it exits 73).
     #[arg(long, env = "MESHWATCH_SHIPPER_DATA_DIR", default_value = DEFAULT_DATA_DIR)]
     pub data_dir: PathBuf,
-    /// service.name for lines without one [default: the wrapped program's or the file's name].
+    /// The service this shipper speaks for: service.name of lines without one; lines
+    /// claiming another are tagged, and only its heartbeats are routed as heartbeats
+    /// [default: the wrapped program's name, the file's stem, or "unknown"].
     #[arg(long, env = "MESHWATCH_SHIPPER_SERVICE_NAME")]
     pub service_name: Option<String>,
     /// host.name added to every record [default: the host's name].
@@ -144,6 +169,10 @@ pub struct Args {
     /// Longer lines are cut here and shipped flagged, with their original length.
     #[arg(long, env = "MESHWATCH_SHIPPER_MAX_LINE_BYTES", default_value_t = DEFAULT_MAX_LINE_BYTES)]
     pub max_line_bytes: usize,
+    /// The largest record produced (content that would not fit is cut, its length
+    /// recorded); keep it below the topics' max.message.bytes (1048576 by meshctl).
+    #[arg(long, env = "MESHWATCH_SHIPPER_MAX_RECORD_BYTES", default_value_t = DEFAULT_MAX_RECORD_BYTES)]
+    pub max_record_bytes: usize,
     /// Records sent but not yet acknowledged, at most.
     #[arg(long, env = "MESHWATCH_SHIPPER_WINDOW_RECORDS", default_value_t = DEFAULT_WINDOW_RECORDS)]
     pub window_records: usize,
@@ -153,12 +182,20 @@ pub struct Args {
     /// Disk spool bound (wrap/stdin); beyond it lines are dropped, counted and reported.
     #[arg(long, env = "MESHWATCH_SHIPPER_SPOOL_MAX_BYTES", default_value_t = DEFAULT_SPOOL_MAX_BYTES)]
     pub spool_max_bytes: u64,
+    /// When spooled lines are forced to disk: "always" (each pipe read; nothing lost
+    /// on power loss) or a duration (at most that much lost on power loss); kill -9
+    /// loses nothing either way.
+    #[arg(long, env = "MESHWATCH_SHIPPER_SPOOL_FSYNC", default_value = "100ms", value_parser = parse_fsync, value_name = "always|DURATION")]
+    pub spool_fsync: FsyncPolicy,
     /// none, gzip, snappy, lz4 or zstd.
     #[arg(long, env = "MESHWATCH_SHIPPER_COMPRESSION", default_value = DEFAULT_COMPRESSION)]
     pub compression: String,
     /// How long a batch may wait for more records before it is sent (librdkafka linger.ms).
     #[arg(long, env = "MESHWATCH_SHIPPER_LINGER", default_value = "5ms", value_parser = parse_duration, value_name = "DURATION")]
     pub linger: Duration,
+    /// The heartbeats topic's linger (a producer of its own): 0ms sends each at once.
+    #[arg(long, env = "MESHWATCH_SHIPPER_HEARTBEATS_LINGER", default_value = "0ms", value_parser = parse_duration, value_name = "DURATION")]
+    pub heartbeats_linger: Duration,
     /// How often an idle tail looks for new data and rotation.
     #[arg(long = "poll", env = "MESHWATCH_SHIPPER_POLL", default_value = "50ms", value_parser = parse_duration, value_name = "DURATION")]
     pub poll: Duration,
@@ -245,14 +282,29 @@ impl Args {
                 ));
             }
         }
+        if !(MIN_RECORD_BYTES..=MAX_RECORD_BYTES).contains(&self.max_record_bytes) {
+            return Err(bad(
+                "max-record-bytes",
+                format!("must be between {MIN_RECORD_BYTES} and {MAX_RECORD_BYTES}"),
+            ));
+        }
         if self.max_line_bytes < 256 {
             return Err(bad("max-line-bytes", "must be at least 256"));
+        }
+        if self.max_line_bytes > self.max_record_bytes {
+            return Err(bad(
+                "max-line-bytes",
+                format!(
+                    "must not exceed --max-record-bytes ({})",
+                    self.max_record_bytes
+                ),
+            ));
         }
         if self.window_records == 0 {
             return Err(bad("window-records", "must be at least 1"));
         }
-        if self.window_bytes < self.max_line_bytes {
-            return Err(bad("window-bytes", "must be at least --max-line-bytes"));
+        if self.window_bytes < self.max_record_bytes {
+            return Err(bad("window-bytes", "must be at least --max-record-bytes"));
         }
         if !COMPRESSIONS.contains(&self.compression.as_str()) {
             return Err(bad(
@@ -289,11 +341,14 @@ impl Args {
             logs_topic: self.logs_topic,
             heartbeats_topic: self.heartbeats_topic,
             max_line_bytes: self.max_line_bytes,
+            max_record_bytes: self.max_record_bytes,
             window_records: self.window_records,
             window_bytes: self.window_bytes,
             spool_max_bytes: self.spool_max_bytes,
+            spool_fsync: self.spool_fsync,
             compression: self.compression,
             linger: self.linger,
+            heartbeats_linger: self.heartbeats_linger,
             kafka_options: self.kafka.options,
             poll_interval: self.poll,
             checkpoint_interval: self.checkpoint,
@@ -302,6 +357,19 @@ impl Args {
             topic_check_interval: self.topic_check,
             shutdown_grace: self.shutdown_grace,
         })
+    }
+}
+
+/// `always`, or a positive duration with a unit.
+pub fn parse_fsync(s: &str) -> Result<FsyncPolicy, String> {
+    if s.trim() == "always" {
+        return Ok(FsyncPolicy::Always);
+    }
+    match parse_duration(s)? {
+        d if d.is_zero() => {
+            Err("0 would mean never; write \"always\" or a positive duration".into())
+        }
+        d => Ok(FsyncPolicy::Every(d)),
     }
 }
 
@@ -431,5 +499,35 @@ mod duration_tests {
         assert_eq!(c.stats_interval, None);
         assert_eq!(c.shutdown_grace, Duration::from_millis(1500));
         assert_eq!(c.heartbeat_interval, Some(DEFAULT_HEARTBEAT));
+        assert_eq!(c.spool_fsync, FsyncPolicy::Every(DEFAULT_SPOOL_FSYNC));
+        assert_eq!(c.heartbeats_linger, Duration::ZERO);
+    }
+
+    #[test]
+    fn fsync_policy_and_size_limits() {
+        let dir = std::env::temp_dir().join("meshwatch-shipper-config-test");
+        let parse = |extra: &[&str]| {
+            let mut all = vec!["shipper", "--stdin", "--data-dir", dir.to_str().unwrap()];
+            all.extend_from_slice(extra);
+            Args::try_parse_from(all).map(Args::validate)
+        };
+        let c = parse(&["--spool-fsync", "always"]).unwrap().unwrap();
+        assert_eq!(c.spool_fsync, FsyncPolicy::Always);
+        assert_eq!(c.max_record_bytes, DEFAULT_MAX_RECORD_BYTES);
+        assert!(c.max_line_bytes < c.max_record_bytes);
+        assert!(parse(&["--spool-fsync", "0ms"]).is_err());
+        assert!(parse(&["--spool-fsync", "100"]).is_err());
+        let e = parse(&["--max-record-bytes", "100"]).unwrap().unwrap_err();
+        assert_eq!(e.flag, "max-record-bytes");
+        let e = parse(&["--max-line-bytes", "2000000"])
+            .unwrap()
+            .unwrap_err();
+        assert_eq!(e.flag, "max-line-bytes");
+        // The record limit stays below the topics' max.message.bytes with room
+        // for the key, the traceparent header and the batch overhead.
+        assert!(
+            DEFAULT_MAX_RECORD_BYTES + (16 << 10)
+                <= usize::try_from(meshwatch_kafka::TOPIC_MAX_MESSAGE_BYTES).unwrap()
+        );
     }
 }

@@ -6,9 +6,12 @@
 
 pub mod checkpoint;
 pub mod config;
+pub mod datadir;
 pub mod diag;
 pub mod event;
+pub mod event_id;
 pub mod framing;
+pub mod identity;
 pub mod input;
 mod pipeline;
 pub mod route;
@@ -17,6 +20,7 @@ pub mod sink;
 pub mod spool;
 pub mod stats;
 
+use meshwatch_ecs::ServiceIdentity;
 use meshwatch_entry::Exit;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
@@ -24,7 +28,7 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 
 pub use config::{Args, Config, Input};
-pub use pipeline::LOSS_TAG;
+pub use pipeline::{LOSS_TAG, TAG_RECORD_REFUSED, TAG_SPOOL_CORRUPT, TAG_SPOOL_TORN};
 
 /// File name of the tail checkpoint in the data directory.
 pub const CHECKPOINT_FILE: &str = "checkpoint.json";
@@ -49,6 +53,8 @@ pub enum RunError {
         source: std::io::Error,
     },
     #[error(transparent)]
+    Locked(#[from] datadir::DataDirError),
+    #[error(transparent)]
     Checkpoint(#[from] checkpoint::CheckpointError),
     #[error(transparent)]
     Spool(#[from] spool::SpoolError),
@@ -62,13 +68,15 @@ pub enum RunError {
 
 impl RunError {
     /// Exit code for `main`: 127 when the wrapped command cannot start (as a
-    /// shell does), 73 for an unusable data directory, 1 otherwise.
+    /// shell does), 73 for an unusable data directory (or one another shipper
+    /// holds), 1 otherwise.
     pub fn exit_code(&self) -> i32 {
         match self {
             RunError::Exec(input::exec::ExecError::Spawn { .. }) => 127,
-            RunError::DataDir { .. } | RunError::Spool(_) | RunError::Checkpoint(_) => {
-                Exit::CantCreate.into()
-            }
+            RunError::DataDir { .. }
+            | RunError::Locked(_)
+            | RunError::Spool(_)
+            | RunError::Checkpoint(_) => Exit::CantCreate.into(),
             _ => Exit::Runtime.into(),
         }
     }
@@ -86,19 +94,54 @@ pub async fn run(
         path: config.data_dir.clone(),
         source,
     })?;
+    // Held until run returns; the kernel frees it however the process ends.
+    let _lock = datadir::lock(&config.data_dir, &config.host_name)?;
+    let identity = ServiceIdentity::new("shipper", env!("CARGO_PKG_VERSION"));
+    let agent = identity::Agent {
+        id: datadir::agent_id(&config.data_dir)?,
+        ephemeral_id: identity.instance_id.clone(),
+        name: config.service_name.clone(),
+        version: identity.version.clone(),
+    };
     let (sink, acks) = sink::Sink::new(&config)?;
     let sink = Arc::new(sink);
     let counters = Arc::new(stats::Counters::default());
-    let enricher = event::Enricher::new(&config.host_name, &config.service_name);
+    let wrap = matches!(config.input, Input::Exec { .. });
+    let enricher = event::Enricher::new(
+        &config.host_name,
+        identity::Speaker::new(&config.service_name, wrap),
+        &agent,
+        config.max_record_bytes,
+    );
+    let spool_options = spool::SpoolOptions {
+        max_bytes: config.spool_max_bytes,
+        segment_bytes: spool::SEGMENT_BYTES,
+        fsync: config.spool_fsync,
+        id_source: agent.id.spool_source(),
+    };
+    let open_spool = |config: &Config| -> Result<Arc<spool::Spool>, RunError> {
+        let spool = Arc::new(spool::Spool::open(
+            &config.data_dir.join(SPOOL_DIR),
+            spool_options,
+        )?);
+        spool.start_syncer().map_err(RunError::Reader)?;
+        Ok(spool)
+    };
     let topics = tokio::spawn(stats::watch_topics(
         sink.clone(),
         config.topic_check_interval,
     ));
 
+    let mut done_files = Vec::new();
     let (source, spool, child) = match &config.input {
         Input::File(path) => {
             let cp_path = config.data_dir.join(CHECKPOINT_FILE);
             let checkpoint = checkpoint::load(&cp_path)?;
+            let checkpoint_time = std::fs::metadata(&cp_path).and_then(|m| m.modified()).ok();
+            done_files = checkpoint
+                .as_ref()
+                .map(|cp| cp.done.clone())
+                .unwrap_or_default();
             let (tx, rx) = mpsc::channel(TAIL_CHANNEL_BATCHES);
             let stop = Arc::new(AtomicBool::new(false));
             let opts = input::file::TailOptions {
@@ -106,6 +149,7 @@ pub async fn run(
                 max_line: config.max_line_bytes,
                 poll_interval: config.poll_interval,
                 checkpoint,
+                checkpoint_time,
             };
             input::file::spawn(opts, enricher, tx, stop.clone(), counters.clone())
                 .map_err(RunError::Reader)?;
@@ -118,10 +162,7 @@ pub async fn run(
             (source, None, None)
         }
         Input::Stdin => {
-            let spool = Arc::new(spool::Spool::open(
-                &config.data_dir.join(SPOOL_DIR),
-                config.spool_max_bytes,
-            )?);
+            let spool = open_spool(&config)?;
             input::stdin::spawn(
                 spool.clone(),
                 enricher,
@@ -132,10 +173,7 @@ pub async fn run(
             (pipeline::Source::Spool(spool.clone()), Some(spool), None)
         }
         Input::Exec { program, args } => {
-            let spool = Arc::new(spool::Spool::open(
-                &config.data_dir.join(SPOOL_DIR),
-                config.spool_max_bytes,
-            )?);
+            let spool = open_spool(&config)?;
             let child = input::exec::spawn(
                 program,
                 args,
@@ -151,7 +189,18 @@ pub async fn run(
             )
         }
     };
-    let core = pipeline::Core::new(config, sink, acks, counters, spool);
+    let core = pipeline::Core::new(
+        config,
+        pipeline::Parts {
+            sink,
+            acks,
+            counters,
+            spool,
+            identity,
+            agent,
+            done_files,
+        },
+    );
     let code = core.run(source, signals, child).await;
     topics.abort();
     Ok(code)

@@ -20,13 +20,16 @@ use nix::sys::signal::Signal;
 use serde_json::json;
 use tokio::sync::mpsc;
 
-use crate::checkpoint::{self, FileCheckpoint, FileIdentity};
+use crate::checkpoint::{self, DoneFile, FileCheckpoint, FileIdentity, DONE_KEPT};
 use crate::config::Config;
-use crate::event::{Enricher, RawLine, Record};
+use crate::event::{Enricher, RawLine, Record, FIELD_ORIGINAL_BYTES};
+use crate::event_id::{fnv64, EventId};
+use crate::identity::{Agent, Speaker};
 use crate::input::exec::Wrapped;
-use crate::input::{Batch, Item, Position};
+use crate::input::{Batch, Position};
+use crate::route::Destination;
 use crate::sink::{self, Ack, SendError, Sink};
-use crate::spool::{Spool, SpoolPos};
+use crate::spool::{Incident, Spool, SpoolItem, SpoolPos};
 use crate::stats::{Counters, Shipped, Snapshot};
 use crate::ShutdownSignal;
 
@@ -47,19 +50,17 @@ pub(crate) enum Source {
     Spool(Arc<Spool>),
 }
 
+/// What an input hands the loop at once.
+pub(crate) enum Input {
+    Batch(Batch),
+    Spool(Vec<SpoolItem>),
+}
+
 impl Source {
-    async fn next(&mut self) -> Option<Batch> {
+    async fn next(&mut self) -> Option<Input> {
         match self {
-            Source::File { rx, .. } => rx.recv().await,
-            Source::Spool(spool) => spool.next_batch(SPOOL_BATCH).await.map(|v| Batch {
-                items: v
-                    .into_iter()
-                    .map(|(record, p)| Item {
-                        record,
-                        pos: Position::Spool(p),
-                    })
-                    .collect(),
-            }),
+            Source::File { rx, .. } => rx.recv().await.map(Input::Batch),
+            Source::Spool(spool) => spool.next_batch(SPOOL_BATCH).await.map(Input::Spool),
         }
     }
 }
@@ -69,6 +70,31 @@ struct Slot {
     pos: Position,
     acked: bool,
     weight: usize,
+    /// This record already replaces one Kafka refused.
+    replacement: bool,
+}
+
+/// Tag on the event that replaces a record Kafka refused for good.
+pub const TAG_RECORD_REFUSED: &str = "meshwatch_shipper_record_refused";
+/// Tag on the report of a damaged spool record or stretch.
+pub const TAG_SPOOL_CORRUPT: &str = "meshwatch_shipper_spool_corrupt";
+/// Tag on the report of a torn spool tail cut on start.
+pub const TAG_SPOOL_TORN: &str = "meshwatch_shipper_spool_torn_tail";
+/// How much of a refused record its replacement keeps (`event.original`).
+const REFUSED_KEEP_BYTES: usize = 1024;
+
+/// What the loop is built from besides the configuration.
+pub(crate) struct Parts {
+    pub sink: Arc<Sink>,
+    pub acks: mpsc::UnboundedReceiver<Ack>,
+    pub counters: Arc<Counters>,
+    pub spool: Option<Arc<Spool>>,
+    /// The shipper's own identity (`service.name` "shipper"; its instance id is
+    /// the `agent.ephemeral_id` of every record).
+    pub identity: ServiceIdentity,
+    pub agent: Agent,
+    /// The finished generations of the loaded checkpoint (tail mode).
+    pub done_files: Vec<DoneFile>,
 }
 
 pub(crate) struct Core {
@@ -86,25 +112,36 @@ pub(crate) struct Core {
     retry_at: Option<tokio::time::Instant>,
     retry_backoff: Duration,
     committed_file: Option<(Arc<FileIdentity>, u64)>,
+    /// Generations finished and acknowledged, oldest first (the checkpoint's `done`).
+    done_files: Vec<DoneFile>,
     file_dirty: bool,
     shipped: Shipped,
     identity: ServiceIdentity,
+    agent: Agent,
     own: Enricher,
     heartbeat_seq: u64,
+    refused_reported: u64,
     kafka_ok_at: Option<Instant>,
     dropped_reported: u64,
-    fatal_reported: bool,
 }
 
 impl Core {
-    pub(crate) fn new(
-        config: Config,
-        sink: Arc<Sink>,
-        acks: mpsc::UnboundedReceiver<Ack>,
-        counters: Arc<Counters>,
-        spool: Option<Arc<Spool>>,
-    ) -> Self {
-        let own = Enricher::new(&config.host_name, "shipper");
+    pub(crate) fn new(config: Config, parts: Parts) -> Self {
+        let Parts {
+            sink,
+            acks,
+            counters,
+            spool,
+            identity,
+            agent,
+            done_files,
+        } = parts;
+        let own = Enricher::new(
+            &config.host_name,
+            Speaker::trusted(&identity.name),
+            &agent,
+            config.max_record_bytes,
+        );
         Self {
             config,
             sink,
@@ -118,14 +155,16 @@ impl Core {
             retry_at: None,
             retry_backoff: RETRY_MIN,
             committed_file: None,
+            done_files,
             file_dirty: false,
             shipped: Shipped::default(),
-            identity: ServiceIdentity::new("shipper", env!("CARGO_PKG_VERSION")),
+            identity,
+            agent,
             own,
             heartbeat_seq: 0,
+            refused_reported: 0,
             kafka_ok_at: None,
             dropped_reported: 0,
-            fatal_reported: false,
         }
     }
 
@@ -193,7 +232,7 @@ impl Core {
                     deadline.get_or_insert(tokio::time::Instant::now() + grace);
                 }
                 batch = source.next(), if take_input => match batch {
-                    Some(batch) => self.send_batch(batch),
+                    Some(input) => self.take(input),
                     None => {
                         input_done = true;
                         self.heartbeat(HeartbeatStatus::Down);
@@ -240,6 +279,9 @@ impl Core {
             }
         }
         self.persist(&source);
+        if let Some(spool) = &self.spool {
+            spool.sync_now();
+        }
         if let Source::File { stop, .. } = &source {
             stop.store(true, Ordering::Relaxed);
         }
@@ -264,6 +306,7 @@ impl Core {
             pos,
             acked: false,
             weight,
+            replacement: false,
         });
         if self.retry.is_empty() {
             self.send(seq);
@@ -273,9 +316,26 @@ impl Core {
         }
     }
 
-    fn send_batch(&mut self, batch: Batch) {
-        for item in batch.items {
-            self.push(item.record, item.pos);
+    fn take(&mut self, input: Input) {
+        match input {
+            Input::Batch(batch) => {
+                for item in batch.items {
+                    self.push(item.record, item.pos);
+                }
+            }
+            Input::Spool(items) => {
+                for item in items {
+                    match item {
+                        SpoolItem::Record(record, p) => self.push(record, Position::Spool(p)),
+                        // In the damaged record's place: the position moves past
+                        // the damage only once the report is acknowledged.
+                        SpoolItem::Incident(incident, p) => {
+                            let record = self.incident_event(&incident);
+                            self.push(record, Position::Spool(p));
+                        }
+                    }
+                }
+            }
         }
     }
 
@@ -295,10 +355,140 @@ impl Core {
                 false
             }
             Err(SendError::Fatal(e)) => {
-                self.fail(seq, &e);
+                self.refuse(seq, &e);
                 true
             }
         }
+    }
+
+    /// Kafka refused the record for good (too large for the topic, invalid…):
+    /// in its place goes a small event saying so, with its `event.id`, size and
+    /// first bytes. Only if that is refused too is the record counted as failed.
+    fn refuse(&mut self, seq: u64, e: &rdkafka::error::KafkaError) {
+        let Some(slot) = self.slot(seq) else { return };
+        if slot.replacement || slot.acked {
+            self.fail(seq, e);
+            return;
+        }
+        let original = slot.record.clone();
+        let replacement = self.refusal_event(&original, e);
+        self.refused_reported += 1;
+        crate::diag::error(
+            &format!(
+                "Kafka refused a record of {} bytes ({e}); an event saying so is shipped in its place",
+                original.payload.len()
+            ),
+            &[("shipper.records_refused", json!(self.refused_reported))],
+        );
+        if let Some(slot) = self.slot_mut(seq) {
+            let weight = replacement.weight();
+            let old = std::mem::replace(&mut slot.weight, weight);
+            slot.record = replacement;
+            slot.replacement = true;
+            self.inflight_bytes = self.inflight_bytes - old + weight;
+        }
+        self.send(seq);
+    }
+
+    fn refusal_event(&mut self, original: &Record, e: &rdkafka::error::KafkaError) -> Record {
+        let parsed: serde_json::Map<String, serde_json::Value> =
+            serde_json::from_slice(&original.payload).unwrap_or_default();
+        let text = |k: &str| parsed.get(k).and_then(serde_json::Value::as_str);
+        let id = text(crate::event_id::FIELD)
+            .and_then(|h| {
+                let (a, b) = (h.get(..16)?, h.get(16..32)?);
+                Some(EventId::new(
+                    u64::from_str_radix(a, 16).ok()?,
+                    u64::from_str_radix(b, 16).ok()?,
+                ))
+            })
+            .unwrap_or_else(|| {
+                EventId::new(
+                    fnv64(&[b"refused", self.agent.id.to_string().as_bytes()]),
+                    fnv64(&[&original.payload]),
+                )
+            });
+        let head = String::from_utf8_lossy(
+            &original.payload[..original.payload.len().min(REFUSED_KEEP_BYTES)],
+        )
+        .into_owned();
+        let service = text(meshwatch_ecs::field::SERVICE_NAME).unwrap_or(&self.config.service_name);
+        let mut event = json!({
+            "@timestamp": text(meshwatch_ecs::field::TIMESTAMP)
+                .map_or_else(|| meshwatch_ecs::format_timestamp(SystemTime::now()), str::to_owned),
+            "log.level": "error",
+            "message": format!(
+                "Kafka refused a record of {} bytes for good ({e}); its first {} bytes are in event.original",
+                original.payload.len(),
+                head.len()
+            ),
+            "ecs.version": meshwatch_ecs::ECS_VERSION,
+            "service.name": service,
+            "event.dataset": format!("{service}.log"),
+            "error.message": e.to_string(),
+            "event.original": head,
+            FIELD_ORIGINAL_BYTES: original.payload.len(),
+            "tags": [TAG_RECORD_REFUSED],
+        });
+        if let (Some(inst), Some(obj)) = (
+            text(meshwatch_ecs::field::SERVICE_INSTANCE_ID),
+            event.as_object_mut(),
+        ) {
+            obj.insert(
+                meshwatch_ecs::field::SERVICE_INSTANCE_ID.into(),
+                inst.into(),
+            );
+        }
+        let mut record = self.encode_own(&event.to_string(), id);
+        record.key = original.key.clone();
+        record.destination = Destination::Logs;
+        record
+    }
+
+    /// A report of spool damage, shipped in the damage's place.
+    fn incident_event(&mut self, incident: &Incident) -> Record {
+        let (tag, segment, offset, bytes, seq) = match *incident {
+            Incident::TornTail {
+                segment,
+                offset,
+                bytes,
+            } => (TAG_SPOOL_TORN, segment, offset, bytes, None),
+            Incident::Corrupt {
+                segment,
+                offset,
+                bytes,
+                seq,
+            } => (TAG_SPOOL_CORRUPT, segment, offset, bytes, seq),
+        };
+        let mut event = json!({
+            "@timestamp": meshwatch_ecs::format_timestamp(SystemTime::now()),
+            "log.level": "error",
+            "message": incident.message(),
+            "ecs.version": meshwatch_ecs::ECS_VERSION,
+            "service.name": self.identity.name,
+            "service.instance.id": self.identity.instance_id,
+            "event.dataset": crate::diag::DATASET,
+            "event.kind": "alert",
+            "shipper.target_service": self.config.service_name,
+            "shipper.spool.segment": segment,
+            "shipper.spool.offset": offset,
+            "shipper.spool.skipped_bytes": bytes,
+            "tags": [tag],
+        });
+        if let (Some(seq), Some(obj)) = (seq, event.as_object_mut()) {
+            obj.insert("shipper.spool.sequence".into(), seq.into());
+        }
+        // The same damage reported twice (a restart before the report was
+        // acknowledged) has the same id.
+        let id = EventId::new(
+            fnv64(&[b"spool-incident", self.agent.id.to_string().as_bytes()]),
+            fnv64(&[
+                tag.as_bytes(),
+                &segment.to_le_bytes(),
+                &offset.to_le_bytes(),
+            ]),
+        );
+        self.encode_own(&event.to_string(), id)
     }
 
     fn schedule_retry(&mut self) {
@@ -328,12 +518,14 @@ impl Core {
 
     fn fail(&mut self, seq: u64, e: &rdkafka::error::KafkaError) {
         self.shipped.failed += 1;
-        if !std::mem::replace(&mut self.fatal_reported, true) {
+        let n = self.shipped.failed;
+        if n == 1 || n.is_power_of_two() {
             crate::diag::error(
                 &format!(
-                    "Kafka refused a record for good ({e}); it is counted in shipper.lines_failed"
+                    "Kafka refused a record for good ({e}), and the event reporting it too; \
+                     it is counted in shipper.lines_failed"
                 ),
-                &[],
+                &[("shipper.lines_failed", json!(n))],
             );
         }
         if let Some(slot) = self.slot_mut(seq) {
@@ -355,6 +547,7 @@ impl Core {
                 }
             }
             Err(e) if sink::is_purge(&e) => {}
+            Err(e) if !sink::is_retryable(&e) => self.refuse(ack.seq, &e),
             Err(e) if sink::is_retryable(&e) => {
                 if self.slot(ack.seq).is_some_and(|s| !s.acked) {
                     self.shipped.retries += 1;
@@ -375,6 +568,14 @@ impl Core {
         }
     }
 
+    /// Encodes one of the shipper's own lines with its `event.id`.
+    fn encode_own(&mut self, line: &str, id: EventId) -> Record {
+        let now = meshwatch_ecs::format_timestamp(SystemTime::now());
+        let mut raw = RawLine::plain(line.as_bytes());
+        raw.id = Some(id);
+        self.own.encode(&raw, &now)
+    }
+
     /// Pops the acknowledged prefix of the window and moves the commit positions.
     fn advance(&mut self) {
         let mut spool_pos: Option<SpoolPos> = None;
@@ -386,6 +587,18 @@ impl Core {
             self.inflight_bytes -= slot.weight;
             match slot.pos {
                 Position::File(ident, offset) => {
+                    if let Some((old, size)) = &self.committed_file {
+                        if !old.same_generation(&ident) {
+                            // The tail moves on only after a generation's last line.
+                            self.done_files.retain(|d| !d.file.same_generation(old));
+                            self.done_files.push(DoneFile {
+                                file: (**old).clone(),
+                                size: *size,
+                            });
+                            let excess = self.done_files.len().saturating_sub(DONE_KEPT);
+                            self.done_files.drain(..excess);
+                        }
+                    }
                     self.committed_file = Some((ident, offset));
                     self.file_dirty = true;
                 }
@@ -412,6 +625,7 @@ impl Core {
                 path: path.clone(),
                 file: (**ident).clone(),
                 offset: *offset,
+                done: self.done_files.clone(),
             };
             match checkpoint::save(checkpoint, &cp) {
                 Ok(()) => self.file_dirty = false,
@@ -435,6 +649,7 @@ impl Core {
             return;
         }
         self.heartbeat_seq += 1;
+        let seq = self.heartbeat_seq;
         let hb = Heartbeat {
             timestamp: SystemTime::now(),
             service_name: self.identity.name.clone(),
@@ -445,12 +660,11 @@ impl Core {
             interval,
             target_service: Some(self.config.service_name.clone()),
         };
-        self.push_own(hb.to_json_line());
-    }
-
-    fn push_own(&mut self, line: String) {
-        let now = meshwatch_ecs::format_timestamp(SystemTime::now());
-        let record = self.own.encode(&RawLine::plain(line.as_bytes()), &now);
+        let id = EventId::new(
+            fnv64(&[b"heartbeat", self.identity.instance_id.as_bytes()]),
+            seq,
+        );
+        let record = self.encode_own(&hb.to_json_line(), id);
         self.push(record, Position::Internal);
     }
 
@@ -490,7 +704,12 @@ impl Core {
             "shipper.lines_dropped_total": dropped,
             "tags": [LOSS_TAG],
         });
-        self.push_own(event.to_string());
+        let id = EventId::new(
+            fnv64(&[b"spool-loss", self.identity.instance_id.as_bytes()]),
+            dropped,
+        );
+        let record = self.encode_own(&event.to_string(), id);
+        self.push(record, Position::Internal);
     }
 
     fn snapshot(&self, source: &Source) -> Snapshot {

@@ -20,6 +20,18 @@ pub(crate) struct Fields<'a> {
     pub ingested: bool,
     pub file_path: bool,
     pub offset: bool,
+    pub tags: bool,
+    pub target_service: bool,
+    /// A key the shipper owns or must look into (`agent`, `agent.*`,
+    /// `event.id`, and the object forms `event`, `service`): the full parse decides.
+    pub owned: bool,
+}
+
+/// Top-level keys that send a line to the full parse: fields the shipper owns
+/// (`agent.*`, `event.id`) and object forms that could hide them or a
+/// `service.name` claim.
+pub(crate) fn owned_key(key: &[u8]) -> bool {
+    matches!(key, b"agent" | b"event.id" | b"event" | b"service") || key.starts_with(b"agent.")
 }
 
 /// Deeper nesting is left to `serde_json` (its own limit is 128).
@@ -75,8 +87,11 @@ pub(crate) fn object(text: &str) -> Option<Fields<'_>> {
                     b"event.ingested" => Some(&mut f.ingested),
                     b"log.file.path" => Some(&mut f.file_path),
                     b"log.offset" => Some(&mut f.offset),
+                    b"tags" => Some(&mut f.tags),
+                    b"heartbeat.target_service" => Some(&mut f.target_service),
                     _ => None,
                 };
+                f.owned |= owned_key(key);
                 if let Some(flag) = flag {
                     if *flag || s.peek()? == b'n' {
                         return None;
@@ -314,6 +329,17 @@ mod tests {
             assert_eq!(f.ingested, map.contains_key("event.ingested"), "{text}");
             assert_eq!(f.file_path, map.contains_key("log.file.path"), "{text}");
             assert_eq!(f.offset, map.contains_key("log.offset"), "{text}");
+            assert_eq!(f.tags, map.contains_key("tags"), "{text}");
+            assert_eq!(
+                f.target_service,
+                map.contains_key("heartbeat.target_service"),
+                "{text}"
+            );
+            assert_eq!(
+                f.owned,
+                map.keys().any(|k| owned_key(k.as_bytes())),
+                "{text}"
+            );
         }
         got
     }
@@ -469,6 +495,102 @@ mod tests {
             if s.is_char_boundary(cut) && s.is_char_boundary(cut + 1) {
                 s.remove(cut);
                 agrees(&s);
+            }
+        }
+    }
+
+    mod fuzz {
+        use super::*;
+        use proptest::prelude::*;
+        use serde_json::Map;
+
+        fn key() -> impl Strategy<Value = String> {
+            prop_oneof![
+                Just("service.name".to_owned()),
+                Just("service.instance.id".to_owned()),
+                Just("event.dataset".to_owned()),
+                Just("trace.id".to_owned()),
+                Just("span.id".to_owned()),
+                Just("host.name".to_owned()),
+                Just("log.offset".to_owned()),
+                Just("tags".to_owned()),
+                Just("agent.id".to_owned()),
+                Just("event".to_owned()),
+                Just("heartbeat.target_service".to_owned()),
+                "[a-z.\\\\\"é]{0,6}",
+            ]
+        }
+
+        fn value() -> impl Strategy<Value = Value> {
+            let leaf = prop_oneof![
+                Just(Value::Null),
+                any::<bool>().prop_map(Value::from),
+                any::<i64>().prop_map(Value::from),
+                any::<f64>()
+                    .prop_filter("finite", |f| f.is_finite())
+                    .prop_map(Value::from),
+                "[a-z0-9 \"\\\\é😀\\n\\t\\u{1}]{0,10}".prop_map(Value::from),
+            ];
+            leaf.prop_recursive(4, 40, 5, |inner| {
+                prop_oneof![
+                    proptest::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                    proptest::collection::vec((key(), inner), 0..5)
+                        .prop_map(|kv| Value::Object(kv.into_iter().collect::<Map<_, _>>())),
+                ]
+            })
+        }
+
+        fn object() -> impl Strategy<Value = String> {
+            (
+                proptest::collection::vec((key(), value()), 0..8),
+                any::<bool>(),
+            )
+                .prop_map(|(kv, pretty)| {
+                    let v = Value::Object(kv.into_iter().collect::<Map<_, _>>());
+                    if pretty {
+                        serde_json::to_string_pretty(&v).unwrap()
+                    } else {
+                        v.to_string()
+                    }
+                })
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(512))]
+
+            /// Whatever the scanner accepts of real JSON objects, serde_json
+            /// reads with the same fields.
+            #[test]
+            fn scanner_agrees_with_serde_on_objects(text in object()) {
+                agrees(&text);
+            }
+
+            /// Mutated JSON (a byte deleted, inserted or replaced): the scanner
+            /// never accepts what serde_json refuses.
+            #[test]
+            fn scanner_never_accepts_broken_json(
+                text in object(),
+                at in any::<prop::sample::Index>(),
+                byte in prop_oneof![Just(b'"'), Just(b','), Just(b'{'), Just(b'}'), Just(b':'), Just(b'\\'), any::<u8>()],
+                op in 0u8..3,
+            ) {
+                let mut b = text.into_bytes();
+                let i = at.index(b.len() + 1);
+                match op {
+                    0 if i < b.len() => { b.remove(i); }
+                    1 => b.insert(i, byte),
+                    _ if i < b.len() => b[i] = byte,
+                    _ => {}
+                }
+                if let Ok(s) = std::str::from_utf8(&b) {
+                    agrees(s);
+                }
+            }
+
+            /// Arbitrary text never panics and is accepted only if it is an object.
+            #[test]
+            fn arbitrary_text(text in "\\PC{0,40}") {
+                agrees(&text);
             }
         }
     }

@@ -1,5 +1,8 @@
-//! The Kafka side: an rdkafka producer (acks=all, idempotent, lz4 by default)
-//! whose delivery reports come back as [`Ack`]s carrying our sequence number.
+//! The Kafka side: two rdkafka producers (acks=all, idempotent, lz4 by
+//! default), one per topic, whose delivery reports come back as [`Ack`]s
+//! carrying our sequence number. The heartbeats topic has a producer of its
+//! own so that its linger can be zero (`--heartbeats-linger`): a heartbeat never
+//! waits for a batch of log lines to fill.
 //!
 //! `message.timeout.ms` is 0 (infinite) by default: librdkafka keeps retrying
 //! while the broker is away instead of failing records after a timeout. Should a
@@ -81,9 +84,10 @@ impl ProducerContext for AckContext {
     }
 }
 
-/// The producer and the two topic names it routes to.
+/// The producers and the two topic names they route to.
 pub struct Sink {
-    producer: ThreadedProducer<AckContext>,
+    logs: ThreadedProducer<AckContext>,
+    heartbeats: ThreadedProducer<AckContext>,
     logs_topic: String,
     heartbeats_topic: String,
 }
@@ -96,27 +100,40 @@ impl std::fmt::Debug for Sink {
     }
 }
 
-/// The librdkafka settings the shipper uses, before `--kafka-option` overrides.
+/// The librdkafka settings of the logs producer, before `--kafka-option` overrides.
 pub fn producer_config(config: &Config) -> ClientConfig {
+    topic_producer_config(config, config.linger, "")
+}
+
+/// The heartbeats producer: the same, with `--heartbeats-linger`.
+pub fn heartbeats_producer_config(config: &Config) -> ClientConfig {
+    topic_producer_config(config, config.heartbeats_linger, "-heartbeats")
+}
+
+fn topic_producer_config(config: &Config, linger: Duration, suffix: &str) -> ClientConfig {
     let mut c = meshwatch_kafka::base_config(&config.bootstrap);
     let queue_kbytes = (config.window_bytes * 2 / 1024 + 1024).to_string();
     let queue_messages = (config.window_records * 2 + 1000).to_string();
-    c.set("client.id", format!("shipper-{}", config.service_name))
-        .set("acks", "all")
-        .set("enable.idempotence", "true")
-        .set("compression.type", &config.compression)
-        .set("linger.ms", config.linger.as_millis().to_string())
-        .set("batch.size", "1000000")
-        .set("batch.num.messages", "10000")
-        .set("message.timeout.ms", "0")
-        .set("queue.buffering.max.kbytes", queue_kbytes)
-        .set("queue.buffering.max.messages", queue_messages)
-        .set(
-            "message.max.bytes",
-            (config.max_line_bytes * 2 + 65_536)
-                .max(1_000_000)
-                .to_string(),
-        );
+    c.set(
+        "client.id",
+        format!("shipper-{}{suffix}", config.service_name),
+    )
+    .set("acks", "all")
+    .set("enable.idempotence", "true")
+    .set("compression.type", &config.compression)
+    .set("linger.ms", linger.as_millis().to_string())
+    .set("batch.size", "1000000")
+    .set("batch.num.messages", "10000")
+    .set("message.timeout.ms", "0")
+    .set("queue.buffering.max.kbytes", queue_kbytes)
+    .set("queue.buffering.max.messages", queue_messages)
+    // Room for the largest record plus its key and header. A record the
+    // broker still refuses (a topic with a smaller max.message.bytes) is
+    // replaced by a small event saying so (see the pipeline).
+    .set(
+        "message.max.bytes",
+        (config.max_record_bytes + 65_536).to_string(),
+    );
     for (k, v) in &config.kafka_options {
         c.set(k, v);
     }
@@ -126,12 +143,16 @@ pub fn producer_config(config: &Config) -> ClientConfig {
 impl Sink {
     pub fn new(config: &Config) -> Result<(Self, mpsc::UnboundedReceiver<Ack>), SinkError> {
         let (tx, rx) = mpsc::unbounded_channel();
-        let producer = producer_config(config)
+        let logs = producer_config(config)
+            .create_with_context(AckContext { acks: tx.clone() })
+            .map_err(SinkError::Create)?;
+        let heartbeats = heartbeats_producer_config(config)
             .create_with_context(AckContext { acks: tx })
             .map_err(SinkError::Create)?;
         Ok((
             Self {
-                producer,
+                logs,
+                heartbeats,
                 logs_topic: config.logs_topic.clone(),
                 heartbeats_topic: config.heartbeats_topic.clone(),
             },
@@ -157,7 +178,11 @@ impl Sink {
                 value: Some(tp.as_bytes()),
             }));
         }
-        match self.producer.send(base) {
+        let producer = match record.destination {
+            Destination::Logs => &self.logs,
+            Destination::Heartbeats => &self.heartbeats,
+        };
+        match producer.send(base) {
             Ok(()) => Ok(()),
             Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
                 Err(SendError::QueueFull)
@@ -168,14 +193,15 @@ impl Sink {
 
     /// Drops everything librdkafka still holds; their reports come back as purge errors.
     pub fn purge(&self) {
-        self.producer
-            .purge(PurgeConfig::default().queue().inflight());
-        let _ = self.producer.flush(Duration::from_millis(200));
+        for p in [&self.logs, &self.heartbeats] {
+            p.purge(PurgeConfig::default().queue().inflight());
+            let _ = p.flush(Duration::from_millis(200));
+        }
     }
 
     /// Topics among ours that the broker does not know (blocking metadata call).
     pub fn missing_topics(&self, timeout: Duration) -> Result<Vec<String>, KafkaError> {
-        let md = self.producer.client().fetch_metadata(None, timeout)?;
+        let md = self.logs.client().fetch_metadata(None, timeout)?;
         let known: Vec<&str> = md
             .topics()
             .iter()
@@ -193,7 +219,9 @@ impl Sink {
 }
 
 /// Whether resending can succeed later. Purges are not failures of delivery
-/// (shutdown) and are handled by the caller.
+/// (shutdown) and are handled by the caller. Authorization errors are
+/// retryable: the records wait (reported) until an operator fixes the ACLs,
+/// as they would for a broker that is down.
 pub fn is_retryable(e: &KafkaError) -> bool {
     !matches!(
         e.rdkafka_error_code(),
@@ -202,10 +230,10 @@ pub fn is_retryable(e: &KafkaError) -> bool {
                 | RDKafkaErrorCode::InvalidMessageSize
                 | RDKafkaErrorCode::InvalidMessage
                 | RDKafkaErrorCode::InvalidRecord
-                | RDKafkaErrorCode::TopicAuthorizationFailed
-                | RDKafkaErrorCode::ClusterAuthorizationFailed
                 | RDKafkaErrorCode::InvalidTopic
                 | RDKafkaErrorCode::MessageBatchTooLarge
+                | RDKafkaErrorCode::InvalidRequiredAcks
+                | RDKafkaErrorCode::PolicyViolation
         )
     )
 }
@@ -230,6 +258,9 @@ mod tests {
         assert!(is_retryable(&timeout));
         assert!(is_retryable(&transport));
         assert!(!is_retryable(&too_big));
+        assert!(is_retryable(&KafkaError::MessageProduction(
+            RDKafkaErrorCode::TopicAuthorizationFailed
+        )));
         assert!(is_purge(&KafkaError::MessageProduction(
             RDKafkaErrorCode::PurgeQueue
         )));
@@ -244,5 +275,10 @@ mod tests {
         assert_eq!(pc.get("acks"), Some("1"));
         assert_eq!(pc.get("enable.idempotence"), Some("true"));
         assert_eq!(pc.get("compression.type"), Some("lz4"));
+        assert_eq!(pc.get("linger.ms"), Some("5"));
+        assert_eq!(pc.get("message.max.bytes"), Some("1065536"));
+        let hb = heartbeats_producer_config(&c);
+        assert_eq!(hb.get("linger.ms"), Some("0"));
+        assert_eq!(hb.get("acks"), Some("1"), "user options win there too");
     }
 }

@@ -83,7 +83,7 @@ wait $p"#;
             .find(|v| f(v))
             .unwrap_or_else(|| panic!("not shipped: {events:#?}"))
     };
-    let plain = find(&|v| v["event.original"] == "plain text, not JSON");
+    let plain = find(&|v| v["message"] == "plain text, not JSON");
     assert!(tags(plain).contains(&TAG_INVALID_JSON));
     assert_eq!(plain["service.name"], "svc");
     let hello = find(&|v| v["message"] == "hello");
@@ -96,9 +96,21 @@ wait $p"#;
         .key
         .clone();
     assert_eq!(key.as_deref(), Some(&b"svc-1"[..]));
-    find(&|v| v["event.original"] == "to stderr");
+    find(&|v| v["message"] == "to stderr");
     find(&|v| v["message"] == "got TERM");
     assert_eq!(records.len(), 5, "{events:#?}");
+    // Every record says which shipper carried it and has its own event.id.
+    let ids: std::collections::HashSet<&str> = events
+        .iter()
+        .map(|v| v["event.id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids.len(), 5, "distinct ids: {ids:?}");
+    for v in &events {
+        assert_eq!(v["event.id"].as_str().unwrap().len(), 32);
+        assert_eq!(v["agent.name"], "svc");
+        assert_eq!(v["agent.type"], "meshwatch-shipper");
+        assert!(v["agent.id"].is_string() && v["agent.ephemeral_id"].is_string());
+    }
 
     let beats = testkit::read_topic(&broker, &hb, WAIT, |r| !r.is_empty()).await;
     let beat = beats[0].json();
@@ -155,7 +167,10 @@ async fn every_kind_of_bad_input_arrives_as_an_event_saying_what_was_wrong() {
     assert!(good.get("error.message").is_none() && good.get("tags").is_none());
 
     let not_json = by_message("not json at all");
-    assert_eq!(not_json["event.original"], "not json at all");
+    assert!(
+        not_json.get("event.original").is_none(),
+        "the text once, in message"
+    );
     assert!(tags(not_json).contains(&TAG_INVALID_JSON));
     assert!(not_json["error.message"]
         .as_str()
@@ -163,10 +178,7 @@ async fn every_kind_of_bad_input_arrives_as_an_event_saying_what_was_wrong() {
         .contains("not valid JSON"));
 
     for original in ["42", "[1,2]"] {
-        let v = events
-            .iter()
-            .find(|v| v["event.original"] == original)
-            .unwrap();
+        let v = by_message(original);
         assert!(tags(v).contains(&TAG_NOT_OBJECT), "{v}");
         assert!(v["error.message"]
             .as_str()
@@ -179,7 +191,7 @@ async fn every_kind_of_bad_input_arrives_as_an_event_saying_what_was_wrong() {
         .find(|v| tags(v).contains(&TAG_TRUNCATED))
         .unwrap();
     assert_eq!(cut[FIELD_ORIGINAL_BYTES], long.len());
-    assert_eq!(cut["event.original"].as_str().unwrap(), &long[..256]);
+    assert_eq!(cut["message"].as_str().unwrap(), &long[..256]);
     assert!(cut["error.message"]
         .as_str()
         .unwrap()

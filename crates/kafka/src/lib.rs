@@ -44,12 +44,23 @@ pub enum KafkaError {
     Task(String),
 }
 
-/// A topic to create. `retention_ms` of `None` keeps the broker's default.
+/// `max.message.bytes` of the meshwatch topics: the largest record batch the
+/// broker accepts. The shipper's largest record (`--max-record-bytes`,
+/// 1,000,000 by default) plus its key, header and batch overhead stays below it.
+pub const TOPIC_MAX_MESSAGE_BYTES: u32 = 1_048_576;
+/// `compression.type` of the meshwatch topics. The same codec as the shipper's
+/// default, so the broker stores batches as they come; a producer set to another
+/// codec is recompressed to this one, and consumers only ever see lz4.
+pub const TOPIC_COMPRESSION: &str = "lz4";
+
+/// A topic to create. `retention_ms` of `None` keeps the broker's default;
+/// `configs` are further topic settings (`max.message.bytes`, …), set at creation.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TopicSpec {
     pub name: String,
     pub partitions: i32,
     pub retention_ms: Option<i64>,
+    pub configs: Vec<(String, String)>,
 }
 
 impl TopicSpec {
@@ -58,7 +69,33 @@ impl TopicSpec {
             name: name.into(),
             partitions,
             retention_ms: None,
+            configs: Vec::new(),
         }
+    }
+
+    /// Adds one topic setting (the last of one name wins).
+    #[must_use]
+    pub fn config(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.configs.push((key.into(), value.into()));
+        self
+    }
+
+    /// The settings every meshwatch topic gets: the size and codec contract
+    /// with the shipper ([`TOPIC_MAX_MESSAGE_BYTES`], [`TOPIC_COMPRESSION`]).
+    #[must_use]
+    pub fn with_meshwatch_limits(self) -> Self {
+        self.config("max.message.bytes", TOPIC_MAX_MESSAGE_BYTES.to_string())
+            .config("compression.type", TOPIC_COMPRESSION)
+    }
+
+    /// Every setting to send with the creation request, `retention.ms` first.
+    pub fn all_configs(&self) -> Vec<(String, String)> {
+        let mut all = Vec::new();
+        if let Some(ms) = self.retention_ms {
+            all.push(("retention.ms".to_owned(), ms.to_string()));
+        }
+        all.extend(self.configs.iter().cloned());
+        all
     }
 }
 
@@ -108,19 +145,15 @@ pub async fn create_topics_replicated(
     let bootstrap = kafka.bootstrap.as_str();
     let admin: AdminClient<DefaultClientContext> =
         client_config(kafka).create().map_err(KafkaError::Client)?;
-    let retention: Vec<Option<String>> = topics
-        .iter()
-        .map(|t| t.retention_ms.map(|ms| ms.to_string()))
-        .collect();
+    let configs: Vec<Vec<(String, String)>> = topics.iter().map(TopicSpec::all_configs).collect();
     let new_topics: Vec<NewTopic<'_>> = topics
         .iter()
-        .zip(&retention)
-        .map(|(t, retention)| {
-            let topic = NewTopic::new(&t.name, t.partitions, TopicReplication::Fixed(replication));
-            match retention {
-                Some(ms) => topic.set("retention.ms", ms),
-                None => topic,
-            }
+        .zip(&configs)
+        .map(|(t, configs)| {
+            configs.iter().fold(
+                NewTopic::new(&t.name, t.partitions, TopicReplication::Fixed(replication)),
+                |topic, (k, v)| topic.set(k, v),
+            )
         })
         .collect();
     let options = AdminOptions::new()
@@ -202,4 +235,27 @@ pub async fn partition_count(
     })
     .await
     .map_err(|e| KafkaError::Task(e.to_string()))?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn meshwatch_topics_carry_the_size_and_codec_contract() {
+        let spec = TopicSpec {
+            retention_ms: Some(1000),
+            ..TopicSpec::new("t", 3)
+        }
+        .with_meshwatch_limits();
+        assert_eq!(
+            spec.all_configs(),
+            vec![
+                ("retention.ms".to_owned(), "1000".to_owned()),
+                ("max.message.bytes".to_owned(), "1048576".to_owned()),
+                ("compression.type".to_owned(), "lz4".to_owned()),
+            ]
+        );
+        assert!(TopicSpec::new("t", 1).all_configs().is_empty());
+    }
 }

@@ -1,20 +1,30 @@
-//! Tails one file path across rotation.
+//! Tails one file path across rotation, every generation in order, however
+//! far behind.
 //!
-//! - Rename rotation: at end of file, if the path names another inode, the old
-//!   file is read to its end, then the new one from its start.
-//! - Copytruncate: after every read the file is checked (size and the
-//!   fingerprint of its first bytes). When it was truncated, the rotated copy
-//!   (same leading bytes, another inode, in the same directory) is read from the
-//!   last complete line onwards, then the truncated file from its start. Lines
+//! - A generation is one file's content from its start: identified by device,
+//!   inode, the first line (in `event.id`) and a fingerprint of up to 1 KiB,
+//!   taken from the bytes as read. It counts as recognisable by content only
+//!   from [`MIN_FINGERPRINT`] bytes on.
+//! - Rename rotation: at end of file, if the path names another file, the old
+//!   one is read to its end through the open handle. The next generation is
+//!   the oldest file of the rotated family (`order.log`, `order.log.1`,
+//!   `order.log-2026…`, not compressed ones) that is neither shipped already
+//!   nor a copy of one, and was written no earlier than the finished one
+//!   (minus a minute of slack): so generations rotated away while the shipper
+//!   was behind (Kafka down, a restart) are shipped too, oldest first.
+//! - Copytruncate: truncation is noticed by size and by fingerprint, before
+//!   each read is used. The rest of the old generation is read from its copy
+//!   (another inode with the same first bytes, at least as long as what was
+//!   read), in bounded batches; then the next generations as above. Lines
 //!   written between the copy and the truncation are lost by any reader: that
 //!   window belongs to copytruncate itself.
-//! - Restart: the checkpoint names the file by identity; if the path now holds
-//!   another file, the old one is looked up in the directory by identity and
-//!   finished first.
+//! - Restart: the checkpoint names the generation by identity; it is found at
+//!   the path, renamed, or as a copy, and finished first.
 //!
 //! The thread blocks on the bounded channel when the shipping loop has no room:
-//! with Kafka down it waits at its position, the file is the buffer.
+//! with Kafka down it waits at its position, the files are the buffer.
 
+use std::collections::VecDeque;
 use std::fs::{self, File};
 use std::io::{self, ErrorKind, Read, Seek, SeekFrom};
 use std::os::unix::fs::MetadataExt;
@@ -26,8 +36,11 @@ use std::time::{Duration, SystemTime};
 use tokio::sync::mpsc;
 
 use super::{Batch, Item, Position};
-use crate::checkpoint::{FileCheckpoint, FileIdentity, FINGERPRINT_BYTES};
+use crate::checkpoint::{
+    FileCheckpoint, FileIdentity, DONE_KEPT, FINGERPRINT_BYTES, MIN_FINGERPRINT,
+};
 use crate::event::{Enricher, RawLine};
+use crate::event_id::EventId;
 use crate::framing::LineFramer;
 use crate::stats::Counters;
 
@@ -35,6 +48,11 @@ const READ_BYTES: usize = 64 << 10;
 /// A batch is handed over at this many lines or bytes, or at end of file.
 const BATCH_LINES: usize = 2048;
 const BATCH_BYTES: usize = 512 << 10;
+/// A rotated file last written this long before the generation finished
+/// before it is not taken as its successor (unless it is unknown and new).
+const SUCCESSOR_SLACK: Duration = Duration::from_secs(60);
+/// Names of rotated files that cannot be read as text.
+const COMPRESSED: [&str; 7] = [".gz", ".bz2", ".xz", ".zst", ".lz4", ".zip", ".z"];
 
 /// What the tail thread needs.
 #[derive(Debug)]
@@ -43,15 +61,36 @@ pub struct TailOptions {
     pub max_line: usize,
     pub poll_interval: Duration,
     pub checkpoint: Option<FileCheckpoint>,
+    /// When the checkpoint was last written (successors are newer).
+    pub checkpoint_time: Option<SystemTime>,
 }
 
 struct Current {
     file: File,
     ident: Arc<FileIdentity>,
+    /// The first bytes as read, up to [`FINGERPRINT_BYTES`]: the fingerprint.
+    prefix: Vec<u8>,
     path_str: String,
     /// Next byte to read.
     offset: u64,
     framer: LineFramer,
+    /// The `event.id` source when it is not this identity's own (a copy read
+    /// in place of the generation a checkpoint names).
+    id_source: Option<u64>,
+}
+
+impl Current {
+    fn id_source(&self) -> u64 {
+        self.id_source.unwrap_or_else(|| self.ident.event_source())
+    }
+}
+
+/// A generation already shipped (the current one is not among them).
+#[derive(Clone, Debug)]
+struct Known {
+    ident: FileIdentity,
+    /// Its length when finished.
+    size: Option<u64>,
 }
 
 struct Tailer {
@@ -63,6 +102,9 @@ struct Tailer {
     batch: Vec<Item>,
     batch_bytes: usize,
     waiting_reported: bool,
+    known: VecDeque<Known>,
+    /// Successors must have been written no earlier than this.
+    successors_after: SystemTime,
 }
 
 /// Starts the tail thread. It ends when `stop` is set or the receiver is dropped.
@@ -73,6 +115,18 @@ pub fn spawn(
     stop: Arc<AtomicBool>,
     counters: Arc<Counters>,
 ) -> io::Result<std::thread::JoinHandle<()>> {
+    let mut known: VecDeque<Known> = VecDeque::new();
+    if let Some(cp) = &opts.checkpoint {
+        known.extend(cp.done.iter().map(|d| Known {
+            ident: d.file.clone(),
+            size: Some(d.size),
+        }));
+    }
+    let successors_after = opts
+        .checkpoint_time
+        .unwrap_or_else(SystemTime::now)
+        .checked_sub(SUCCESSOR_SLACK)
+        .unwrap_or(SystemTime::UNIX_EPOCH);
     let tailer = Tailer {
         opts,
         enricher,
@@ -82,6 +136,8 @@ pub fn spawn(
         batch: Vec::new(),
         batch_bytes: 0,
         waiting_reported: false,
+        known,
+        successors_after,
     };
     std::thread::Builder::new()
         .name("tail".into())
@@ -90,10 +146,10 @@ pub fn spawn(
 
 enum Change {
     Same,
-    /// The path now names another file (or the old one is gone from it).
+    /// The path now names another file (or none): this generation is complete.
     Replaced,
+    /// Shorter than what was read, or other first bytes: truncated (and maybe rewritten).
     Truncated,
-    PathMissing,
 }
 
 impl Tailer {
@@ -102,9 +158,11 @@ impl Tailer {
         let mut cur = self.open_initial();
         while !self.stop.load(Ordering::Relaxed) {
             let Some(c) = cur.as_mut() else {
-                cur = self.open_path(0);
+                cur = self.next_generation();
                 if cur.is_none() {
-                    if !std::mem::replace(&mut self.waiting_reported, true) {
+                    if !std::mem::replace(&mut self.waiting_reported, true)
+                        && !self.opts.path.exists()
+                    {
                         crate::diag::warn(
                             &format!(
                                 "{} does not exist yet; waiting for it",
@@ -123,12 +181,15 @@ impl Tailer {
                         return;
                     }
                     match self.change(c, c.offset) {
-                        Change::Same | Change::PathMissing => {
-                            std::thread::sleep(self.opts.poll_interval)
+                        Change::Same => std::thread::sleep(self.opts.poll_interval),
+                        Change::Truncated => {
+                            if !self.recover_truncation(c) {
+                                return;
+                            }
+                            cur = self.next_generation();
                         }
-                        Change::Truncated => self.recover_truncation(c),
                         Change::Replaced => {
-                            // Finish the old file (the writer has moved on), then switch.
+                            // Finish the old file (the writer has moved on), then the next.
                             if !self.drain_to_end(c, &mut buf) {
                                 return;
                             }
@@ -136,27 +197,22 @@ impl Tailer {
                             if !self.flush() {
                                 return;
                             }
-                            cur = self.open_path(0);
+                            self.finished(c);
+                            cur = self.next_generation();
                         }
                     }
                 }
                 Ok(n) => {
-                    // Check the bytes came from the file we think it is (copytruncate).
+                    // Check the bytes came from the generation we think it is.
                     if matches!(self.change(c, c.offset + n as u64), Change::Truncated) {
-                        self.recover_truncation(c);
+                        if !self.recover_truncation(c) {
+                            return;
+                        }
+                        cur = self.next_generation();
                         continue;
                     }
                     self.consume(c, n, &buf);
-                    // Strengthen a fingerprint taken while the file was still short.
-                    if c.ident.fingerprint_len < FINGERPRINT_BYTES && c.offset >= FINGERPRINT_BYTES
-                    {
-                        if let Ok(id) = FileIdentity::of(&c.file) {
-                            c.ident = Arc::new(id);
-                        }
-                    }
-                    if (self.batch.len() >= BATCH_LINES || self.batch_bytes >= BATCH_BYTES)
-                        && !self.flush()
-                    {
+                    if self.batch_full() && !self.flush() {
                         return;
                     }
                 }
@@ -168,12 +224,27 @@ impl Tailer {
         }
     }
 
+    fn batch_full(&self) -> bool {
+        self.batch.len() >= BATCH_LINES || self.batch_bytes >= BATCH_BYTES
+    }
+
     fn consume(&mut self, c: &mut Current, n: usize, buf: &[u8]) {
         let chunk = &buf[..n];
+        // The fingerprint grows with the bytes as read, up to 1 KiB.
+        if (c.prefix.len() as u64) < FINGERPRINT_BYTES && c.offset == c.prefix.len() as u64 {
+            let room = usize::try_from(FINGERPRINT_BYTES).unwrap_or(0) - c.prefix.len();
+            c.prefix.extend_from_slice(&chunk[..chunk.len().min(room)]);
+            let mut id =
+                FileIdentity::from_prefix(c.ident.dev, c.ident.ino, &c.prefix, c.ident.epoch);
+            // A generation resumed from a checkpoint keeps the head it had.
+            id.head = c.ident.head.or(id.head);
+            c.ident = Arc::new(id);
+        }
         c.offset += n as u64;
         self.counters.add_read(n as u64);
         let ingested = meshwatch_ecs::format_timestamp(SystemTime::now());
         let (enricher, batch, bytes) = (&mut self.enricher, &mut self.batch, &mut self.batch_bytes);
+        let source = c.id_source();
         let (ident, path) = (&c.ident, c.path_str.as_str());
         let mut lines = 0;
         c.framer.feed(chunk, |l| {
@@ -183,6 +254,7 @@ impl Tailer {
                 truncated: l.truncated,
                 no_newline: false,
                 file: Some((path, l.start)),
+                id: Some(EventId::new(source, l.start)),
             };
             let record = enricher.encode(&raw, &ingested);
             *bytes += record.weight();
@@ -195,10 +267,17 @@ impl Tailer {
         self.counters.add_lines(lines);
     }
 
-    /// Ships a last line without newline of a file we leave for good.
+    /// Ships a last line without newline of a generation we leave for good.
     fn finish_file(&mut self, c: &mut Current) {
+        if c.ident.head.is_none() {
+            // A file that never had a complete line: its content names it.
+            let mut id = (*c.ident).clone();
+            id.head = Some(crate::checkpoint::fnv(&c.prefix));
+            c.ident = Arc::new(id);
+        }
         let ingested = meshwatch_ecs::format_timestamp(SystemTime::now());
         let (enricher, batch) = (&mut self.enricher, &mut self.batch);
+        let source = c.id_source();
         let (ident, path) = (&c.ident, c.path_str.as_str());
         c.framer.finish(|l| {
             let raw = RawLine {
@@ -207,6 +286,7 @@ impl Tailer {
                 truncated: l.truncated,
                 no_newline: true,
                 file: Some((path, l.start)),
+                id: Some(EventId::new(source, l.start)),
             };
             batch.push(Item {
                 record: enricher.encode(&raw, &ingested),
@@ -215,13 +295,36 @@ impl Tailer {
         });
     }
 
+    /// Remembers a generation as done (bounded).
+    fn finished(&mut self, c: &Current) {
+        let ident = (*c.ident).clone();
+        self.known.retain(|k| !k.ident.same_generation(&ident));
+        self.known.push_back(Known {
+            ident,
+            size: Some(c.offset),
+        });
+        while self.known.len() > DONE_KEPT {
+            self.known.pop_front();
+        }
+        let mtime = c
+            .file
+            .metadata()
+            .and_then(|m| m.modified())
+            .unwrap_or_else(|_| SystemTime::now());
+        self.successors_after = mtime
+            .checked_sub(SUCCESSOR_SLACK)
+            .unwrap_or(SystemTime::UNIX_EPOCH)
+            .max(self.successors_after);
+    }
+
+    /// Reads `c` to its end in bounded batches; false when the loop is gone.
     fn drain_to_end(&mut self, c: &mut Current, buf: &mut [u8]) -> bool {
         loop {
             match read_some(&mut c.file, buf) {
                 Ok(0) => return true,
                 Ok(n) => {
                     self.consume(c, n, buf);
-                    if self.batch.len() >= BATCH_LINES && !self.flush() {
+                    if self.batch_full() && !self.flush() {
                         return false;
                     }
                 }
@@ -248,24 +351,28 @@ impl Tailer {
         let Ok(meta) = c.file.metadata() else {
             return Change::Same;
         };
-        if meta.len() < upto || !c.ident.matches(&c.file).unwrap_or(true) {
+        let prefix_len = c.prefix.len() as u64;
+        let prefix_ok = crate::checkpoint::fingerprint(&c.file, prefix_len)
+            .map(|f| f.is_none_or(|f| f == crate::checkpoint::fnv(&c.prefix)))
+            .unwrap_or(true);
+        if meta.len() < upto || !prefix_ok || (prefix_len > 0 && meta.len() < prefix_len) {
             return Change::Truncated;
         }
         match fs::metadata(&self.opts.path) {
             Ok(m) if m.dev() == c.ident.dev && m.ino() == c.ident.ino => Change::Same,
-            Ok(_) => Change::Replaced,
-            Err(_) => Change::PathMissing,
+            _ => Change::Replaced,
         }
     }
 
-    /// The file was truncated under us: read what we missed from its rotated
-    /// copy, then start over at the beginning of the truncated file.
-    fn recover_truncation(&mut self, c: &mut Current) {
+    /// The file was truncated under us: read the rest of this generation from
+    /// its copy (bounded batches), then leave it. False when the loop is gone.
+    fn recover_truncation(&mut self, c: &mut Current) -> bool {
         let resume = c.framer.committed_offset();
+        let ident = c.ident.clone();
         let copy = find_in_dir(&self.opts.path, |f, meta| {
-            meta.ino() != c.ident.ino
+            meta.ino() != ident.ino
                 && meta.len() >= resume
-                && c.ident.same_content_start(f).unwrap_or(false)
+                && ident.same_content_start(f).unwrap_or(false)
         });
         match copy {
             Some((copy_path, mut copy)) => {
@@ -279,46 +386,118 @@ impl Tailer {
                 );
                 c.framer.reset(resume);
                 c.offset = resume;
-                let path_str = std::mem::replace(&mut c.path_str, copy_path.display().to_string());
-                let mut buf = vec![0u8; READ_BYTES];
+                c.path_str = copy_path.display().to_string();
                 if copy.seek(SeekFrom::Start(resume)).is_ok() {
-                    while let Ok(n @ 1..) = read_some(&mut copy, &mut buf) {
-                        self.consume(c, n, &buf);
+                    c.file = copy;
+                    let mut buf = vec![0u8; READ_BYTES];
+                    if !self.drain_to_end(c, &mut buf) {
+                        return false;
                     }
                 }
                 self.finish_file(c);
-                c.path_str = path_str;
             }
             None => crate::diag::warn(
                 &format!(
-                    "{} was truncated and no rotated copy was found; lines after offset {resume} may be missing",
-                    c.path_str
+                    "{} was truncated and no rotated copy of it was found (none with the same first {} bytes); \
+                     lines after offset {resume} of it may be missing",
+                    c.path_str, ident.fingerprint_len
                 ),
                 &[],
             ),
         }
-        let _ = c.file.seek(SeekFrom::Start(0));
-        c.offset = 0;
-        c.framer.reset(0);
-        if let Ok(id) = FileIdentity::of(&c.file) {
-            c.ident = Arc::new(id);
+        if !self.flush() {
+            return false;
         }
+        self.finished(c);
+        true
+    }
+
+    /// Whether `file` (with `meta`) is a generation already shipped, or a copy of one.
+    fn is_known(&self, file: &File, meta: &fs::Metadata) -> bool {
+        self.known.iter().any(|k| {
+            let same_inode = meta.dev() == k.ident.dev && meta.ino() == k.ident.ino;
+            let weak = k.ident.fingerprint_len < MIN_FINGERPRINT;
+            if same_inode && k.ident.matches(file).unwrap_or(false) {
+                // A few bytes identify nothing: then the length must match too.
+                return !weak || k.size.is_none_or(|s| s == meta.len());
+            }
+            !same_inode && k.ident.same_content_start(file).unwrap_or(false)
+        })
+    }
+
+    /// The next generation to read: the oldest unknown file of the rotated
+    /// family written since the last finished one (the path's file included).
+    fn next_generation(&mut self) -> Option<Current> {
+        let mut candidates: Vec<(SystemTime, u64, PathBuf, File, fs::Metadata)> = Vec::new();
+        for (path, file, meta) in rotated_family(&self.opts.path) {
+            if self.is_known(&file, &meta) {
+                continue;
+            }
+            let mtime = meta.modified().unwrap_or(SystemTime::UNIX_EPOCH);
+            let live = path == self.opts.path;
+            if !live && mtime < self.successors_after {
+                continue;
+            }
+            candidates.push((mtime, meta.ino(), path, file, meta));
+        }
+        candidates.sort_by_key(|c| (c.0, c.1));
+        let (_, _, path, file, meta) = candidates.into_iter().next()?;
+        self.waiting_reported = false;
+        if path != self.opts.path {
+            crate::diag::info(
+                &format!(
+                    "shipping the rotated generation {} before {}",
+                    path.display(),
+                    self.opts.path.display()
+                ),
+                &[],
+            );
+        }
+        // An inode seen before with other content: a new epoch of it.
+        let epoch = self
+            .known
+            .iter()
+            .filter(|k| k.ident.dev == meta.dev() && k.ident.ino == meta.ino())
+            .map(|k| k.ident.epoch + 1)
+            .max()
+            .unwrap_or(0);
+        current(file, &path, 0, self.opts.max_line, epoch, None)
     }
 
     fn open_initial(&mut self) -> Option<Current> {
         let Some(cp) = self.opts.checkpoint.take() else {
-            return self.open_path(0);
+            // First start: the file as it is now; older rotated files are history.
+            self.successors_after = SystemTime::now();
+            let f = File::open(&self.opts.path).ok()?;
+            return current(f, &self.opts.path, 0, self.opts.max_line, 0, None);
+        };
+        let resume = |f: File, p: &Path| {
+            let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+            (len >= cp.offset).then(|| {
+                current(
+                    f,
+                    p,
+                    cp.offset,
+                    self.opts.max_line,
+                    cp.file.epoch,
+                    Some(&cp.file),
+                )
+            })?
         };
         if let Ok(f) = File::open(&self.opts.path) {
             if cp.file.matches(&f).unwrap_or(false) {
-                let len = f.metadata().map(|m| m.len()).unwrap_or(0);
-                let offset = if len >= cp.offset { cp.offset } else { 0 };
-                return current(f, &self.opts.path, offset, self.opts.max_line);
+                if let Some(c) = resume(f, &self.opts.path) {
+                    return Some(c);
+                }
             }
         }
-        if let Some((p, f)) =
-            find_in_dir(&self.opts.path, |f, _| cp.file.matches(f).unwrap_or(false))
-        {
+        let found = find_in_dir(&self.opts.path, |f, _| cp.file.matches(f).unwrap_or(false))
+            .or_else(|| {
+                find_in_dir(&self.opts.path, |f, meta| {
+                    meta.len() >= cp.offset && cp.file.same_content_start(f).unwrap_or(false)
+                })
+            });
+        if let Some((p, f)) = found {
             crate::diag::info(
                 &format!(
                     "resuming the rotated file {} at offset {} before {}",
@@ -328,35 +507,67 @@ impl Tailer {
                 ),
                 &[],
             );
-            return current(f, &p, cp.offset, self.opts.max_line);
+            if let Some(c) = resume(f, &p) {
+                return Some(c);
+            }
         }
         crate::diag::warn(
             &format!(
-                "the checkpointed file (inode {}) is gone; starting {} from its beginning",
-                cp.file.ino,
-                self.opts.path.display()
+                "the checkpointed file (inode {}, {} lines-bytes shipped) is gone or was truncated \
+                 without a copy; lines after offset {} of it may be missing; going on with the \
+                 generations written after it",
+                cp.file.ino, cp.offset, cp.offset
             ),
             &[],
         );
-        self.open_path(0)
-    }
-
-    fn open_path(&mut self, offset: u64) -> Option<Current> {
-        let f = File::open(&self.opts.path).ok()?;
-        self.waiting_reported = false;
-        current(f, &self.opts.path, offset, self.opts.max_line)
+        self.known.push_back(Known {
+            ident: cp.file,
+            size: Some(cp.offset),
+        });
+        self.next_generation()
     }
 }
 
-fn current(mut file: File, path: &Path, offset: u64, max_line: usize) -> Option<Current> {
-    let ident = FileIdentity::of(&file).ok()?;
+/// Opens a generation at `offset`. `resumed`: its identity from the checkpoint
+/// (the first bytes are read again from the file for the fingerprint).
+fn current(
+    mut file: File,
+    path: &Path,
+    offset: u64,
+    max_line: usize,
+    epoch: u32,
+    resumed: Option<&FileIdentity>,
+) -> Option<Current> {
+    let meta = file.metadata().ok()?;
+    let upto = offset.min(FINGERPRINT_BYTES);
+    let mut prefix = vec![0u8; usize::try_from(upto).ok()?];
+    let mut n = 0;
+    while n < prefix.len() {
+        match std::os::unix::fs::FileExt::read_at(&file, &mut prefix[n..], n as u64) {
+            Ok(0) | Err(_) => break,
+            Ok(k) => n += k,
+        }
+    }
+    prefix.truncate(n);
+    let mut ident = FileIdentity::from_prefix(meta.dev(), meta.ino(), &prefix, epoch);
+    let mut id_source = None;
+    if let Some(r) = resumed {
+        ident.epoch = r.epoch;
+        ident.head = r.head.or(ident.head);
+        if (meta.dev(), meta.ino()) != (r.dev, r.ino) {
+            // A copy of the checkpointed generation: its lines keep their ids.
+            id_source = Some(r.event_source());
+        }
+    }
     file.seek(SeekFrom::Start(offset)).ok()?;
     Some(Current {
         file,
         ident: Arc::new(ident),
+        prefix,
         path_str: path.display().to_string(),
         offset,
         framer: LineFramer::new(max_line, offset),
+        id_source,
     })
 }
 
@@ -369,33 +580,103 @@ fn read_some(f: &mut File, buf: &mut [u8]) -> io::Result<usize> {
     }
 }
 
-/// The most recently modified regular file in `path`'s directory (other than
+fn dir_of(path: &Path) -> &Path {
+    match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    }
+}
+
+/// The path's file and its rotated siblings (`NAME.*`, `NAME-*`, `STEM.*.EXT`),
+/// regular files only, compressed ones left out.
+fn rotated_family(path: &Path) -> Vec<(PathBuf, File, fs::Metadata)> {
+    let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+        return Vec::new();
+    };
+    let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or(name);
+    let ext = path.extension().and_then(|e| e.to_str());
+    let mut out = Vec::new();
+    let Ok(entries) = fs::read_dir(dir_of(path)) else {
+        return out;
+    };
+    for entry in entries.flatten() {
+        let p = entry.path();
+        let Some(n) = p.file_name().and_then(|n| n.to_str()) else {
+            continue;
+        };
+        let family = n == name
+            || n.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with('.') || rest.starts_with('-'))
+            || ext.is_some_and(|ext| {
+                n.strip_prefix(stem)
+                    .and_then(|r| r.strip_prefix('.'))
+                    .is_some_and(|r| r.ends_with(&format!(".{ext}")))
+            });
+        if !family || COMPRESSED.iter().any(|c| n.ends_with(c)) {
+            continue;
+        }
+        let Ok(meta) = fs::metadata(&p) else { continue };
+        if !meta.is_file() {
+            continue;
+        }
+        let Ok(f) = File::open(&p) else { continue };
+        out.push((p, f, meta));
+    }
+    out
+}
+
+/// The most recently modified file of `path`'s rotated family (other than
 /// `path` itself) that satisfies `pred`.
 fn find_in_dir(
     path: &Path,
     pred: impl Fn(&File, &fs::Metadata) -> bool,
 ) -> Option<(PathBuf, File)> {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
     let mut best: Option<(SystemTime, PathBuf, File)> = None;
-    for entry in fs::read_dir(dir).ok()?.flatten() {
-        let p = entry.path();
-        if p == path {
+    for (p, f, meta) in rotated_family(path) {
+        if p == path || !pred(&f, &meta) {
             continue;
         }
-        let Ok(meta) = entry.metadata() else { continue };
-        if !meta.is_file() {
-            continue;
-        }
-        let Ok(f) = File::open(&p) else { continue };
-        if pred(&f, &meta) {
-            let mtime = meta.modified().unwrap_or(SystemTime::UNIX_EPOCH);
-            if best.as_ref().is_none_or(|(t, _, _)| mtime > *t) {
-                best = Some((mtime, p, f));
-            }
+        let mtime = meta.modified().unwrap_or(SystemTime::UNIX_EPOCH);
+        if best.as_ref().is_none_or(|(t, _, _)| mtime > *t) {
+            best = Some((mtime, p, f));
         }
     }
     best.map(|(_, p, f)| (p, f))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_rotated_family() {
+        let dir = tempfile::tempdir().unwrap();
+        for n in [
+            "order.log",
+            "order.log.1",
+            "order.log.2.gz",
+            "order.log-20261125",
+            "order.1.log",
+            "orders.log",
+            "payment.log",
+            "order.logx",
+        ] {
+            fs::write(dir.path().join(n), b"x\n").unwrap();
+        }
+        fs::create_dir(dir.path().join("order.log.d")).unwrap();
+        let mut names: Vec<String> = rotated_family(&dir.path().join("order.log"))
+            .into_iter()
+            .map(|(p, _, _)| p.file_name().unwrap().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        assert_eq!(
+            names,
+            vec![
+                "order.1.log",
+                "order.log",
+                "order.log-20261125",
+                "order.log.1"
+            ]
+        );
+    }
 }

@@ -69,6 +69,8 @@ fn raw<'a>(l: &crate::framing::FramedLine<'a>) -> RawLine<'a> {
         truncated: l.truncated,
         no_newline: l.no_newline,
         file: None,
+        // The spool adds it: its sequence number is known only there.
+        id: None,
     }
 }
 
