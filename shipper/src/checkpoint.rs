@@ -38,12 +38,18 @@ pub struct FileIdentity {
     pub fingerprint: u64,
     pub fingerprint_len: u64,
     /// FNV-1a of the first line (at most [`FINGERPRINT_BYTES`]), once complete:
-    /// with the inode and `epoch` it names the generation in every line's `event.id`.
+    /// with the inode and birth time it names the generation in every line's
+    /// `event.id`, the same in every run of the shipper.
     #[serde(default)]
     pub head: Option<u64>,
-    /// How often this inode was seen truncated and rewritten (copytruncate).
+    /// The inode's birth time (ns since the epoch; 0 where the file system
+    /// does not say): tells a reused inode from the file that had it before.
     #[serde(default)]
-    pub epoch: u32,
+    pub born: u64,
+    /// The `event.id` source when it is not this file's own: a copy read in
+    /// place of a generation seen (and partly shipped) before keeps its ids.
+    #[serde(default)]
+    pub id_source: Option<u64>,
 }
 
 impl FileIdentity {
@@ -54,12 +60,17 @@ impl FileIdentity {
         let mut first = vec![0u8; usize::try_from(len).unwrap_or(0)];
         let got = read_prefix(file, &mut first)?;
         first.truncate(got);
-        Ok(Self::from_prefix(meta.dev(), meta.ino(), &first, 0))
+        Ok(Self::from_prefix(&meta, &first))
     }
 
     /// Identity from the first bytes of a file as read (the head is known once
     /// the first line is complete or the prefix full).
-    pub fn from_prefix(dev: u64, ino: u64, first: &[u8], epoch: u32) -> Self {
+    pub fn from_prefix(meta: &fs::Metadata, first: &[u8]) -> Self {
+        Self::from_parts(meta.dev(), meta.ino(), birth_time(meta), first)
+    }
+
+    /// [`Self::from_prefix`] from the parts of the metadata it uses.
+    pub fn from_parts(dev: u64, ino: u64, born: u64, first: &[u8]) -> Self {
         let first = &first[..first.len().min(FINGERPRINT_BYTES as usize)];
         let head = match memchr::memchr(b'\n', first) {
             Some(nl) => Some(fnv(&first[..=nl])),
@@ -72,7 +83,8 @@ impl FileIdentity {
             fingerprint: fnv(first),
             fingerprint_len: first.len() as u64,
             head,
-            epoch,
+            born,
+            id_source: None,
         }
     }
 
@@ -94,22 +106,33 @@ impl FileIdentity {
         Ok(fingerprint(file, self.fingerprint_len)? == Some(self.fingerprint))
     }
 
-    /// Same generation: same inode, epoch and first line.
+    /// Same generation: same inode, birth time and first line.
     pub fn same_generation(&self, other: &Self) -> bool {
-        (self.dev, self.ino, self.epoch, self.head)
-            == (other.dev, other.ino, other.epoch, other.head)
+        (self.dev, self.ino, self.born, self.head) == (other.dev, other.ino, other.born, other.head)
     }
 
     /// The first half of the `event.id` of this generation's lines.
     pub fn event_source(&self) -> u64 {
+        if let Some(source) = self.id_source {
+            return source;
+        }
         crate::event_id::fnv64(&[
             b"file",
             &self.dev.to_le_bytes(),
             &self.ino.to_le_bytes(),
+            &self.born.to_le_bytes(),
             &self.head.unwrap_or(self.fingerprint).to_le_bytes(),
-            &self.epoch.to_le_bytes(),
         ])
     }
+}
+
+/// The inode's birth time in ns since the epoch, or 0 where unknown.
+pub fn birth_time(meta: &fs::Metadata) -> u64 {
+    meta.created()
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .and_then(|d| u64::try_from(d.as_nanos()).ok())
+        .unwrap_or(0)
 }
 
 /// A generation read to its end and acknowledged.
@@ -230,7 +253,8 @@ mod tests {
                 fingerprint: 3,
                 fingerprint_len: 4,
                 head: Some(5),
-                epoch: 1,
+                born: 1,
+                id_source: None,
             },
             offset: 99,
             done: vec![],
@@ -261,16 +285,16 @@ mod tests {
         fs::write(&b, b"short\nand more").unwrap();
         assert!(!id.same_content_start(&File::open(&b).unwrap()).unwrap());
         // The head is the first line: fixed once complete, however the file grows.
-        let grown = FileIdentity::from_prefix(1, 2, b"short\nand more", 0);
+        let grown = FileIdentity::from_parts(1, 2, 3, b"short\nand more");
         assert_eq!(grown.head, id.head);
         assert_ne!(grown.fingerprint, id.fingerprint);
-        assert!(FileIdentity::from_prefix(1, 2, b"no newline yet", 0)
+        assert!(FileIdentity::from_parts(1, 2, 3, b"no newline yet")
             .head
             .is_none());
-        let mut other_epoch = grown.clone();
-        other_epoch.epoch = 1;
-        assert_ne!(other_epoch.event_source(), grown.event_source());
-        assert!(!other_epoch.same_generation(&grown));
+        // A reused inode (another birth time) is another generation.
+        let reborn = FileIdentity::from_parts(1, 2, 4, b"short\nand more");
+        assert_ne!(reborn.event_source(), grown.event_source());
+        assert!(!reborn.same_generation(&grown));
     }
 
     #[test]

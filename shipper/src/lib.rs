@@ -133,6 +133,7 @@ pub async fn run(
     ));
 
     let mut done_files = Vec::new();
+    let mut resumed_file = None;
     let (source, spool, child) = match &config.input {
         Input::File(path) => {
             let cp_path = config.data_dir.join(CHECKPOINT_FILE);
@@ -142,6 +143,7 @@ pub async fn run(
                 .as_ref()
                 .map(|cp| cp.done.clone())
                 .unwrap_or_default();
+            resumed_file = checkpoint.as_ref().map(|cp| (cp.file.clone(), cp.offset));
             let (tx, rx) = mpsc::channel(TAIL_CHANNEL_BATCHES);
             let stop = Arc::new(AtomicBool::new(false));
             let opts = input::file::TailOptions {
@@ -150,6 +152,8 @@ pub async fn run(
                 poll_interval: config.poll_interval,
                 checkpoint,
                 checkpoint_time,
+                checkpoint_path: Some(cp_path.clone()),
+                seen_path: config.data_dir.join(input::file::SEEN_FILE),
             };
             input::file::spawn(opts, enricher, tx, stop.clone(), counters.clone())
                 .map_err(RunError::Reader)?;
@@ -199,6 +203,7 @@ pub async fn run(
             identity,
             agent,
             done_files,
+            resumed_file,
         },
     );
     let code = core.run(source, signals, child).await;

@@ -95,6 +95,9 @@ pub(crate) struct Parts {
     pub agent: Agent,
     /// The finished generations of the loaded checkpoint (tail mode).
     pub done_files: Vec<DoneFile>,
+    /// The generation and offset of the loaded checkpoint: when the tail moves
+    /// on from it, it joins `done_files` even if none of its lines is shipped again.
+    pub resumed_file: Option<(FileIdentity, u64)>,
 }
 
 pub(crate) struct Core {
@@ -135,6 +138,7 @@ impl Core {
             identity,
             agent,
             done_files,
+            resumed_file,
         } = parts;
         let own = Enricher::new(
             &config.host_name,
@@ -154,7 +158,7 @@ impl Core {
             retry: VecDeque::new(),
             retry_at: None,
             retry_backoff: RETRY_MIN,
-            committed_file: None,
+            committed_file: resumed_file.map(|(ident, offset)| (Arc::new(ident), offset)),
             done_files,
             file_dirty: false,
             shipped: Shipped::default(),

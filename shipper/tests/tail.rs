@@ -211,6 +211,28 @@ fn spawn_binary(
     logs: &str,
     hb: &str,
 ) -> std::process::Child {
+    spawn_binary_logged(path, data, broker, logs, hb, None)
+}
+
+/// The shipper binary; its stderr appended to `log` when given.
+fn spawn_binary_logged(
+    path: &Path,
+    data: &Path,
+    broker: &str,
+    logs: &str,
+    hb: &str,
+    log: Option<&Path>,
+) -> std::process::Child {
+    let stderr = match log {
+        Some(p) => Stdio::from(
+            OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(p)
+                .unwrap(),
+        ),
+        None => Stdio::null(),
+    };
     Command::new(env!("CARGO_BIN_EXE_shipper"))
         .args(["--file", path.to_str().unwrap()])
         .args(["--data-dir", data.to_str().unwrap()])
@@ -233,7 +255,7 @@ fn spawn_binary(
             "5000",
         ])
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(stderr)
         .spawn()
         .expect("starting the shipper binary")
 }
@@ -350,4 +372,193 @@ async fn graceful_stop_mid_stream_and_restart_resume_from_the_checkpoint() {
     eprintln!("graceful restart: {dups} duplicate lines of {TOTAL}");
     assert!(dups <= 2_000, "{dups} duplicates");
     assert_order_per_key(&records);
+}
+
+/// `event.id` of every record with a `test.n`, by number: a line shipped
+/// twice must keep its id, and two lines never share one.
+fn assert_ids_stable(records: &[testkit::Record]) {
+    let mut by_n: std::collections::HashMap<u64, String> = std::collections::HashMap::new();
+    let mut by_id: std::collections::HashMap<String, u64> = std::collections::HashMap::new();
+    for r in records {
+        let v = r.json();
+        let (Some(n), Some(id)) = (v["test.n"].as_u64(), v["event.id"].as_str()) else {
+            continue;
+        };
+        if let Some(prev) = by_n.insert(n, id.to_owned()) {
+            assert_eq!(prev, id, "line {n} was shipped twice with two ids");
+        }
+        if let Some(other) = by_id.insert(id.to_owned(), n) {
+            assert_eq!(other, n, "lines {other} and {n} share the id {id}");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_cut_through_three_rotations_loses_nothing_and_keeps_order() {
+    const PER_GENERATION: u64 = 6_000;
+    const TOTAL: u64 = 4 * PER_GENERATION;
+    let broker = testkit::ProxiedBroker::start().await;
+    let (logs, hb) = topics(broker.bootstrap(), "tail-cut-rotate", 3).await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("order.log");
+    let writer = Writer {
+        path: path.clone(),
+        file: Mutex::new(Writer::open(&path)),
+    };
+    let data = dir.path().join("data");
+    let mut cfg = config(
+        Input::File(path.clone()),
+        broker.bootstrap(),
+        &data,
+        &logs,
+        &hb,
+    );
+    // A small window: the tail stops early in the first generation.
+    cfg.window_records = 1_000;
+    let (tx, handle) = start(cfg);
+    broker.cut().await;
+    // Three rotations while Kafka is away: rename, copytruncate, rename.
+    for n in 0..TOTAL {
+        if n > 0 && n % PER_GENERATION == 0 {
+            match n / PER_GENERATION {
+                2 => writer.copytruncate(2),
+                k => writer.rename_rotate(usize::try_from(k).unwrap()),
+            }
+        }
+        let mut f = writer.file.lock().unwrap();
+        f.write_all(format!("{}\n", numbered_line(n, INSTANCES)).as_bytes())
+            .unwrap();
+    }
+    broker.restore().await;
+    let records = testkit::read_topic(
+        broker.bootstrap(),
+        &logs,
+        Duration::from_secs(120),
+        has_all_below(TOTAL),
+    )
+    .await;
+    assert_eq!(stop(tx, handle).await, 0);
+    drop(records);
+    let records = read_all(broker.bootstrap(), &logs, Duration::from_secs(60)).await;
+    let dups = assert_all_arrived(&records, TOTAL);
+    assert_order_per_key(&records);
+    assert_ids_stable(&records);
+    eprintln!("Kafka cut through three rotations: {dups} duplicates of {TOTAL}");
+    assert_eq!(dups, 0, "no restart, no line twice");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_at_random_points_while_writing_and_rotating_loses_nothing() {
+    const TOTAL: u64 = 40_000;
+    const ROTATE_EVERY: u64 = 5_000;
+    let broker = testkit::kafka().await;
+    let (logs, hb) = topics(&broker, "tail-kill-rotate", 3).await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("order.log");
+    let data = dir.path().join("data");
+    let log = dir.path().join("shipper.stderr");
+    let writer = Arc::new(Writer {
+        path: path.clone(),
+        file: Mutex::new(Writer::open(&path)),
+    });
+    // The shipper starts first (a first start begins with the file at the
+    // path; rotated files already there are history).
+    let mut first = Some(spawn_binary_logged(
+        &path,
+        &data,
+        &broker,
+        &logs,
+        &hb,
+        Some(&log),
+    ));
+    let cp_file = data.join(meshwatch_shipper::CHECKPOINT_FILE);
+    testkit::wait_for(
+        Duration::from_secs(60),
+        "the shipper's first checkpoint",
+        || cp_file.exists().then_some(()),
+    )
+    .await;
+    let w = writer.clone();
+    // The writer never waits for the shipper: rotations happen wherever the
+    // tail is, alternating rename and copytruncate.
+    let writing = std::thread::spawn(move || {
+        for n in 0..TOTAL {
+            if n > 0 && n % ROTATE_EVERY == 0 {
+                let k = usize::try_from(n / ROTATE_EVERY).unwrap();
+                if k % 2 == 1 {
+                    w.rename_rotate(k);
+                } else {
+                    w.copytruncate(k);
+                }
+            }
+            {
+                let mut f = w.file.lock().unwrap();
+                f.write_all(format!("{}\n", numbered_line(n, INSTANCES)).as_bytes())
+                    .unwrap();
+            }
+            if n % 50 == 0 {
+                std::thread::sleep(Duration::from_millis(2));
+            }
+        }
+    });
+    let mut kills = 0;
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    let mut rng = u64::from(seed) | 1;
+    let mut next = || {
+        // xorshift: random kill points, printed for a rerun.
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng
+    };
+    eprintln!("kill -9 test seed {seed}");
+    while !writing.is_finished() || kills < 3 {
+        let mut child = first
+            .take()
+            .unwrap_or_else(|| spawn_binary_logged(&path, &data, &broker, &logs, &hb, Some(&log)));
+        let run_for = Duration::from_millis(300 + next() % 1_200);
+        tokio::time::sleep(run_for).await;
+        if child.try_wait().unwrap().is_none() {
+            child.kill().unwrap(); // SIGKILL
+            kills += 1;
+        }
+        child.wait().unwrap();
+        if kills > 12 {
+            break;
+        }
+    }
+    tokio::task::spawn_blocking(move || writing.join().unwrap())
+        .await
+        .unwrap();
+    // A last run that is not killed delivers the rest.
+    let mut last = spawn_binary_logged(&path, &data, &broker, &logs, &hb, Some(&log));
+    let records = testkit::read_topic(
+        &broker,
+        &logs,
+        Duration::from_secs(180),
+        has_all_below(TOTAL),
+    )
+    .await;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(last.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    assert_eq!(last.wait().unwrap().code(), Some(0));
+    drop(records);
+    let records = read_all(&broker, &logs, Duration::from_secs(60)).await;
+    // What the shipper said, for a failure to explain itself.
+    for line in fs::read_to_string(&log).unwrap_or_default().lines() {
+        if !line.contains("Kafka client") && !line.contains("shipper stats") {
+            eprintln!("  shipper: {line}");
+        }
+    }
+    let dups = assert_all_arrived(&records, TOTAL);
+    assert_order_per_key(&records);
+    assert_ids_stable(&records);
+    eprintln!("kill -9 at random points ({kills} kills, seed {seed}) with rotation: {dups} duplicate lines of {TOTAL}");
+    assert!(kills >= 3, "killed {kills} times");
 }

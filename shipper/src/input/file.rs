@@ -63,7 +63,16 @@ pub struct TailOptions {
     pub checkpoint: Option<FileCheckpoint>,
     /// When the checkpoint was last written (successors are newer).
     pub checkpoint_time: Option<SystemTime>,
+    /// Where the checkpoint lives (for the mark of the very first start).
+    pub checkpoint_path: Option<PathBuf>,
+    /// Where the generations seen are kept (see [`SEEN_FILE`]).
+    pub seen_path: PathBuf,
 }
+
+/// The generations whose lines were read, kept as soon as each one's first
+/// line is known: a generation found again later only as a copytruncate copy
+/// (after a restart, before it was checkpointed) keeps its `event.id`s.
+pub const SEEN_FILE: &str = "generations.json";
 
 struct Current {
     file: File,
@@ -74,14 +83,11 @@ struct Current {
     /// Next byte to read.
     offset: u64,
     framer: LineFramer,
-    /// The `event.id` source when it is not this identity's own (a copy read
-    /// in place of the generation a checkpoint names).
-    id_source: Option<u64>,
 }
 
 impl Current {
     fn id_source(&self) -> u64 {
-        self.id_source.unwrap_or_else(|| self.ident.event_source())
+        self.ident.event_source()
     }
 }
 
@@ -105,6 +111,8 @@ struct Tailer {
     known: VecDeque<Known>,
     /// Successors must have been written no earlier than this.
     successors_after: SystemTime,
+    /// Generations seen (persisted in [`TailOptions::seen_path`]).
+    seen: VecDeque<FileIdentity>,
 }
 
 /// Starts the tail thread. It ends when `stop` is set or the receiver is dropped.
@@ -127,7 +135,12 @@ pub fn spawn(
         .unwrap_or_else(SystemTime::now)
         .checked_sub(SUCCESSOR_SLACK)
         .unwrap_or(SystemTime::UNIX_EPOCH);
+    let seen: VecDeque<FileIdentity> = fs::read(&opts.seen_path)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default();
     let tailer = Tailer {
+        seen,
         opts,
         enricher,
         tx,
@@ -235,10 +248,15 @@ impl Tailer {
             let room = usize::try_from(FINGERPRINT_BYTES).unwrap_or(0) - c.prefix.len();
             c.prefix.extend_from_slice(&chunk[..chunk.len().min(room)]);
             let mut id =
-                FileIdentity::from_prefix(c.ident.dev, c.ident.ino, &c.prefix, c.ident.epoch);
+                FileIdentity::from_parts(c.ident.dev, c.ident.ino, c.ident.born, &c.prefix);
             // A generation resumed from a checkpoint keeps the head it had.
+            let new_head = c.ident.head.is_none() && id.head.is_some();
             id.head = c.ident.head.or(id.head);
+            id.id_source = c.ident.id_source;
             c.ident = Arc::new(id);
+            if new_head {
+                self.first_line_known(c);
+            }
         }
         c.offset += n as u64;
         self.counters.add_read(n as u64);
@@ -265,6 +283,44 @@ impl Tailer {
             });
         });
         self.counters.add_lines(lines);
+    }
+
+    /// A generation's first line is known, before any of its lines is shipped:
+    /// a copy of a generation seen before keeps that one's ids; a new one is
+    /// written down (fsynced) first.
+    fn first_line_known(&mut self, c: &mut Current) {
+        let (dev, ino) = (c.ident.dev, c.ident.ino);
+        let copy_of = self.seen.iter().find(|g| {
+            (g.dev, g.ino) != (dev, ino)
+                && g.head == c.ident.head
+                && g.fingerprint_len >= MIN_FINGERPRINT
+                && (c.prefix.len() as u64) >= g.fingerprint_len
+                && crate::checkpoint::fnv(
+                    &c.prefix[..usize::try_from(g.fingerprint_len).unwrap_or(0)],
+                ) == g.fingerprint
+        });
+        if let Some(g) = copy_of {
+            if c.ident.id_source.is_none() {
+                let mut id = (*c.ident).clone();
+                id.id_source = Some(g.event_source());
+                c.ident = Arc::new(id);
+            }
+            return;
+        }
+        if self.seen.iter().any(|g| g.same_generation(&c.ident)) {
+            return;
+        }
+        self.seen.push_back((*c.ident).clone());
+        while self.seen.len() > DONE_KEPT {
+            self.seen.pop_front();
+        }
+        let bytes = serde_json::to_vec(&self.seen).unwrap_or_default();
+        if let Err(e) = crate::checkpoint::write_atomic(&self.opts.seen_path, &bytes) {
+            crate::diag::error(
+                &format!("saving {} failed: {e}", self.opts.seen_path.display()),
+                &[],
+            );
+        }
     }
 
     /// Ships a last line without newline of a generation we leave for good.
@@ -453,36 +509,65 @@ impl Tailer {
                 &[],
             );
         }
-        // An inode seen before with other content: a new epoch of it.
-        let epoch = self
-            .known
-            .iter()
-            .filter(|k| k.ident.dev == meta.dev() && k.ident.ino == meta.ino())
-            .map(|k| k.ident.epoch + 1)
-            .max()
-            .unwrap_or(0);
-        current(file, &path, 0, self.opts.max_line, epoch, None)
+        let _ = meta;
+        let c = current(file, &path, 0, self.opts.max_line, None)?;
+        self.mark_start(&c);
+        Some(c)
+    }
+
+    /// Without a checkpoint yet, the first generation opened is written down at
+    /// offset 0 at once: a shipper killed before its first acknowledgement
+    /// resumes there, not at whatever the path holds by then.
+    fn mark_start(&mut self, c: &Current) {
+        let Some(path) = self.opts.checkpoint_path.take() else {
+            return;
+        };
+        if path.exists() {
+            return;
+        }
+        let cp = FileCheckpoint {
+            path: PathBuf::from(&c.path_str),
+            file: (*c.ident).clone(),
+            offset: c.offset,
+            done: self
+                .known
+                .iter()
+                .map(|k| crate::checkpoint::DoneFile {
+                    file: k.ident.clone(),
+                    size: k.size.unwrap_or(0),
+                })
+                .collect(),
+        };
+        if let Err(e) = crate::checkpoint::save(&path, &cp) {
+            crate::diag::error(&format!("saving the first checkpoint failed: {e}"), &[]);
+        }
     }
 
     fn open_initial(&mut self) -> Option<Current> {
         let Some(cp) = self.opts.checkpoint.take() else {
-            // First start: the file as it is now; older rotated files are history.
+            // First start: the file at the path, from its start. Rotated files
+            // already there are history: never shipped, now or after a restart.
             self.successors_after = SystemTime::now();
+            for (p, f, meta) in rotated_family(&self.opts.path) {
+                if p != self.opts.path {
+                    if let Ok(ident) = FileIdentity::of(&f) {
+                        self.known.push_back(Known {
+                            ident,
+                            size: Some(meta.len()),
+                        });
+                    }
+                }
+            }
             let f = File::open(&self.opts.path).ok()?;
-            return current(f, &self.opts.path, 0, self.opts.max_line, 0, None);
+            let c = current(f, &self.opts.path, 0, self.opts.max_line, None)?;
+            self.mark_start(&c);
+            return Some(c);
         };
+        self.opts.checkpoint_path = None;
         let resume = |f: File, p: &Path| {
             let len = f.metadata().map(|m| m.len()).unwrap_or(0);
-            (len >= cp.offset).then(|| {
-                current(
-                    f,
-                    p,
-                    cp.offset,
-                    self.opts.max_line,
-                    cp.file.epoch,
-                    Some(&cp.file),
-                )
-            })?
+            (len >= cp.offset)
+                .then(|| current(f, p, cp.offset, self.opts.max_line, Some(&cp.file)))?
         };
         if let Ok(f) = File::open(&self.opts.path) {
             if cp.file.matches(&f).unwrap_or(false) {
@@ -535,7 +620,6 @@ fn current(
     path: &Path,
     offset: u64,
     max_line: usize,
-    epoch: u32,
     resumed: Option<&FileIdentity>,
 ) -> Option<Current> {
     let meta = file.metadata().ok()?;
@@ -549,14 +633,14 @@ fn current(
         }
     }
     prefix.truncate(n);
-    let mut ident = FileIdentity::from_prefix(meta.dev(), meta.ino(), &prefix, epoch);
-    let mut id_source = None;
+    let mut ident = FileIdentity::from_prefix(&meta, &prefix);
     if let Some(r) = resumed {
-        ident.epoch = r.epoch;
         ident.head = r.head.or(ident.head);
-        if (meta.dev(), meta.ino()) != (r.dev, r.ino) {
-            // A copy of the checkpointed generation: its lines keep their ids.
-            id_source = Some(r.event_source());
+        // Found at its inode or as a copy: its lines keep their ids. (A mark
+        // taken before the first line was complete names nothing yet: the
+        // first line, read again, does.)
+        if r.head.is_some() || r.id_source.is_some() {
+            ident.id_source = Some(r.event_source());
         }
     }
     file.seek(SeekFrom::Start(offset)).ok()?;
@@ -567,7 +651,6 @@ fn current(
         path_str: path.display().to_string(),
         offset,
         framer: LineFramer::new(max_line, offset),
-        id_source,
     })
 }
 
