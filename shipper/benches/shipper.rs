@@ -20,10 +20,11 @@
 //!   checkpoint, which only moves on Kafka's acknowledgement, reaches the end
 //!   of the file. Its peak RSS (VmHWM) is recorded.
 //! - the ratio shipper / baseline in lines/s, and the CPU each used.
-//! - steady state: a writer appends lines at 10,000 lines/s for 10 s to a file
-//!   the shipper tails; p50/p99 latency from the write to the line being
-//!   readable in Kafka (an upper bound of write → acknowledgement), and the
-//!   shipper's RSS mid-run.
+//! - steady state: a writer emits lines at 10,000 lines/s for 10 s, three ways:
+//!   produced by a bare producer (the baseline), appended to a file the shipper
+//!   tails, written into the shipper's stdin (the wrap path); p50/p99 latency
+//!   from the write to the line being readable in Kafka (a consumer with a 5 ms
+//!   fetch wait), the p99 ratio to the baseline, and the shipper's RSS mid-run.
 //! - wrap mode with Kafka cut (a broker behind `testkit::ProxiedBroker`): the
 //!   shipper wraps `cat FILE`; how fast the wrapped process's output went
 //!   through, the spool size and the shipper's peak RSS while Kafka is away, then
@@ -316,11 +317,23 @@ struct Steady {
     missing: u64,
 }
 
-/// A writer appends ECS lines to a file at a steady `rate` lines/s for
-/// `secs` seconds while the shipper tails it; a consumer notes when each line
-/// becomes readable in Kafka. Latency = write → readable (an upper bound of
-/// write → acknowledgement: it adds the consumer's fetch).
-fn steady(bootstrap: &str, rate: u64, secs: u64) -> Steady {
+/// How lines reach Kafka in the steady-state run.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Path_ {
+    /// The shipper tails a file the writer appends to (`--poll 5ms`).
+    Tail,
+    /// The shipper reads the writer's lines from a pipe (`--stdin`: the wrap path).
+    Pipe,
+    /// Baseline: the writer produces each line itself with the shipper's producer settings.
+    Bare,
+}
+
+/// A writer emits ECS lines at a steady `rate` lines/s for `secs` seconds
+/// (appended to a file the shipper tails, written into the shipper's stdin, or
+/// produced directly by a bare producer); a consumer with a 5 ms fetch wait
+/// notes when each line becomes readable in Kafka. Latency = write → readable
+/// (an upper bound of write → acknowledgement: it adds the consumer's fetch).
+fn steady(bootstrap: &str, rate: u64, secs: u64, path_kind: Path_) -> Steady {
     let total = rate * secs;
     let topic = testkit::unique_topic("bench-steady");
     let hb = testkit::unique_topic("bench-steady-hb");
@@ -331,13 +344,46 @@ fn steady(bootstrap: &str, rate: u64, secs: u64) -> Steady {
     let path = dir.path().join("order.log");
     File::create(&path).unwrap();
     let data = dir.path().join("data");
-    let child = Command::new(env!("CARGO_BIN_EXE_shipper"))
-        .args(shipper_args(bootstrap, &topic, &hb, &data))
-        .args(["--file", path.to_str().unwrap(), "--poll", "5ms"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = match path_kind {
+        Path_::Bare => None,
+        Path_::Tail | Path_::Pipe => {
+            let mut cmd = Command::new(env!("CARGO_BIN_EXE_shipper"));
+            cmd.args(shipper_args(bootstrap, &topic, &hb, &data));
+            if path_kind == Path_::Tail {
+                cmd.args(["--file", path.to_str().unwrap(), "--poll", "5ms"]);
+            } else {
+                cmd.arg("--stdin").stdin(Stdio::piped());
+            }
+            Some(
+                cmd.stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .unwrap(),
+            )
+        }
+    };
+    enum Out {
+        File(std::fs::File),
+        Pipe(std::process::ChildStdin),
+        Bare(ThreadedProducer<Counting>, String),
+    }
+    let mut out = match path_kind {
+        Path_::Tail => Out::File(
+            std::fs::OpenOptions::new()
+                .append(true)
+                .open(&path)
+                .unwrap(),
+        ),
+        Path_::Pipe => Out::Pipe(child.as_mut().unwrap().stdin.take().unwrap()),
+        Path_::Bare => {
+            let mut cfg = Config::new(Input::Stdin, bootstrap, std::env::temp_dir(), "bench");
+            cfg.logs_topic = topic.clone();
+            let p: ThreadedProducer<Counting> = meshwatch_shipper::sink::producer_config(&cfg)
+                .create_with_context(Counting::default())
+                .unwrap();
+            Out::Bare(p, topic.clone())
+        }
+    };
 
     let consumer: BaseConsumer = meshwatch_kafka::base_config(bootstrap)
         .set("group.id", testkit::unique_topic("bench-steady"))
@@ -354,12 +400,7 @@ fn steady(bootstrap: &str, rate: u64, secs: u64) -> Steady {
     let written: Arc<Vec<AtomicU64>> = Arc::new((0..total).map(|_| AtomicU64::new(0)).collect());
     let epoch = Instant::now();
     let w = written.clone();
-    let writer_path = path.clone();
     let writer = std::thread::spawn(move || {
-        let mut f = std::fs::OpenOptions::new()
-            .append(true)
-            .open(writer_path)
-            .unwrap();
         let start = Instant::now();
         for n in 0..total {
             let due = start + Duration::from_nanos(n * 1_000_000_000 / rate);
@@ -369,8 +410,20 @@ fn steady(bootstrap: &str, rate: u64, secs: u64) -> Steady {
             }
             let line = format!("{},\"bench.n\":{n}}}\n", ecs_line(n).trim_end_matches('}'));
             w[n as usize].store(epoch.elapsed().as_micros() as u64, Ordering::Relaxed);
-            f.write_all(line.as_bytes()).unwrap();
+            match &mut out {
+                Out::File(f) => f.write_all(line.as_bytes()).unwrap(),
+                Out::Pipe(p) => p.write_all(line.as_bytes()).unwrap(),
+                Out::Bare(p, topic) => {
+                    let mut record =
+                        BaseRecord::<(), [u8]>::to(topic).payload(line.trim_end().as_bytes());
+                    while let Err((_, r)) = p.send(record) {
+                        record = r;
+                        std::thread::sleep(Duration::from_micros(200));
+                    }
+                }
+            }
         }
+        out
     });
 
     let mut histogram = hdrhistogram::Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).unwrap();
@@ -393,15 +446,18 @@ fn steady(bootstrap: &str, rate: u64, secs: u64) -> Steady {
                 let sent = written[n as usize].load(Ordering::Relaxed);
                 histogram.saturating_record(arrived.saturating_sub(sent).max(1));
                 if count == total / 2 {
-                    rss = rss_kib(child.id()); // steady state, mid-run
+                    // Steady state, mid-run.
+                    rss = child.as_ref().map_or(0, |c| rss_kib(c.id()));
                 }
             }
         }
     }
-    writer.join().unwrap();
-    let peak = peak_rss_kib(child.id());
+    drop(writer.join().unwrap());
+    let peak = child.as_ref().map_or(0, |c| peak_rss_kib(c.id()));
     let _ = consumer.unassign();
-    stop(child);
+    if let Some(child) = child {
+        stop(child);
+    }
     Steady {
         histogram,
         rss_kib: rss,
@@ -580,37 +636,69 @@ fn main() {
             best_ship_cpu.as_secs_f64(),
             best_base_cpu.as_secs_f64() / best_ship_cpu.as_secs_f64().max(0.01)
         );
+        println!(
+            "CPU per line: baseline {:.2} us, shipper {:.2} us",
+            best_base_cpu.as_secs_f64() * 1e6 / lines as f64,
+            best_ship_cpu.as_secs_f64() * 1e6 / lines as f64
+        );
         println!("shipper peak RSS tailing: {:.1} MiB", max_rss as f64 / 1024.0);
 
         let rate_per_s = env_u64("BENCH_STEADY_RATE", 10_000);
         let secs = env_u64("BENCH_STEADY_SECS", 10);
-        let b = bootstrap.clone();
-        let st = tokio::task::spawn_blocking(move || steady(&b, rate_per_s, secs))
-            .await
-            .unwrap();
-        assert_eq!(st.missing, 0, "steady: every line in Kafka");
-        let ms = |q: f64| st.histogram.value_at_quantile(q) as f64 / 1000.0;
-        println!(
-            "steady {rate_per_s} lines/s for {secs} s, tail: write -> readable in Kafka p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms; shipper RSS mid-run {:.1} MiB, peak {:.1} MiB",
-            ms(0.5),
-            ms(0.99),
-            st.histogram.max() as f64 / 1000.0,
-            st.rss_kib as f64 / 1024.0,
-            st.peak_rss_kib as f64 / 1024.0
-        );
+        let mut p99s = Vec::new();
+        for kind in [Path_::Bare, Path_::Tail, Path_::Pipe] {
+            let b = bootstrap.clone();
+            let st = tokio::task::spawn_blocking(move || steady(&b, rate_per_s, secs, kind))
+                .await
+                .unwrap();
+            assert_eq!(st.missing, 0, "steady {kind:?}: every line in Kafka");
+            let ms = |q: f64| st.histogram.value_at_quantile(q) as f64 / 1000.0;
+            p99s.push(ms(0.99));
+            let label = match kind {
+                Path_::Bare => "baseline (bare producer)",
+                Path_::Tail => "shipper --file (poll 5ms)",
+                Path_::Pipe => "shipper --stdin (wrap path)",
+            };
+            println!(
+                "steady {rate_per_s} lines/s for {secs} s, {label}: write -> readable in Kafka p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms{}{}",
+                ms(0.5),
+                ms(0.99),
+                st.histogram.max() as f64 / 1000.0,
+                if kind == Path_::Bare { String::new() } else {
+                    format!("; p99 ratio to the baseline {:.2}", ms(0.99) / p99s[0].max(0.001))
+                },
+                if kind == Path_::Bare { String::new() } else {
+                    format!(
+                        "; shipper RSS mid-run {:.1} MiB, peak {:.1} MiB",
+                        st.rss_kib as f64 / 1024.0,
+                        st.peak_rss_kib as f64 / 1024.0
+                    )
+                }
+            );
+        }
 
+        // Baseline of the wrap run: the same `cat` writing to nowhere.
+        let cat_started = Instant::now();
+        Command::new("cat")
+            .arg(&file)
+            .stdout(Stdio::null())
+            .status()
+            .unwrap();
+        let cat_alone = cat_started.elapsed();
         let wrap = wrap_cut(&file, lines).await;
         let (wl, wm) = rate(lines, bytes, wrap.write_time);
         let (rl, rm) = rate(lines, bytes, wrap.replay_time);
         println!(
-            "wrap mode, Kafka cut: `cat` output through in {:.2} s ({wl:.0} lines/s, {wm:.1} MiB/s), spool {:.1} MiB, shipper peak RSS {:.1} MiB",
+            "wrap mode, Kafka cut: `cat` output through in {:.2} s ({wl:.0} lines/s, {wm:.1} MiB/s; `cat` to /dev/null alone {:.2} s), spool {:.1} MiB, shipper peak RSS {:.1} MiB",
             wrap.write_time.as_secs_f64(),
+            cat_alone.as_secs_f64(),
             wrap.spool_bytes as f64 / MIB,
             wrap.peak_rss_kib as f64 / 1024.0
         );
         println!(
-            "wrap mode, Kafka back: spool replayed and acknowledged in {:.2} s ({rl:.0} lines/s, {rm:.1} MiB/s)",
-            wrap.replay_time.as_secs_f64()
+            "wrap mode, Kafka back: spool replayed and acknowledged in {:.2} s ({rl:.0} lines/s, {rm:.1} MiB/s; ratio to the bare producer's best {:.2})",
+            wrap.replay_time.as_secs_f64(),
+            rl / bl
         );
     });
 }

@@ -203,4 +203,65 @@ mod tests {
         assert_eq!(f.committed_offset(), 4);
         assert_eq!(f.pending(), 2);
     }
+
+    mod fuzz {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// The lines of `input` as a reference: split at `\n`, cut at `max`,
+        /// one trailing `\r` dropped from lines that were not cut.
+        fn reference(input: &[u8], max: usize) -> Vec<(Vec<u8>, usize, bool, u64, u64, bool)> {
+            let mut out = Vec::new();
+            let mut start = 0usize;
+            let parts: Vec<&[u8]> = input.split(|b| *b == b'\n').collect();
+            for (i, part) in parts.iter().enumerate() {
+                let last = i == parts.len() - 1;
+                if last && part.is_empty() {
+                    break;
+                }
+                let end = start + part.len() + usize::from(!last);
+                let kept = &part[..part.len().min(max)];
+                let whole = part.len() <= max;
+                let bytes = match kept {
+                    [head @ .., b'\r'] if whole && !last => head,
+                    _ => kept,
+                };
+                out.push((
+                    bytes.to_vec(),
+                    part.len(),
+                    !whole,
+                    100 + start as u64,
+                    100 + end as u64,
+                    last,
+                ));
+                start = end;
+            }
+            out
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(512))]
+
+            /// However the stream is cut into chunks, the same lines come out,
+            /// with the same offsets, and memory per line stays at the cap.
+            #[test]
+            fn random_splits_frame_like_the_whole(
+                input in proptest::collection::vec(
+                    prop_oneof![Just(b'\n'), Just(b'\r'), Just(b'a'), any::<u8>()], 0..300),
+                cuts in proptest::collection::vec(any::<prop::sample::Index>(), 0..12),
+                max in 1usize..40,
+            ) {
+                let mut at: Vec<usize> = cuts.iter().map(|c| c.index(input.len() + 1)).collect();
+                at.sort_unstable();
+                let mut chunks = Vec::new();
+                let mut prev = 0;
+                for a in at.into_iter().chain([input.len()]) {
+                    chunks.push(&input[prev..a]);
+                    prev = a;
+                }
+                let got = frame(&chunks, max);
+                prop_assert_eq!(got, reference(&input, max));
+            }
+        }
+    }
 }

@@ -384,3 +384,45 @@ fn torn_len(bytes: &[u8], offsets: &[usize]) -> u64 {
     };
     (bytes.len() - last - len) as u64
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn topics_are_created_with_the_size_and_codec_contract() {
+    use meshwatch_kafka::{self as kafka, TopicSpec};
+    use rdkafka::admin::{AdminClient, AdminOptions, ResourceSpecifier};
+    use rdkafka::client::DefaultClientContext;
+    let broker = testkit::kafka().await;
+    let topic = testkit::unique_topic("edge-contract");
+    kafka::create_topics(
+        &kafka::KafkaArgs::plain(broker.as_str()),
+        &[TopicSpec::new(topic.clone(), 1).with_meshwatch_limits()],
+    )
+    .await
+    .unwrap();
+    let admin: AdminClient<DefaultClientContext> = kafka::base_config(&broker).create().unwrap();
+    let described = admin
+        .describe_configs(
+            &[ResourceSpecifier::Topic(&topic)],
+            &AdminOptions::new().request_timeout(Some(Duration::from_secs(10))),
+        )
+        .await
+        .unwrap();
+    let resource = described.into_iter().next().unwrap().unwrap();
+    let value = |name: &str| {
+        resource
+            .entries
+            .iter()
+            .find(|e| e.name == name)
+            .and_then(|e| e.value.clone())
+    };
+    assert_eq!(
+        value("max.message.bytes").as_deref(),
+        Some(kafka::TOPIC_MAX_MESSAGE_BYTES.to_string().as_str())
+    );
+    assert_eq!(
+        value("compression.type").as_deref(),
+        Some(kafka::TOPIC_COMPRESSION)
+    );
+    // The shipper's largest record fits the topic with room to spare.
+    let record_limit = meshwatch_shipper::config::DEFAULT_MAX_RECORD_BYTES;
+    assert!(record_limit + (16 << 10) <= kafka::TOPIC_MAX_MESSAGE_BYTES as usize);
+}

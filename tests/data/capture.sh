@@ -32,6 +32,33 @@ place() { grpcurl -plaintext -d "$1" 127.0.0.1:59051 meshwatch.order.v1.OrderSer
 place '{"idempotency_key":"capture-1","customer_id":"c-1","currency_code":"USD","items":[{"sku":"sku-espresso","quantity":1}]}'
 place '{"idempotency_key":"capture-2","customer_id":"c-1","currency_code":"USD","items":[{"sku":"no-such-sku","quantity":1}]}'
 "$bin/shipper" --kafka "$kafka" --data-dir "$state/junk" --service-name junk -- sh -c 'echo "panic: not a JSON line"' >/dev/null
+# The shipper's own edge events, so that every field it can write is checked
+# against the template: lines claiming another service (a heartbeat among
+# them), an over-long line, a record the producer refuses, a damaged spool.
+long=$(printf 'x%.0s' $(seq 400))
+now=$(date -u +%Y-%m-%dT%H:%M:%S.000Z)
+"$bin/shipper" --kafka "$kafka" --data-dir "$state/claims" --service-name junk --max-line-bytes 350 -- sh -c "
+echo '{\"@timestamp\":\"$now\",\"message\":\"card declined\",\"log.level\":\"error\",\"service.name\":\"payment\"}'
+echo '{\"@timestamp\":\"$now\",\"log.level\":\"info\",\"message\":\"heartbeat: up\",\"service.name\":\"payment\",\"service.instance.id\":\"payment-forged\",\"event.dataset\":\"meshwatch.heartbeat\",\"event.kind\":\"state\",\"heartbeat.status\":\"up\",\"heartbeat.sequence\":1,\"heartbeat.interval_ms\":1000}'
+echo '{\"message\":\"$long\"}'" >/dev/null
+big=$(printf 'y%.0s' $(seq 6000))
+"$bin/shipper" --kafka "$kafka" --data-dir "$state/big" --service-name junk --max-line-bytes 8192 --max-record-bytes 8192 \
+    --kafka-option message.max.bytes=4000 --kafka-option batch.size=4000 -- sh -c "echo '{\"message\":\"$big\"}'" >/dev/null
+# Spool damage: lines spooled while Kafka is unreachable, one record's body
+# flipped and a torn record appended, then shipped by a second run.
+"$bin/shipper" --kafka 127.0.0.1:1 --data-dir "$state/damaged" --service-name junk --shutdown-grace 100ms --heartbeat 0s \
+    -- sh -c 'for i in 1 2 3; do echo "{\"message\":\"spooled $i\"}"; done' >/dev/null 2>&1 || true
+python3 - "$state/damaged/spool" <<'PY'
+import glob, struct, sys
+seg = sorted(glob.glob(sys.argv[1] + "/*.spool"))[0]
+b = bytearray(open(seg, "rb").read())
+first = 24 + struct.unpack_from("<I", b, 4)[0]
+second = 24 + struct.unpack_from("<I", b, first + 4)[0]
+b[first + 24 + 12] ^= 0x55
+b += b[first:first + second // 2]
+open(seg, "wb").write(bytes(b))
+PY
+"$bin/shipper" --kafka "$kafka" --data-dir "$state/damaged" --service-name junk --shutdown-grace 30s -- true >/dev/null 2>&1
 kill -TERM "$inventory_pid"
 sleep 4 # the monitor notices the graceful down heartbeat and alerts
 for family in logs heartbeats alerts; do
