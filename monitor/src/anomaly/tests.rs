@@ -156,3 +156,105 @@ fn request_lines_are_read_from_any_shape() {
     assert!(parse_request(br#"{"rpc.method":"X","rpc.grpc.status_code":0}"#).is_none());
     assert!(parse_request(b"not json").is_none());
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_silent_service_is_evicted_after_its_window_and_its_open_alert_closed() {
+    let mut det = AnomalyDetector::new(cfg(), Instant::now());
+    let mut n = 0;
+    let healthy = |n: u64| line("order", 0, 20, n);
+    assert!(run(&mut det, 10, 50, &mut n, healthy).await.is_empty());
+    let failing = |n: u64| line("order", 13, 20, n);
+    let fired = run(&mut det, 3, 50, &mut n, failing).await;
+    assert_eq!(fired.len(), 1, "{fired:?}");
+    assert_eq!(fired[0].state, AlertState::Firing);
+    assert_eq!(det.tracked(), 1);
+
+    // order falls silent; payment keeps the clock going. Within the window
+    // order is kept (and its alert stays open: too few requests for a verdict).
+    let other = |n: u64| line("payment", 0, 20, n);
+    let alerts = run(&mut det, 5, 50, &mut n, other).await;
+    assert!(alerts.is_empty(), "{alerts:?}");
+    assert_eq!(det.tracked(), 2);
+    // One more bucket and its whole window is empty: evicted, the alert
+    // resolved as abandoned with the incident's id and evidence.
+    let alerts = run(&mut det, 2, 50, &mut n, other).await;
+    assert_eq!(alerts.len(), 1, "{alerts:?}");
+    let closed = &alerts[0];
+    assert_eq!(closed.state, AlertState::Resolved);
+    assert_eq!(closed.id, fired[0].id);
+    assert_eq!(closed.requests, 0);
+    assert_eq!(closed.example_trace_ids, fired[0].example_trace_ids);
+    assert!(
+        closed.message.contains("without a verdict"),
+        "{}",
+        closed.message
+    );
+    assert_eq!(det.tracked(), 1);
+    assert_eq!(det.evicted_total, 1);
+    assert!(det.stats("order", Instant::now()).is_none());
+}
+
+#[tokio::test(start_paused = true)]
+async fn services_beyond_the_cap_are_dropped_and_reported_until_room_is_made() {
+    let mut det = AnomalyDetector::new(
+        AnomalyConfig {
+            max_services: 2,
+            ..cfg()
+        },
+        Instant::now(),
+    );
+    let mut n = 0;
+    let names = ["a", "b", "c", "d", "c"];
+    run(&mut det, 1, 5, &mut n, |n| {
+        line(names[(n - 1) as usize % 5], 0, 20, n)
+    })
+    .await;
+    assert_eq!(det.tracked(), 2);
+    let dropped = det.take_dropped().expect("dropped lines");
+    assert_eq!(dropped.lines, 3);
+    assert_eq!(dropped.examples, ["c", "d"]);
+    assert_eq!(det.take_dropped(), None, "reported once");
+    assert_eq!(det.dropped_total, 3);
+
+    // a and b fall silent for a window: evicted, c finds room.
+    run(&mut det, 7, 5, &mut n, |n| line("x", 0, 20, n)).await;
+    assert!(det.stats("a", Instant::now()).is_none());
+    let before = det.dropped_total;
+    run(&mut det, 1, 5, &mut n, |n| line("c", 0, 20, n)).await;
+    assert_eq!(det.dropped_total, before);
+    assert!(det.stats("c", Instant::now()).is_some());
+}
+
+#[tokio::test(start_paused = true)]
+async fn extreme_configuration_and_input_do_not_panic() {
+    let cfg = AnomalyConfig {
+        bucket: Duration::from_secs(10 * 365 * 24 * 3600),
+        buckets: 1000,
+        ..AnomalyConfig::default()
+    };
+    let start = Instant::now();
+    let mut det = AnomalyDetector::new(cfg.clone(), start);
+    assert!(det.next_boundary(start) > start);
+    assert_eq!(cfg.window(), cfg.bucket.saturating_mul(1000));
+    let huge = format!(
+        r#"{{"service.name":"s","rpc.grpc.status_code":14,"event.duration":1e300,"trace.id":"{}"}}"#,
+        "f".repeat(10_000)
+    );
+    let req = parse_request(huge.as_bytes()).expect("request");
+    assert_eq!(req.trace_id, None, "over-long trace ids are not kept");
+    det.record(&req, start).expect("record");
+    det.evaluate(start);
+    let long_name = format!(
+        r#"{{"service.name":"{}","rpc.grpc.status_code":0}}"#,
+        "s".repeat(parse::MAX_SERVICE_NAME + 1)
+    );
+    assert!(parse_request(long_name.as_bytes()).is_none());
+    for bad in [
+        r#"{"service.name":"s","rpc.grpc.status_code":1e400}"#,
+        "[]",
+        "{}",
+        "",
+    ] {
+        assert!(parse_request(bad.as_bytes()).is_none(), "{bad}");
+    }
+}
