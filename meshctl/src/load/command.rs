@@ -78,25 +78,45 @@ fn status_label(order: Option<&pb::Order>) -> String {
         .to_owned()
 }
 
-pub(crate) async fn run(args: LoadArgs, json: bool, style: Style) -> Result<ExitCode, CliError> {
-    if !(args.rate >= 0.0 && args.rate.is_finite()) {
-        return Err(CliError::Flag {
-            flag: "rate",
-            reason: "must be a number >= 0".into(),
-        });
+/// Highest `--rate` accepted (requests per second).
+pub const MAX_RATE: f64 = 1_000_000.0;
+/// Lowest non-zero `--rate` accepted: one request every 100 s.
+pub const MIN_RATE: f64 = 0.01;
+/// Highest `--concurrency` accepted.
+pub const MAX_CONCURRENCY: usize = super::engine::MAX_CONCURRENCY;
+
+/// Checks the flags a run depends on; a bad one is named (exit 64).
+fn validate(args: &LoadArgs) -> Result<(), CliError> {
+    let flag = |flag: &'static str, reason: String| Err(CliError::Flag { flag, reason });
+    if !(args.rate == 0.0 || (MIN_RATE..=MAX_RATE).contains(&args.rate)) {
+        return flag(
+            "rate",
+            format!(
+                "{} is not 0 (closed loop) or within {MIN_RATE}..={MAX_RATE} requests/s",
+                args.rate
+            ),
+        );
     }
     if !(0.0..=1.0).contains(&args.decline_ratio) {
-        return Err(CliError::Flag {
-            flag: "decline-ratio",
-            reason: "must be within [0, 1]".into(),
-        });
+        return flag("decline-ratio", "must be within [0, 1]".into());
     }
-    if args.concurrency == 0 {
-        return Err(CliError::Flag {
-            flag: "concurrency",
-            reason: "must be at least 1".into(),
-        });
+    if !(1..=MAX_CONCURRENCY).contains(&args.concurrency) {
+        return flag(
+            "concurrency",
+            format!("{} is not within 1..={MAX_CONCURRENCY}", args.concurrency),
+        );
     }
+    if args.duration.is_zero() {
+        return flag("duration", "must be above zero".into());
+    }
+    if args.timeout.is_zero() {
+        return flag("timeout", "must be above zero".into());
+    }
+    Ok(())
+}
+
+pub(crate) async fn run(args: LoadArgs, json: bool, style: Style) -> Result<ExitCode, CliError> {
+    validate(&args)?;
     let items = Arc::new(parse_items(&args.skus)?);
     let channel = crate::connect("order", &args.order).await?;
     let client = pb::order_service_client::OrderServiceClient::new(channel);
@@ -170,6 +190,52 @@ pub(crate) async fn run(args: LoadArgs, json: bool, style: Style) -> Result<Exit
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn args(extra: &[&str]) -> LoadArgs {
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            load: LoadArgs,
+        }
+        let mut argv = vec!["load"];
+        argv.extend_from_slice(extra);
+        <Cli as clap::Parser>::try_parse_from(argv).unwrap().load
+    }
+
+    #[test]
+    fn extreme_flags_are_usage_errors_naming_the_flag() {
+        for (flag, value) in [
+            ("rate", "1e308"),
+            ("rate", "1e-300"),
+            ("rate", "-1"),
+            ("rate", "NaN"),
+            ("rate", "inf"),
+            ("concurrency", "18446744073709551615"),
+            ("concurrency", "0"),
+            ("duration", "0s"),
+            ("timeout", "0s"),
+            ("decline-ratio", "2"),
+        ] {
+            match validate(&args(&[&format!("--{flag}={value}")])) {
+                Err(CliError::Flag { flag: named, .. }) => assert_eq!(named, flag, "{value}"),
+                other => panic!("--{flag} {value}: {other:?}"),
+            }
+        }
+        for ok in [
+            vec!["--rate", "0", "--concurrency", "10000"],
+            vec![
+                "--rate",
+                "1000000",
+                "--duration",
+                "3650d",
+                "--timeout",
+                "3650d",
+            ],
+            vec!["--rate", "0.01"],
+        ] {
+            assert!(validate(&args(&ok)).is_ok(), "{ok:?}");
+        }
+    }
 
     #[test]
     fn items_parse_and_reject() {

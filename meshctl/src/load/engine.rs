@@ -20,6 +20,10 @@ use crate::Style;
 
 /// Highest latency the histogram tracks (larger values are clamped), in µs.
 const MAX_LATENCY_US: u64 = 120_000_000;
+/// Most requests in flight (and closed-loop workers) a run starts.
+pub const MAX_CONCURRENCY: usize = 10_000;
+/// Longest time between two open-loop requests.
+const MAX_PERIOD: Duration = Duration::from_secs(3600);
 
 /// Rate, duration and concurrency of a load run.
 #[derive(Clone, Copy, Debug)]
@@ -169,9 +173,11 @@ where
             Histogram::new(3).unwrap_or_else(|_| unreachable!("3 significant figures are valid"))
         }),
     }));
-    let concurrency = spec.concurrency.max(1);
+    // Bounded here too, whoever builds the spec: a semaphore refuses more
+    // permits than this, and each closed-loop worker is a task.
+    let concurrency = spec.concurrency.clamp(1, MAX_CONCURRENCY);
     let start = Instant::now();
-    let end = start + spec.duration;
+    let end = start.checked_add(spec.duration).unwrap_or(start);
     let sent = Arc::new(AtomicU64::new(0));
     let mut skipped = 0u64;
     let mut tasks = JoinSet::new();
@@ -192,7 +198,12 @@ where
 
     if spec.rate > 0.0 {
         let permits = Arc::new(Semaphore::new(concurrency));
-        let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / spec.rate));
+        // 1 µs ..= 1 h between requests, whatever the rate: a zero period
+        // panics, and 1/rate of a tiny rate does not fit a Duration.
+        let period = Duration::try_from_secs_f64(1.0 / spec.rate)
+            .unwrap_or(MAX_PERIOD)
+            .clamp(Duration::from_micros(1), MAX_PERIOD);
+        let mut tick = tokio::time::interval(period);
         // Catch up after a stall: an open loop keeps its schedule.
         tick.set_missed_tick_behavior(MissedTickBehavior::Burst);
         loop {
@@ -261,6 +272,28 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn extreme_specs_do_not_panic() {
+        for (rate, concurrency) in [
+            (f64::MAX, usize::MAX),
+            (f64::MIN_POSITIVE, 1),
+            (f64::INFINITY, 4),
+            (0.0, usize::MAX),
+        ] {
+            let spec = LoadSpec {
+                rate,
+                duration: Duration::from_millis(5),
+                concurrency,
+            };
+            let call = |_| async {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+                Ok("OK".to_owned())
+            };
+            let report = run_load(spec, call, |_| {}).await;
+            assert!(report.sent <= report.completed + report.skipped + MAX_CONCURRENCY as u64);
+        }
+    }
 
     #[tokio::test(start_paused = true)]
     async fn open_loop_keeps_its_rate_and_counts_outcomes() {
