@@ -92,7 +92,15 @@ pub(crate) fn render(resp: &pb::ListServicesResponse, style: Style) -> String {
     for svc in &resp.services {
         let status = style.level(&output::pad(status_name(svc.status), 11));
         if svc.instances.is_empty() {
-            out.push_str(&format!("{}  {status}\n", output::pad(&svc.name, width)));
+            let note = if svc.fading {
+                "  (fading: every instance forgotten; no longer counts for the mesh)"
+            } else {
+                ""
+            };
+            out.push_str(&format!(
+                "{}  {status}{note}\n",
+                output::pad(&svc.name, width)
+            ));
         }
         for (i, inst) in svc.instances.iter().enumerate() {
             let (name, status) = if i == 0 {
@@ -120,6 +128,7 @@ fn to_json(resp: &pb::ListServicesResponse) -> serde_json::Value {
             "name": s.name,
             "grpc_service_names": s.grpc_service_names,
             "status": status_name(s.status),
+            "fading": s.fading,
             "instances": s.instances.iter().map(|i| json!({
                 "instance_id": i.instance_id,
                 "version": i.version,
@@ -132,8 +141,19 @@ fn to_json(resp: &pb::ListServicesResponse) -> serde_json::Value {
     })
 }
 
+/// When `--wait-serving` gives up: `wait` after `now`, or as far as the
+/// clock goes (a flag can ask for years).
+fn deadline(now: tokio::time::Instant, wait: Duration) -> tokio::time::Instant {
+    now.checked_add(wait).unwrap_or_else(|| {
+        now.checked_add(Duration::from_secs(100 * 365 * 24 * 3600))
+            .unwrap_or(now)
+    })
+}
+
 pub(crate) async fn run(args: HealthArgs, json: bool, style: Style) -> Result<ExitCode, CliError> {
-    let deadline = args.wait_serving.map(|d| tokio::time::Instant::now() + d);
+    let deadline = args
+        .wait_serving
+        .map(|d| deadline(tokio::time::Instant::now(), d));
     let resp = loop {
         let attempt = async {
             let channel = crate::connect("monitor", &args.monitor).await?;
@@ -199,6 +219,17 @@ mod tests {
     }
 
     #[test]
+    fn any_wait_gives_a_deadline_without_overflow() {
+        let now = tokio::time::Instant::now();
+        assert_eq!(
+            deadline(now, Duration::from_secs(5)),
+            now + Duration::from_secs(5)
+        );
+        assert!(deadline(now, meshwatch_entry::MAX_DURATION) > now);
+        assert!(deadline(now, Duration::MAX) >= now);
+    }
+
+    #[test]
     fn table_lists_services_and_instances() {
         let resp = pb::ListServicesResponse {
             mesh_status: pb::ServingStatus::NotServing as i32,
@@ -216,6 +247,7 @@ mod tests {
                     phi: 9.25,
                     ..Default::default()
                 }],
+                fading: false,
             }],
         };
         let text = render(&resp, Style::plain());

@@ -467,6 +467,7 @@ async fn throughput_kafka(n: usize) {
             topic: topic.clone(),
             lookback: Duration::from_secs(3600),
             group_id: "monitor-bench-throughput".into(),
+            fetch_wait: meshwatch_monitor::kafka::LOG_FETCH_WAIT,
         },
         stop.clone(),
         move |payload| counted.log_line(payload),

@@ -17,6 +17,8 @@ pub enum AlertKind {
     Latency,
     /// A service changed serving status (firing = not serving).
     StatusChange,
+    /// The monitor refused input at one of its limits (service "monitor").
+    Capacity,
 }
 
 impl AlertKind {
@@ -25,6 +27,7 @@ impl AlertKind {
             Self::ErrorRate => "anomaly_error_rate",
             Self::Latency => "anomaly_latency",
             Self::StatusChange => "status_change",
+            Self::Capacity => "capacity",
         }
     }
 }
@@ -66,7 +69,8 @@ pub struct Alert {
     pub at: SystemTime,
 }
 
-/// `<kind>/<service>/<unix ms of the start>`: stable across firing and resolution.
+/// `<kind>/<service>/<unix ms of the start>`: stable across firing and
+/// resolution. (Capacity alerts put the limit's name where the service is.)
 pub fn alert_id(kind: AlertKind, service: &str, started_at: SystemTime) -> String {
     let ms = started_at
         .duration_since(UNIX_EPOCH)

@@ -13,6 +13,7 @@ use meshwatch_tls::Tls;
 use crate::anomaly::{self, AnomalyConfig};
 use crate::detector::{self, DetectorConfig};
 use crate::registry::{self, RegistryConfig};
+use crate::trust::TrustConfig;
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:50050";
 /// Heartbeats replayed at start: enough to know every live instance at once.
@@ -67,12 +68,23 @@ pub struct Args {
     /// Heartbeats older than this on arrival do not count as signs of life.
     #[arg(long, env = "MESHWATCH_MONITOR_STALE_AFTER", default_value = "10s", value_parser = parse_duration)]
     pub stale_after: Duration,
-    /// Instances silent this long are forgotten.
+    /// Instances without a heartbeat this long are forgotten; a service left
+    /// with none stops counting for the whole mesh ("") at once, stays listed
+    /// NOT_SERVING for as long again, then is removed. Heartbeats older than
+    /// this are refused.
     #[arg(long, env = "MESHWATCH_MONITOR_FORGET_AFTER", default_value = "10m", value_parser = parse_duration)]
     pub forget_after: Duration,
-    /// Instances tracked at most; heartbeats of further new instances are refused.
+    /// Instances tracked at most; heartbeats of further new instances are
+    /// refused and raise a capacity alert.
     #[arg(long, env = "MESHWATCH_MONITOR_MAX_INSTANCES", default_value_t = registry::DEFAULT_MAX_INSTANCES)]
     pub max_instances: usize,
+    /// Services tracked at most (for health, and for anomaly windows);
+    /// further new services are refused and raise a capacity alert.
+    #[arg(long, env = "MESHWATCH_MONITOR_MAX_SERVICES", default_value_t = registry::DEFAULT_MAX_SERVICES)]
+    pub max_services: usize,
+    /// Heartbeats stamped further ahead of the monitor's clock are refused.
+    #[arg(long, env = "MESHWATCH_MONITOR_MAX_CLOCK_SKEW", default_value = "5s", value_parser = parse_duration)]
+    pub max_clock_skew: Duration,
     /// How often silence is re-evaluated (goodbyes and new instances count at once).
     #[arg(long, env = "MESHWATCH_MONITOR_EVALUATE_EVERY", default_value = DEFAULT_EVALUATE_EVERY, value_parser = parse_duration)]
     pub evaluate_every: Duration,
@@ -115,6 +127,45 @@ pub struct MonitorConfig {
 
 fn bad(flag: &'static str, reason: impl Into<String>) -> ConfigError {
     ConfigError::new(flag, reason)
+}
+
+const MS: Duration = Duration::from_millis(1);
+const SECOND: Duration = Duration::from_secs(1);
+const MINUTE: Duration = Duration::from_secs(60);
+const HOUR: Duration = Duration::from_secs(3600);
+const DAY: Duration = Duration::from_secs(24 * 3600);
+
+/// `value` within `min..=max`, or an error naming `flag` and the bounds.
+fn within(
+    flag: &'static str,
+    value: Duration,
+    min: Duration,
+    max: Duration,
+) -> Result<Duration, ConfigError> {
+    if value < min || value > max {
+        return Err(bad(
+            flag,
+            format!(
+                "{} is outside {}..={}",
+                humantime::format_duration(value),
+                humantime::format_duration(min),
+                humantime::format_duration(max)
+            ),
+        ));
+    }
+    Ok(value)
+}
+
+fn count<T: PartialOrd + std::fmt::Display>(
+    flag: &'static str,
+    value: T,
+    min: T,
+    max: T,
+) -> Result<T, ConfigError> {
+    if value < min || value > max {
+        return Err(bad(flag, format!("{value} is outside {min}..={max}")));
+    }
+    Ok(value)
 }
 
 impl MonitorConfig {
@@ -160,36 +211,33 @@ impl TryFrom<Args> for MonitorConfig {
                 return Err(bad(flag, "empty topic name"));
             }
         }
-        if !(a.phi_threshold.is_finite() && a.phi_threshold > 0.0) {
-            return Err(bad("phi-threshold", "must be a positive number"));
+        if !(a.phi_threshold.is_finite() && a.phi_threshold > 0.0 && a.phi_threshold <= 100.0) {
+            return Err(bad(
+                "phi-threshold",
+                "must be a number above 0 and at most 100",
+            ));
         }
-        if a.max_sample_size < 2 {
-            return Err(bad("max-sample-size", "must be at least 2"));
-        }
-        if a.min_std_deviation.is_zero() {
-            return Err(bad("min-std-deviation", "must be above zero"));
-        }
-        if a.hard_bound_intervals == 0 {
-            return Err(bad("hard-bound-intervals", "must be at least 1"));
-        }
-        if a.max_instances == 0 {
-            return Err(bad("max-instances", "must be at least 1"));
-        }
-        if a.evaluate_every < Duration::from_millis(10) {
-            return Err(bad("evaluate-every", "must be at least 10ms"));
-        }
-        if a.anomaly_bucket < Duration::from_millis(100) {
-            return Err(bad("anomaly-bucket", "must be at least 100ms"));
-        }
-        if !(1..=1000).contains(&a.anomaly_buckets) {
-            return Err(bad("anomaly-buckets", "must be between 1 and 1000"));
-        }
-        if a.min_requests == 0 {
-            return Err(bad("min-requests", "must be at least 1"));
-        }
-        if a.topic_check_every < Duration::from_secs(1) {
-            return Err(bad("topic-check-every", "must be at least 1s"));
-        }
+        count("max-sample-size", a.max_sample_size, 2, 100_000)?;
+        within("min-std-deviation", a.min_std_deviation, MS, MINUTE)?;
+        within("acceptable-pause", a.acceptable_pause, Duration::ZERO, HOUR)?;
+        count("hard-bound-intervals", a.hard_bound_intervals, 1, 100)?;
+        within("stale-after", a.stale_after, MS, DAY)?;
+        within("forget-after", a.forget_after, SECOND, 30 * DAY)?;
+        count("max-instances", a.max_instances, 1, 1_000_000)?;
+        count("max-services", a.max_services, 1, 100_000)?;
+        within("max-clock-skew", a.max_clock_skew, Duration::ZERO, HOUR)?;
+        within(
+            "heartbeat-lookback",
+            a.heartbeat_lookback,
+            Duration::ZERO,
+            30 * DAY,
+        )?;
+        within("log-lookback", a.log_lookback, Duration::ZERO, 30 * DAY)?;
+        within("evaluate-every", a.evaluate_every, 10 * MS, 10 * SECOND)?;
+        within("anomaly-bucket", a.anomaly_bucket, 100 * MS, HOUR)?;
+        count("anomaly-buckets", a.anomaly_buckets, 1, 1000)?;
+        count("min-requests", a.min_requests, 1, u64::MAX)?;
+        within("topic-check-every", a.topic_check_every, SECOND, HOUR)?;
         Ok(Self {
             listen,
             kafka: a.kafka,
@@ -207,14 +255,20 @@ impl TryFrom<Args> for MonitorConfig {
                     hard_bound_intervals: a.hard_bound_intervals,
                     stale_after: a.stale_after,
                 },
+                trust: TrustConfig {
+                    max_clock_skew: a.max_clock_skew,
+                    max_age: a.forget_after,
+                    ..TrustConfig::default()
+                },
                 forget_after: a.forget_after,
                 max_instances: a.max_instances,
-                ..RegistryConfig::default()
+                max_services: a.max_services,
             },
             anomaly: AnomalyConfig {
                 bucket: a.anomaly_bucket,
                 buckets: a.anomaly_buckets,
                 min_requests: a.min_requests,
+                max_services: a.max_services,
                 ..AnomalyConfig::default()
             },
             evaluate_every: a.evaluate_every,
@@ -241,7 +295,75 @@ mod tests {
         assert_eq!(cfg.listen, DEFAULT_LISTEN.parse().expect("addr"));
         assert_eq!(cfg.registry.detector, DetectorConfig::default());
         assert_eq!(cfg.anomaly, AnomalyConfig::default());
+        assert_eq!(cfg.registry.trust, TrustConfig::default());
+        assert_eq!(cfg.registry.max_services, registry::DEFAULT_MAX_SERVICES);
         assert_eq!(cfg.heartbeats_topic, "meshwatch.heartbeats");
+        assert_eq!(crate::trust::DEFAULT_MAX_CLOCK_SKEW, Duration::from_secs(5));
+    }
+
+    #[test]
+    fn every_flag_is_bounded_and_the_bound_names_the_flag() {
+        let huge = "3650d";
+        for (flag, value) in [
+            ("phi-threshold", "1e308"),
+            ("phi-threshold", "NaN"),
+            ("max-sample-size", "18446744073709551615"),
+            ("min-std-deviation", huge),
+            ("min-std-deviation", "0s"),
+            ("acceptable-pause", huge),
+            ("hard-bound-intervals", "4294967295"),
+            ("stale-after", huge),
+            ("forget-after", huge),
+            ("max-instances", "18446744073709551615"),
+            ("max-services", "0"),
+            ("max-clock-skew", huge),
+            ("heartbeat-lookback", huge),
+            ("log-lookback", huge),
+            ("evaluate-every", huge),
+            ("evaluate-every", "1ms"),
+            ("anomaly-bucket", huge),
+            ("anomaly-buckets", "1001"),
+            ("topic-check-every", huge),
+        ] {
+            let e = parse(&[&format!("--{flag}"), value]).expect_err(flag);
+            assert_eq!(e.flag, flag, "{e}");
+        }
+        // The largest accepted values of each build a monitor that runs.
+        let cfg = parse(&[
+            "--phi-threshold",
+            "100",
+            "--min-std-deviation",
+            "1m",
+            "--acceptable-pause",
+            "1h",
+            "--hard-bound-intervals",
+            "100",
+            "--forget-after",
+            "30d",
+            "--evaluate-every",
+            "10s",
+            "--anomaly-bucket",
+            "1h",
+            "--anomaly-buckets",
+            "1000",
+        ])
+        .expect("valid");
+        let hb = meshwatch_ecs::heartbeat::Heartbeat {
+            timestamp: std::time::SystemTime::now(),
+            service_name: "order".into(),
+            instance_id: "order-1".into(),
+            version: "0.1.0".into(),
+            status: meshwatch_ecs::heartbeat::HeartbeatStatus::Up,
+            sequence: 1,
+            interval: crate::trust::DEFAULT_MAX_INTERVAL,
+            target_service: None,
+        };
+        let monitor = crate::Monitor::new(cfg.registry, cfg.anomaly);
+        monitor.heartbeat(&hb);
+        let now = tokio::time::Instant::now();
+        monitor.tick(now);
+        assert!(monitor.next_change(now).is_some());
+        assert_eq!(monitor.counters().heartbeats, 1);
     }
 
     #[test]

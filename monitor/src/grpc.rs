@@ -77,6 +77,7 @@ impl From<&ServiceView> for pb::ServiceStatus {
             grpc_service_names: s.grpc_names.clone(),
             status: status(s.status) as i32,
             instances: s.instances.iter().map(Into::into).collect(),
+            fading: s.fading,
         }
     }
 }
@@ -87,6 +88,7 @@ impl From<&Alert> for pb::Alert {
             AlertKind::ErrorRate => pb::AlertKind::AnomalyErrorRate,
             AlertKind::Latency => pb::AlertKind::AnomalyLatency,
             AlertKind::StatusChange => pb::AlertKind::StatusChange,
+            AlertKind::Capacity => pb::AlertKind::Capacity,
         };
         let state = match a.state {
             AlertState::Firing => pb::AlertState::Firing,
@@ -116,7 +118,12 @@ impl pb::monitor_server::Monitor for MonitorService {
         &self,
         _request: Request<pb::ListServicesRequest>,
     ) -> Result<Response<pb::ListServicesResponse>, Status> {
-        let (services, mesh) = self.monitor.services(Instant::now());
+        // Off the runtime's workers: it takes the registry lock.
+        let monitor = self.monitor.clone();
+        let (services, mesh) =
+            tokio::task::spawn_blocking(move || monitor.services(Instant::now()))
+                .await
+                .map_err(|_| Status::internal("listing the services failed"))?;
         Ok(Response::new(pb::ListServicesResponse {
             services: services.iter().map(Into::into).collect(),
             mesh_status: status(mesh) as i32,

@@ -12,6 +12,7 @@ pub mod kafka;
 pub mod monitor;
 pub mod registry;
 pub mod server;
+pub mod trust;
 
 pub use config::{Args, MonitorConfig};
 pub use monitor::Monitor;

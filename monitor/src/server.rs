@@ -62,15 +62,31 @@ pub async fn serve_tls(
     runtime::serve(cfg, listener, shutdown, routes).await
 }
 
-/// Re-evaluates `monitor` every `every` until `shutdown`.
+/// Re-evaluates `monitor` until `shutdown`: at the instant the next verdict
+/// is due (a phi crossing or a hard bound, so detection does not wait for a
+/// tick), and at least every `every` (anomaly buckets, forgetting, reports).
+/// A heartbeat that brought news (a new instance) makes it plan afresh.
 pub async fn run_clock(monitor: Monitor, every: Duration, shutdown: CancellationToken) {
-    let mut ticker = tokio::time::interval(every);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    use tokio::time::Instant;
+    let mut periodic = Instant::now();
     loop {
+        let now = Instant::now();
+        if now >= periodic {
+            periodic = now.checked_add(every).unwrap_or(now);
+        }
+        let wake_at = monitor
+            .next_change(now)
+            .map_or(periodic, |due| due.min(periodic));
         tokio::select! {
             () = shutdown.cancelled() => return,
-            _ = ticker.tick() => { monitor.tick(tokio::time::Instant::now()); }
+            () = monitor.woken() => continue,
+            () = tokio::time::sleep_until(wake_at) => {}
         }
+        // The evaluation takes the registry lock the consumer thread holds
+        // under a flood, and anomaly windows take a while: off the runtime's
+        // workers, which serve Check and Watch.
+        let m = monitor.clone();
+        let _ = tokio::task::spawn_blocking(move || m.tick(Instant::now())).await;
     }
 }
 
@@ -89,8 +105,8 @@ async fn run_alert_sink(
             Ok(alert) => producer.send(&alert),
             Err(broadcast::error::RecvError::Lagged(n)) => {
                 tracing::error!(
-                    lost = n,
-                    "alert sink fell behind; alerts not produced to kafka"
+                    meshwatch.monitor.alerts_lost = n,
+                    "alert sink fell behind; {n} alerts not produced to kafka"
                 );
             }
             Err(broadcast::error::RecvError::Closed) => return,
@@ -128,6 +144,7 @@ pub async fn run(
             topic: cfg.heartbeats_topic.clone(),
             lookback: cfg.heartbeat_lookback,
             group_id: format!("{group}-heartbeats"),
+            fetch_wait: kafka::HEARTBEAT_FETCH_WAIT,
         },
         stop.clone(),
         move |payload| hb_monitor.heartbeat_line(payload),
@@ -139,6 +156,7 @@ pub async fn run(
             topic: cfg.logs_topic.clone(),
             lookback: cfg.log_lookback,
             group_id: format!("{group}-logs"),
+            fetch_wait: kafka::LOG_FETCH_WAIT,
         },
         stop.clone(),
         move |payload| log_monitor.log_line(payload),

@@ -60,7 +60,8 @@ async fn feed(
             Instant::now(),
             Duration::ZERO,
             cfg,
-        );
+        )
+        .expect("accepted");
     }
     (det, sender, verdicts)
 }
@@ -168,7 +169,8 @@ async fn graceful_down_is_immediate() {
         Instant::now(),
         Duration::ZERO,
         &cfg,
-    );
+    )
+    .expect("accepted");
     assert_eq!(det.liveness(Instant::now(), &cfg), Liveness::Down);
     assert!(!det.liveness(Instant::now(), &cfg).is_serving());
 }
@@ -183,7 +185,8 @@ async fn not_ready_is_not_serving_and_recovers() {
         Instant::now(),
         Duration::ZERO,
         &cfg,
-    );
+    )
+    .expect("accepted");
     assert_eq!(det.liveness(Instant::now(), &cfg), Liveness::NotReady);
     advance(SECOND).await;
     det.heartbeat(
@@ -191,7 +194,8 @@ async fn not_ready_is_not_serving_and_recovers() {
         Instant::now(),
         Duration::ZERO,
         &cfg,
-    );
+    )
+    .expect("accepted");
     assert_eq!(det.liveness(Instant::now(), &cfg), Liveness::Alive);
 }
 
@@ -209,7 +213,8 @@ async fn duplicates_do_not_refresh_liveness() {
             advance(Duration::from_millis(100)).await;
             // Redelivered copies of old heartbeats keep arriving.
             for hb in &old {
-                det.heartbeat(hb, Instant::now(), Duration::ZERO, &cfg);
+                det.heartbeat(hb, Instant::now(), Duration::ZERO, &cfg)
+                    .expect("accepted");
             }
             assert!(start.elapsed() < Duration::from_secs(30));
         }
@@ -248,7 +253,8 @@ async fn a_replayed_burst_does_not_shrink_the_learned_gap() {
             Instant::now(),
             Duration::from_secs(5),
             &cfg,
-        );
+        )
+        .expect("accepted");
     }
     assert!((det.history.mean() - 1000.0).abs() < 1.0);
     advance(Duration::from_millis(1100)).await;
@@ -266,19 +272,23 @@ async fn the_same_instance_id_restarted_is_recognised() {
         sequence: 0,
         sent: sender.sent,
     };
-    let changed = det.heartbeat(
-        &restarted.beat(Duration::from_secs(5), HeartbeatStatus::Up),
-        Instant::now(),
-        Duration::ZERO,
-        &cfg,
-    );
+    let changed = det
+        .heartbeat(
+            &restarted.beat(Duration::from_secs(5), HeartbeatStatus::Up),
+            Instant::now(),
+            Duration::ZERO,
+            &cfg,
+        )
+        .expect("accepted");
     assert!(changed);
     assert_eq!(det.liveness(Instant::now(), &cfg), Liveness::Alive);
     assert_eq!(det.last_sequence(), 1);
     // A redelivered copy of an old heartbeat is still no restart.
     let mut old = Sender::new();
     let copy = old.beat(Duration::ZERO, HeartbeatStatus::Up);
-    assert!(!det.heartbeat(&copy, Instant::now(), Duration::ZERO, &cfg));
+    assert!(!det
+        .heartbeat(&copy, Instant::now(), Duration::ZERO, &cfg)
+        .expect("accepted"));
     assert_eq!(det.last_sequence(), 1);
 }
 
@@ -289,12 +299,14 @@ async fn an_outage_is_not_learned_as_a_gap() {
     let before = silence_until_suspected(&det, &cfg).await;
     // Back after 20 s of silence (a partition), then steady again.
     advance(Duration::from_secs(20) - before).await;
-    assert!(det.heartbeat(
-        &sender.beat(Duration::from_secs(20), HeartbeatStatus::Up),
-        Instant::now(),
-        Duration::ZERO,
-        &cfg,
-    ));
+    assert!(det
+        .heartbeat(
+            &sender.beat(Duration::from_secs(20), HeartbeatStatus::Up),
+            Instant::now(),
+            Duration::ZERO,
+            &cfg,
+        )
+        .expect("accepted"));
     for _ in 0..5 {
         advance(SECOND).await;
         det.heartbeat(
@@ -302,7 +314,8 @@ async fn an_outage_is_not_learned_as_a_gap() {
             Instant::now(),
             Duration::ZERO,
             &cfg,
-        );
+        )
+        .expect("accepted");
     }
     // The next silence is detected as fast as before the outage.
     let after = silence_until_suspected(&det, &cfg).await;
@@ -340,4 +353,139 @@ fn phi_rises_with_silence() {
     let long = phi(600_000.0, 1000.0, 100.0);
     assert!(long.is_finite() && long > phi(10_000.0, 1000.0, 100.0));
     assert_eq!(phi(0.0, 1_000_000.0, 100.0), 0.0);
+}
+
+/// Feeds heartbeats sent exactly every second, each arriving `delay` ms
+/// after it was sent and stamped by a sender clock `skew` ms behind ours
+/// (so it looks `delay + skew` old), checking the verdict just before every
+/// arrival. Time starts at the first send.
+async fn feed_skewed(
+    cfg: &DetectorConfig,
+    beats: &[(u64, f64)],
+) -> (InstanceDetector, Sender, Vec<Liveness>) {
+    let mut sender = Sender::new();
+    let age = |(delay, skew): (u64, f64)| Age(delay as f64 + skew);
+    let first = Duration::from_millis(beats[0].0);
+    advance(first).await;
+    let mut det = InstanceDetector::new(
+        &sender.beat(Duration::ZERO, HeartbeatStatus::Up),
+        Instant::now(),
+        age(beats[0]),
+        cfg,
+    );
+    let mut verdicts = Vec::new();
+    let mut prev = first;
+    for beat in &beats[1..] {
+        let delay = Duration::from_millis(beat.0);
+        // Next send is 1 s after the previous one; it arrives `delay` later.
+        let until_arrival = SECOND + delay - prev;
+        advance(until_arrival - Duration::from_millis(1)).await;
+        verdicts.push(det.liveness(Instant::now(), cfg));
+        advance(Duration::from_millis(1)).await;
+        det.heartbeat(
+            &sender.beat(SECOND, HeartbeatStatus::Up),
+            Instant::now(),
+            age(*beat),
+            cfg,
+        )
+        .expect("accepted");
+        prev = delay;
+    }
+    (det, sender, verdicts)
+}
+
+async fn feed_delayed(
+    cfg: &DetectorConfig,
+    delays: &[u64],
+) -> (InstanceDetector, Sender, Vec<Liveness>) {
+    let beats: Vec<(u64, f64)> = delays.iter().map(|d| (*d, 0.0)).collect();
+    feed_skewed(cfg, &beats).await
+}
+
+#[tokio::test(start_paused = true)]
+async fn with_a_trusted_clock_a_late_last_heartbeat_does_not_delay_detection() {
+    let cfg = DetectorConfig::default();
+    // Delays quantised by a broker's fetch wait: 5..200 ms.
+    let jitter: Vec<u64> = (0..60).map(|i| 5 + (i * 37) % 196).collect();
+    let mut on_time = jitter.clone();
+    on_time.push(5);
+    let mut late = jitter;
+    late.push(200);
+    let (det_on_time, _, verdicts) = feed_delayed(&cfg, &on_time).await;
+    assert!(
+        verdicts.iter().all(|v| *v == Liveness::Alive),
+        "{verdicts:?}"
+    );
+    assert!(det_on_time.clock_trusted(&cfg));
+    let after_on_time = silence_until_suspected(&det_on_time, &cfg).await;
+    let (det_late, _, _) = feed_delayed(&cfg, &late).await;
+    assert!(det_late.clock_trusted(&cfg));
+    let after_late = silence_until_suspected(&det_late, &cfg).await;
+    // Measured from the send, both verdicts come at the same moment: the late
+    // arrival shortens the silence after it by its own lateness.
+    let gap = after_on_time.saturating_sub(after_late);
+    assert!(
+        gap >= Duration::from_millis(180) && gap <= Duration::from_millis(210),
+        "{after_on_time:?} vs {after_late:?}"
+    );
+    // ... and well within the hard bound, which still counts from the arrival.
+    assert!(after_late < cfg.hard_bound(SECOND));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_sender_clock_step_is_not_trusted_and_not_suspected() {
+    let cfg = DetectorConfig::default();
+    // Steady, then the sender's clock steps back 5 s: every later heartbeat
+    // looks 5 s older than it is (and a sender 300 ms ahead of us throughout).
+    let mut beats = vec![(5u64, -300.0); 30];
+    beats.extend(std::iter::repeat_n((5u64, 4700.0), 30));
+    let (det, _, verdicts) = feed_skewed(&cfg, &beats).await;
+    assert!(
+        verdicts.iter().all(|v| *v == Liveness::Alive),
+        "{verdicts:?}"
+    );
+    // Once the step has left the recent delays, the new offset is trusted.
+    assert!(det.clock_trusted(&cfg));
+    assert!(det.lateness_ms(&cfg) < 1.0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn next_change_is_the_instant_the_verdict_flips() {
+    let cfg = DetectorConfig::default();
+    let crossing = cfg.crossing();
+    // phi at the crossing is the threshold.
+    let y = crossing;
+    assert!((phi(1000.0 + 100.0 * y, 1000.0, 100.0) - cfg.threshold).abs() < 1e-6);
+    let (det, _, _) = feed(&cfg, std::iter::repeat_n(SECOND, 30)).await;
+    let now = Instant::now();
+    let due = det.next_change(now, &cfg, crossing).expect("pending");
+    advance(due - now - Duration::from_millis(2)).await;
+    assert_eq!(det.liveness(Instant::now(), &cfg), Liveness::Alive);
+    advance(Duration::from_millis(2)).await;
+    assert_eq!(det.liveness(Instant::now(), &cfg), Liveness::Suspected);
+    // Suspected by phi: the next change left is the hard bound, then none.
+    let hard = det
+        .next_change(Instant::now(), &cfg, crossing)
+        .expect("hard bound");
+    advance(hard - Instant::now()).await;
+    assert_eq!(det.next_change(Instant::now(), &cfg, crossing), None);
+    // Extreme thresholds give finite crossings.
+    for threshold in [1e-9, 0.5, 8.0, 100.0] {
+        let c = DetectorConfig {
+            threshold,
+            ..DetectorConfig::default()
+        }
+        .crossing();
+        assert!(c.is_finite(), "{threshold}: {c}");
+    }
+}
+
+#[test]
+fn hard_bound_saturates() {
+    let cfg = DetectorConfig {
+        hard_bound_intervals: u32::MAX,
+        acceptable_pause: Duration::MAX,
+        ..DetectorConfig::default()
+    };
+    assert_eq!(cfg.hard_bound(Duration::MAX), Duration::MAX);
 }

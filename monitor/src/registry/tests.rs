@@ -6,6 +6,7 @@ use tokio::time::{advance, Instant};
 
 use super::*;
 use crate::detector::Liveness;
+use crate::trust::Refusal;
 
 const SECOND: Duration = Duration::from_secs(1);
 
@@ -38,7 +39,7 @@ async fn a_service_serves_while_one_instance_is_alive() {
         vec![StatusChange {
             service: "order".into(),
             from: None,
-            to: ServingStatus::Serving
+            to: Some(ServingStatus::Serving)
         }]
     );
     // b says goodbye; a keeps beating: still serving, no change.
@@ -52,7 +53,7 @@ async fn a_service_serves_while_one_instance_is_alive() {
     advance(reg.config().detector.hard_bound(SECOND) + Duration::from_millis(1)).await;
     let changes = reg.evaluate(Instant::now());
     assert_eq!(changes.len(), 1);
-    assert_eq!(changes[0].to, ServingStatus::NotServing);
+    assert_eq!(changes[0].to, Some(ServingStatus::NotServing));
     assert_eq!(reg.mesh_status(), ServingStatus::NotServing);
 }
 
@@ -69,7 +70,7 @@ async fn a_restarted_instance_is_recognised() {
         &hb("payment", "payment-old", 8, HeartbeatStatus::Down),
     );
     let changes = reg.evaluate(Instant::now());
-    assert_eq!(changes[0].to, ServingStatus::NotServing);
+    assert_eq!(changes[0].to, Some(ServingStatus::NotServing));
     // New process, new instance id, sequence starts again at 1.
     advance(SECOND).await;
     observe(
@@ -77,7 +78,7 @@ async fn a_restarted_instance_is_recognised() {
         &hb("payment", "payment-new", 1, HeartbeatStatus::Up),
     );
     let changes = reg.evaluate(Instant::now());
-    assert_eq!(changes[0].to, ServingStatus::Serving);
+    assert_eq!(changes[0].to, Some(ServingStatus::Serving));
     let view = reg.snapshot(Instant::now());
     let ids: Vec<_> = view[0]
         .instances
@@ -102,7 +103,119 @@ async fn long_gone_instances_are_forgotten_but_the_service_stays_known() {
     assert_eq!(view.len(), 1);
     assert!(view[0].instances.is_empty());
     assert_eq!(view[0].status, ServingStatus::NotServing);
+    assert!(view[0].fading);
     assert_eq!(reg.instance_count, 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_service_gone_longer_than_forget_after_leaves_the_mesh_then_fades_out() {
+    let forget = Duration::from_secs(30);
+    let cfg = RegistryConfig {
+        forget_after: forget,
+        ..RegistryConfig::default()
+    };
+    let health = HealthState::new();
+    let mut reg = Registry::new(cfg);
+    let step = |reg: &mut Registry| {
+        let changes = reg.evaluate(Instant::now());
+        publish(&health, &changes, reg.mesh_status());
+        changes
+    };
+    // A bogus (or dead) service beats once; order keeps beating.
+    observe(&mut reg, &hb("bogus", "b1", 1, HeartbeatStatus::Up));
+    let mut seq = 1;
+    observe(&mut reg, &hb("order", "o1", seq, HeartbeatStatus::Up));
+    step(&mut reg);
+    assert_eq!(health.get(MESH), Some(ServingStatus::Serving));
+    let mut beat_order = |reg: &mut Registry| {
+        seq += 1;
+        observe(reg, &hb("order", "o1", seq, HeartbeatStatus::Up));
+    };
+    // bogus falls silent: NOT_SERVING, and so is the mesh, until forgotten.
+    for _ in 0..30 {
+        advance(SECOND).await;
+        beat_order(&mut reg);
+        step(&mut reg);
+    }
+    assert_eq!(health.get("bogus"), Some(ServingStatus::NotServing));
+    assert_eq!(health.get(MESH), Some(ServingStatus::NotServing));
+    // Gone longer than forget-after: the mesh is SERVING again; bogus is
+    // still listed NOT_SERVING while it fades, with no instance.
+    advance(SECOND).await;
+    beat_order(&mut reg);
+    step(&mut reg);
+    assert_eq!(health.get(MESH), Some(ServingStatus::Serving));
+    assert_eq!(health.get("bogus"), Some(ServingStatus::NotServing));
+    let view = reg.snapshot(Instant::now());
+    let bogus = view.iter().find(|s| s.name == "bogus").expect("listed");
+    assert!(bogus.fading && bogus.instances.is_empty());
+    // After fading for forget-after too: removed (Check NOT_FOUND, not in List).
+    let mut removed = Vec::new();
+    for _ in 0..31 {
+        advance(SECOND).await;
+        beat_order(&mut reg);
+        removed.extend(step(&mut reg));
+    }
+    assert_eq!(
+        removed,
+        [StatusChange {
+            service: "bogus".into(),
+            from: Some(ServingStatus::NotServing),
+            to: None
+        }]
+    );
+    assert_eq!(health.get("bogus"), None);
+    assert!(!health.list().contains_key("bogus"));
+    assert_eq!(reg.service_count(), 1);
+    assert_eq!(health.get(MESH), Some(ServingStatus::Serving));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_new_instance_brings_a_fading_service_back() {
+    let cfg = RegistryConfig {
+        forget_after: Duration::from_secs(5),
+        ..RegistryConfig::default()
+    };
+    let mut reg = Registry::new(cfg);
+    observe(&mut reg, &hb("payment", "p1", 1, HeartbeatStatus::Up));
+    reg.evaluate(Instant::now());
+    advance(Duration::from_secs(6)).await;
+    reg.evaluate(Instant::now());
+    assert!(reg.snapshot(Instant::now())[0].fading);
+    observe(&mut reg, &hb("payment", "p2", 1, HeartbeatStatus::Up));
+    let changes = reg.evaluate(Instant::now());
+    assert_eq!(changes[0].to, Some(ServingStatus::Serving));
+    assert!(!reg.snapshot(Instant::now())[0].fading);
+    // Fading is measured afresh next time.
+    advance(Duration::from_secs(6)).await;
+    reg.evaluate(Instant::now());
+    advance(Duration::from_secs(4)).await;
+    assert!(reg.evaluate(Instant::now()).iter().all(|c| c.to.is_some()));
+    assert_eq!(reg.service_count(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_sequence_far_ahead_is_refused_and_does_not_lock_the_instance_out() {
+    let mut reg = Registry::new(RegistryConfig::default());
+    for seq in 1..=5 {
+        observe(&mut reg, &hb("order", "o1", seq, HeartbeatStatus::Up));
+        advance(SECOND).await;
+    }
+    assert!(matches!(
+        reg.observe(
+            &hb("order", "o1", u64::MAX, HeartbeatStatus::Down),
+            Instant::now(),
+            Duration::ZERO
+        ),
+        Err(Refusal::SequenceJump { last: 5, .. })
+    ));
+    // The real next heartbeat still counts; a gap from lost heartbeats is fine.
+    observe(&mut reg, &hb("order", "o1", 6, HeartbeatStatus::Up));
+    advance(Duration::from_secs(60)).await;
+    observe(&mut reg, &hb("order", "o1", 6 + 60, HeartbeatStatus::Up));
+    let view = reg.snapshot(Instant::now());
+    assert_eq!(view[0].instances[0].last_sequence, 66);
+    assert_eq!(view[0].instances[0].liveness, Liveness::Alive);
 }
 
 #[tokio::test(start_paused = true)]
@@ -111,10 +224,13 @@ async fn not_ready_instances_do_not_serve() {
     observe(&mut reg, &hb("order", "a", 1, HeartbeatStatus::NotReady));
     assert_eq!(
         reg.evaluate(Instant::now())[0].to,
-        ServingStatus::NotServing
+        Some(ServingStatus::NotServing)
     );
     observe(&mut reg, &hb("order", "a", 2, HeartbeatStatus::Up));
-    assert_eq!(reg.evaluate(Instant::now())[0].to, ServingStatus::Serving);
+    assert_eq!(
+        reg.evaluate(Instant::now())[0].to,
+        Some(ServingStatus::Serving)
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -136,7 +252,7 @@ async fn shippers_are_keyed_by_their_target_and_limits_hold() {
             Instant::now(),
             Duration::ZERO
         ),
-        Err(RegistryError::TooManyInstances(2, "o2".into()))
+        Err(Refusal::TooManyInstances(2))
     );
     assert!(matches!(
         reg.observe(
@@ -144,7 +260,7 @@ async fn shippers_are_keyed_by_their_target_and_limits_hold() {
             Instant::now(),
             Duration::ZERO
         ),
-        Err(RegistryError::TooManyServices(2, _))
+        Err(Refusal::TooManyServices(2))
     ));
     let names: Vec<_> = reg
         .snapshot(Instant::now())
@@ -213,7 +329,7 @@ async fn one_silent_instance_among_live_ones_is_suspected_by_phi() {
         assert!(silent < Duration::from_secs(10));
     };
     assert_eq!(down[0].service, "payment");
-    assert_eq!(down[0].to, ServingStatus::NotServing);
+    assert_eq!(down[0].to, Some(ServingStatus::NotServing));
     // phi (~1.8 s after the last heartbeat at 1 s gaps), well before the hard bound.
     let last = silent + SECOND;
     assert!(last < reg.config().detector.hard_bound(SECOND), "{last:?}");
