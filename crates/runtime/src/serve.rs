@@ -127,8 +127,8 @@ pub fn shutdown_on_signals() -> Result<CancellationToken, RuntimeError> {
     let cancel = token.clone();
     tokio::spawn(async move {
         tokio::select! {
-            _ = term.recv() => tracing::info!(signal = "SIGTERM", "shutdown requested"),
-            _ = int.recv() => tracing::info!(signal = "SIGINT", "shutdown requested"),
+            _ = term.recv() => tracing::info!(event.reason = "SIGTERM", "shutdown requested"),
+            _ = int.recv() => tracing::info!(event.reason = "SIGINT", "shutdown requested"),
         }
         cancel.cancel();
     });
@@ -218,12 +218,12 @@ pub async fn serve(
             }
             cfg.health.close_watches();
             let _ = ready_tx.send(false);
-            tracing::info!(grace_ms = cfg.drain_grace.as_millis() as u64, "draining");
+            tracing::info!(meshwatch.drain_grace_ms = cfg.drain_grace.as_millis() as u64, "draining");
             stop_serving.cancel();
             match tokio::time::timeout(cfg.drain_grace, &mut server).await {
                 Ok(result) => result.map_err(RuntimeError::from),
                 Err(_) => {
-                    tracing::warn!(grace_ms = cfg.drain_grace.as_millis() as u64, "drain grace period exceeded; closing remaining RPCs");
+                    tracing::warn!(meshwatch.drain_grace_ms = cfg.drain_grace.as_millis() as u64, "drain grace period exceeded; closing remaining RPCs");
                     Ok(())
                 }
             }

@@ -149,9 +149,18 @@ struct JsonVisitor<'a>(&'a mut Map<String, Value>);
 
 impl JsonVisitor<'_> {
     fn put(&mut self, field: &Field, value: Value) {
-        // `otel.*` fields steer tracing-opentelemetry; they are not log content.
-        if !field.name().starts_with("otel.") {
-            self.0.insert(field.name().to_owned(), value);
+        match field.name() {
+            // `otel.*` fields steer tracing-opentelemetry; they are not log content.
+            name if name.starts_with("otel.") => {}
+            // ECS maps `error` as an object (`error.message`, `error.type`):
+            // a bare `error` value would send the whole line to the
+            // dead-letter index.
+            "error" => {
+                self.0.insert(field::ERROR_MESSAGE.to_owned(), value);
+            }
+            name => {
+                self.0.insert(name.to_owned(), value);
+            }
         }
     }
 }

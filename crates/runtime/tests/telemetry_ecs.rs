@@ -106,6 +106,13 @@ fn outside_spans(captured: &Lines) {
     assert_eq!(l["flag"], true);
     assert!(!l.contains_key("trace.id") && !l.contains_key("span.id"));
     assert!(meshwatch_ecs::parse_timestamp(l["@timestamp"].as_str().unwrap()).is_some());
+
+    // A bare `error` field is written as ECS's `error.message`.
+    let e = std::io::Error::other("disk on fire");
+    tracing::error!(error = %e, "failed");
+    let lines = take_json(captured);
+    assert_eq!(lines[0]["error.message"], "disk on fire");
+    assert!(!lines[0].contains_key("error"));
 }
 
 /// Lines of one RPC share the caller's trace id; one access line per RPC.
