@@ -321,6 +321,8 @@ struct Running {
     child: Child,
     lines: Arc<Mutex<Vec<String>>>,
     readers: Vec<std::thread::JoinHandle<()>>,
+    /// The services' --data-dir (MESHWATCH_DATA_DIR), removed afterwards.
+    _data: tempfile::TempDir,
 }
 
 fn bin(name: &str) -> PathBuf {
@@ -348,9 +350,11 @@ fn collect(
 }
 
 fn start(what: &str, program: &Path, args: &[&str]) -> Running {
+    let data = tempfile::tempdir().unwrap();
     let mut child = Command::new(program)
         .args(args)
         .env_remove("MESHWATCH_KAFKA")
+        .env("MESHWATCH_DATA_DIR", data.path())
         .env(
             "MESHWATCH_LOG",
             "info,meshwatch_monitor=debug,meshwatch_runtime=debug,meshwatch_services=debug",
@@ -370,6 +374,7 @@ fn start(what: &str, program: &Path, args: &[&str]) -> Running {
         child,
         lines,
         readers,
+        _data: data,
     }
 }
 

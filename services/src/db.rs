@@ -340,7 +340,7 @@ impl Database {
     fn mark_up(&self) {
         let was = self.status.up.swap(true, Ordering::SeqCst);
         if !was {
-            tracing::info!(db.target = %self.target, "database available");
+            tracing::info!(meshwatch.database = %self.target, "database available");
         }
         self.readiness.set(true);
     }
@@ -353,7 +353,7 @@ impl Database {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner) = reason.to_owned();
         if was {
-            tracing::error!(db.target = %self.target, error.message = %reason, "database unavailable; requests fail with UNAVAILABLE until it answers again");
+            tracing::error!(meshwatch.database = %self.target, error.message = %reason, "database unavailable; requests fail with UNAVAILABLE until it answers again");
         }
         self.readiness.set(false);
     }

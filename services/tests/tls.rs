@@ -10,6 +10,7 @@ use meshwatch_entry::TlsArgs;
 use meshwatch_proto::order::v1 as pb;
 use meshwatch_services::app;
 use meshwatch_services::config::{Common, InventoryConfig, OrderConfig, PaymentConfig};
+use meshwatch_services::db::DbTarget;
 use meshwatch_testkit::TestPki;
 use meshwatch_tls::Tls;
 use tokio::net::TcpListener;
@@ -26,6 +27,7 @@ async fn bind() -> (TcpListener, SocketAddr) {
 
 /// The three services over TLS (mutual when `client_auth`), order calling
 /// the other two at https://localhost:PORT.
+/// Their SQLite files go into `pki`'s folder (each test its own).
 async fn tls_mesh(pki: &TestPki, client_auth: bool, shutdown: &CancellationToken) -> SocketAddr {
     let tls = Tls::load(&TlsArgs {
         cert: Some(pki.server_cert.clone()),
@@ -34,8 +36,12 @@ async fn tls_mesh(pki: &TestPki, client_auth: bool, shutdown: &CancellationToken
         client_auth,
     })
     .unwrap();
+    let data_dir = pki.ca.parent().unwrap().join("data");
     let common = || Common {
         tls: tls.clone(),
+        database: DbTarget::Sqlite {
+            data_dir: data_dir.clone(),
+        },
         ..Common::default()
     };
     let (il, inventory_addr) = bind().await;
