@@ -2,8 +2,10 @@
 //! runs: docker-compose.yml validates, the Dockerfile builds every binary the
 //! compose file runs, the index templates and Kibana saved objects name only
 //! fields the mesh really writes (captured lines in tests/data, made by
-//! tests/data/capture.sh from the real binaries), and every index Fluentd
-//! writes has a template.
+//! tests/data/capture.sh from the real binaries), every index Fluentd
+//! writes has a template, Fluentd decodes every codec the shippers and the
+//! topics may use and indexes by event.id, and no secret is usable from the
+//! repository.
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -55,13 +57,42 @@ fn fields_of(lines: &[Map<String, Value>]) -> BTreeSet<String> {
     lines.iter().flat_map(|l| l.keys().cloned()).collect()
 }
 
-fn docker_compose(args: &[&str]) -> std::process::Output {
+/// An .env as a user gets it from scripts/secrets (made once per test run).
+fn generated_env() -> &'static Path {
+    static ENV: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    ENV.get_or_init(|| {
+        let dir =
+            std::env::temp_dir().join(format!("meshwatch-deploy-static-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let env = dir.join(".env");
+        let _ = std::fs::remove_file(&env);
+        let out = Command::new(root().join("scripts/secrets"))
+            .arg(&env)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        env
+    })
+}
+
+fn docker_compose_with(env_file: &Path, args: &[&str]) -> std::process::Output {
     Command::new("docker-compose")
         .current_dir(root())
-        .args(["--env-file", ".env.example", "-f", "docker-compose.yml"])
+        .arg("--env-file")
+        .arg(env_file)
+        .args(["-f", "docker-compose.yml"])
         .args(args)
+        .env_remove("COMPOSE_PROFILES")
         .output()
         .unwrap_or_else(|e| panic!("running docker-compose (scripts/install installs it): {e}"))
+}
+
+fn docker_compose(args: &[&str]) -> std::process::Output {
+    docker_compose_with(generated_env(), args)
 }
 
 /// `docker-compose config`, normalised, as JSON (through PyYAML, which
@@ -102,7 +133,7 @@ fn compose_file_is_valid() {
 fn compose_starts_in_order_with_health_checks() {
     let config = compose_config();
     let services = config["services"].as_object().unwrap();
-    let one_shot = ["kafka-topics", "es-passwords", "setup"];
+    let one_shot = ["kafka-topics", "es-users", "setup"];
     for (name, svc) in services {
         if one_shot.contains(&name.as_str()) {
             assert_eq!(svc["restart"], "no", "{name} is a one-shot job");
@@ -154,7 +185,12 @@ fn compose_starts_in_order_with_health_checks() {
     }
     assert_eq!(condition("order", "inventory"), "service_healthy");
     assert_eq!(condition("order", "payment"), "service_healthy");
-    assert_eq!(condition("setup", "elasticsearch"), "service_healthy");
+    assert_eq!(condition("es-users", "elasticsearch"), "service_healthy");
+    // The templates job runs as the user es-users makes.
+    assert_eq!(
+        condition("setup", "es-users"),
+        "service_completed_successfully"
+    );
     // Ingestion is never gated on Kibana: the templates job waits only for
     // Elasticsearch; the Kibana import is its own job that nothing waits on.
     assert!(
@@ -169,7 +205,7 @@ fn compose_starts_in_order_with_health_checks() {
         );
     }
     assert_eq!(
-        condition("kibana", "es-passwords"),
+        condition("kibana", "es-users"),
         "service_completed_successfully"
     );
     assert_eq!(condition("kafka-topics", "kafka"), "service_healthy");
@@ -205,9 +241,12 @@ fn each_service_keeps_its_state_in_its_own_postgres_database() {
         "{image}: the major the tests run"
     );
     assert_eq!(pg["environment"]["POSTGRES_USER"], "meshwatch");
-    // The password comes from .env (.env.example here), not the file.
-    assert_eq!(pg["environment"]["POSTGRES_PASSWORD"], "change-me-postgres");
-    assert!(!read("docker-compose.yml").contains("change-me-postgres"));
+    // The password comes from .env (as scripts/secrets writes it), not the file.
+    let env = env_values(&std::fs::read_to_string(generated_env()).unwrap());
+    assert_eq!(
+        pg["environment"]["POSTGRES_PASSWORD"].as_str(),
+        Some(env["POSTGRES_PASSWORD"].as_str())
+    );
     let volumes: Vec<String> = pg["volumes"]
         .as_array()
         .unwrap()
@@ -234,7 +273,10 @@ fn each_service_keeps_its_state_in_its_own_postgres_database() {
         let database = format!("meshwatch_{svc}");
         assert_eq!(
             url,
-            format!("postgres://meshwatch:change-me-postgres@postgres:5432/{database}")
+            format!(
+                "postgres://meshwatch:{}@postgres:5432/{database}",
+                env["POSTGRES_PASSWORD"]
+            )
         );
         assert!(
             init.contains(&format!("CREATE DATABASE {database} ")),
@@ -819,4 +861,353 @@ fn glob_matches_like_index_patterns() {
     assert!(glob("exact", "exact"));
     assert!(!glob("exact", "exactly"));
     assert!(Path::new(&root().join("tests/data/capture.sh")).exists());
+}
+
+// ---------------------------------------------------------------- secrets
+
+/// The secrets docker-compose.yml needs, as `.env.example` names them.
+const SECRETS: [&str; 6] = [
+    "ELASTIC_PASSWORD",
+    "KIBANA_PASSWORD",
+    "KIBANA_ENCRYPTION_KEY",
+    "FLUENTD_ES_PASSWORD",
+    "SETUP_ES_PASSWORD",
+    "POSTGRES_PASSWORD",
+];
+
+/// `KEY=value` lines of an env file.
+fn env_values(text: &str) -> BTreeMap<String, String> {
+    text.lines()
+        .filter(|l| !l.trim_start().starts_with('#'))
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.trim().to_owned(), v.to_owned()))
+        .collect()
+}
+
+#[test]
+fn no_usable_secret_in_the_repository_and_compose_refuses_to_start_without_one() {
+    let example = env_values(&read(".env.example"));
+    for key in SECRETS {
+        assert_eq!(
+            example.get(key).map(String::as_str),
+            Some(""),
+            ".env.example must name {key} without a value"
+        );
+    }
+    // Started with the example file, docker-compose stops and says what to do.
+    let out = docker_compose_with(&root().join(".env.example"), &["config", "-q"]);
+    assert!(!out.status.success(), "compose accepted the example file");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("scripts/secrets"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Every secret the compose file reads is required (${VAR:?...}).
+    let compose = read("docker-compose.yml");
+    for key in SECRETS {
+        let uses: Vec<&str> = compose
+            .split("${")
+            .skip(1)
+            .filter(|u| u.starts_with(key))
+            .collect();
+        assert!(!uses.is_empty(), "docker-compose.yml does not use {key}");
+        for using in uses {
+            assert!(
+                using[key.len()..].starts_with(":?"),
+                "{key} is used without :? (a missing secret must stop compose)"
+            );
+        }
+    }
+    assert!(read(".gitignore")
+        .lines()
+        .any(|l| l.trim() == ".env" || l.trim() == "/.env"));
+
+    // scripts/secrets made strong values, all different.
+    let generated = env_values(&std::fs::read_to_string(generated_env()).unwrap());
+    let values: BTreeSet<&String> = SECRETS.iter().map(|k| &generated[*k]).collect();
+    assert_eq!(values.len(), SECRETS.len());
+    for key in SECRETS {
+        let value = &generated[key];
+        assert!(value.len() >= 32, "{key} is short: {value}");
+        assert!(
+            elastic::users::password_problem(value).is_none(),
+            "{key}: {value}"
+        );
+    }
+}
+
+#[test]
+fn each_writer_has_its_own_user_and_only_the_users_job_sees_the_superuser() {
+    let config = compose_config();
+    let services = config["services"].as_object().unwrap();
+    let generated = env_values(&std::fs::read_to_string(generated_env()).unwrap());
+    let elastic_password = &generated["ELASTIC_PASSWORD"];
+    let seeing: BTreeSet<&str> = services
+        .iter()
+        .filter(|(_, svc)| {
+            svc["environment"]
+                .to_string()
+                .contains(elastic_password.as_str())
+        })
+        .map(|(name, _)| name.as_str())
+        .collect();
+    assert_eq!(seeing, BTreeSet::from(["elasticsearch", "es-users"]));
+    let env = |svc: &str, key: &str| {
+        services[svc]["environment"][key]
+            .as_str()
+            .unwrap_or("")
+            .to_owned()
+    };
+    assert_eq!(env("fluentd", "ES_USER"), elastic::users::FLUENTD_USER);
+    assert_eq!(
+        env("fluentd", "ES_PASSWORD"),
+        generated["FLUENTD_ES_PASSWORD"]
+    );
+    for job in ["setup", "kibana-setup"] {
+        assert_eq!(env(job, "MESHWATCH_ES_USER"), elastic::users::SETUP_USER);
+        assert_eq!(
+            env(job, "MESHWATCH_ES_PASSWORD"),
+            generated["SETUP_ES_PASSWORD"]
+        );
+    }
+    assert_eq!(env("es-users", "MESHWATCH_ES_USER"), "elastic");
+    assert_eq!(
+        env("es-users", "MESHWATCH_FLUENTD_ES_PASSWORD"),
+        generated["FLUENTD_ES_PASSWORD"]
+    );
+    assert_eq!(
+        env("es-users", "MESHWATCH_SETUP_ES_PASSWORD"),
+        generated["SETUP_ES_PASSWORD"]
+    );
+    assert_eq!(
+        env("es-users", "MESHWATCH_KIBANA_SYSTEM_PASSWORD"),
+        generated["KIBANA_PASSWORD"]
+    );
+    assert_eq!(
+        env("kibana", "ELASTICSEARCH_USERNAME"),
+        elastic::users::KIBANA_SYSTEM_USER
+    );
+    assert_eq!(
+        services["es-users"]["command"],
+        serde_json::json!(["meshctl", "setup", "users", "--wait", "5m"])
+    );
+    // Health checks use no password: rotating one never locks them out.
+    for (name, svc) in services {
+        let test = svc["healthcheck"]["test"].to_string();
+        for value in generated.values().filter(|v| v.len() >= 32) {
+            assert!(
+                !test.contains(value.as_str()),
+                "{name}'s health check uses a secret"
+            );
+        }
+        assert!(
+            !test.contains("PASSWORD") && !test.contains(" -u "),
+            "{name}: {test}"
+        );
+    }
+}
+
+// ---------------------------------------------------------------- Fluentd
+
+/// String literals of a Rust array constant `const NAME: [&str; N] = [...]`.
+fn rust_str_array(source: &str, name: &str) -> Vec<String> {
+    let decl = source
+        .split(&format!("const {name}: [&str;"))
+        .nth(1)
+        .unwrap_or_else(|| panic!("no const {name} array"));
+    let list = decl.split_once("= [").unwrap().1.split(']').next().unwrap();
+    list.split(',')
+        .map(|s| s.trim().trim_matches('"').to_owned())
+        .filter(|s| !s.is_empty())
+        .collect()
+}
+
+/// The codecs the shippers may produce (their --compression values).
+fn shipper_codecs() -> BTreeSet<String> {
+    rust_str_array(&read("shipper/src/config.rs"), "COMPRESSIONS")
+        .into_iter()
+        .collect()
+}
+
+/// What a topic's compression.type may make consumers see: the broker
+/// recompresses to the topic's codec; `producer` (Kafka's default, also when
+/// the topics set nothing) keeps what the producers sent.
+fn topic_codecs() -> BTreeSet<String> {
+    let mut values = BTreeSet::new();
+    for file in ["crates/kafka/src/lib.rs", "meshctl/src/topics.rs"] {
+        let source = read(file);
+        // `const TOPIC_COMPRESSION: &str = "lz4";`
+        for decl in source.split("COMPRESSION: &str = \"").skip(1) {
+            values.insert(decl.split('"').next().unwrap().to_owned());
+        }
+        // `("compression.type", "zstd")` or `.config("compression.type", "zstd")`
+        for call in source.split("\"compression.type\"").skip(1) {
+            let rest = call.trim_start_matches([',', ' ', '\n', ')']);
+            if let Some(literal) = rest.strip_prefix('"') {
+                values.insert(literal.split('"').next().unwrap().to_owned());
+            }
+        }
+    }
+    // A broker-wide default in the compose file.
+    let config = compose_config();
+    if let Some(kafka_default) =
+        config["services"]["kafka"]["environment"]["KAFKA_COMPRESSION_TYPE"].as_str()
+    {
+        values.insert(kafka_default.to_owned());
+    }
+    if values.is_empty() {
+        values.insert("producer".to_owned());
+    }
+    values
+        .into_iter()
+        .flat_map(|v| match v.as_str() {
+            "producer" => shipper_codecs().into_iter().collect::<Vec<_>>(),
+            "uncompressed" => vec!["none".to_owned()],
+            other => vec![other.to_owned()],
+        })
+        .collect()
+}
+
+/// The Fluentd Dockerfile with continuation lines joined.
+fn fluentd_dockerfile() -> String {
+    read("fluentd/Dockerfile").replace("\\\n", " ")
+}
+
+/// The codecs the image build proves librdkafka decodes: the KAFKA_CODECS
+/// build argument, checked by check-codecs.rb in both stages.
+fn fluentd_checked_codecs(dockerfile: &str) -> BTreeSet<String> {
+    let arg = dockerfile
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("ARG KAFKA_CODECS="))
+        .expect("fluentd/Dockerfile: ARG KAFKA_CODECS=\"...\"");
+    let checks = dockerfile
+        .lines()
+        .filter(|l| {
+            l.contains("meshwatch-check-codecs ${KAFKA_CODECS}")
+                && l.trim_start().starts_with("RUN")
+        })
+        .count();
+    assert_eq!(
+        checks, 2,
+        "check-codecs must run in the build and the runtime stage"
+    );
+    arg.trim_matches('"')
+        .split_whitespace()
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn fluentd_decodes_every_codec_the_shippers_and_the_topics_may_use() {
+    let shippers = shipper_codecs();
+    assert!(
+        shippers.contains("lz4"),
+        "the shippers' default: {shippers:?}"
+    );
+    let needed: BTreeSet<String> = shippers.union(&topic_codecs()).cloned().collect();
+
+    let conf = read("fluentd/fluent.conf");
+    let input = conf
+        .split("<source>")
+        .skip(1)
+        .filter_map(|src| directives(src, "@type").first().map(|t| t.to_string()))
+        .find(|t| t != "monitor_agent")
+        .expect("a Kafka input in fluent.conf");
+    let dockerfile = fluentd_dockerfile();
+    let gems: BTreeSet<String> = dockerfile
+        .split_whitespace()
+        .filter_map(|w| w.split_once(':'))
+        .filter(|(name, version)| {
+            !name.is_empty() && version.chars().next().is_some_and(|c| c.is_ascii_digit())
+        })
+        .map(|(name, _)| name.to_owned())
+        .collect();
+    match input.as_str() {
+        // librdkafka (fluent-plugin-kafka's rdkafka_group, or ours on top of it).
+        "rdkafka_group" | "meshwatch_kafka" => {
+            if input == "meshwatch_kafka" {
+                let plugin = read("fluentd/plugins/in_meshwatch_kafka.rb");
+                assert!(plugin.contains("register_input('meshwatch_kafka'"));
+                assert!(plugin.contains("< RdKafkaGroupInput"));
+            }
+            assert!(
+                gems.contains("rdkafka"),
+                "the rdkafka gem is not installed: {gems:?}"
+            );
+            assert!(
+                dockerfile.contains("--platform ruby rdkafka:"),
+                "rdkafka must be built from source against the headers below"
+            );
+            let checked = fluentd_checked_codecs(&dockerfile);
+            let missing: Vec<&String> = needed.difference(&checked).collect();
+            assert!(
+                missing.is_empty(),
+                "the image build does not prove librdkafka decodes {missing:?} (KAFKA_CODECS {checked:?})"
+            );
+            // librdkafka's configure leaves a codec out, silently, without
+            // its headers (configure.self: zlib, libzstd; snappy and lz4 are
+            // built in).
+            for (codec, header_package) in [("gzip", "zlib1g-dev"), ("zstd", "libzstd-dev")] {
+                if needed.contains(codec) {
+                    assert!(
+                        dockerfile.split_whitespace().any(|w| w == header_package),
+                        "{codec} needs {header_package} in the build stage"
+                    );
+                }
+            }
+        }
+        // ruby-kafka: a gem per codec, and no zstd topic at all (it fetches
+        // with Fetch v4; brokers refuse such fetches from zstd topics).
+        "kafka_group" => {
+            for (codec, gem) in [
+                ("snappy", "snappy"),
+                ("lz4", "extlz4"),
+                ("zstd", "zstd-ruby"),
+            ] {
+                assert!(
+                    !needed.contains(codec) || gems.contains(gem),
+                    "{codec} needs the {gem} gem for kafka_group"
+                );
+            }
+            assert!(!topic_codecs().contains("zstd") || shippers.len() == 1);
+        }
+        other => panic!("unknown Kafka input {other}: teach this test what it decodes"),
+    }
+}
+
+#[test]
+fn fluentd_indexes_by_event_id_and_stores_offsets_after_emitting() {
+    let conf = read("fluentd/fluent.conf");
+    let id_key = directives(&conf, "hash_id_key")[0];
+    // Both outputs: create with the computed id, never index (which would
+    // overwrite) and never an id Elasticsearch makes up.
+    assert_eq!(directives(&conf, "id_key"), [id_key, id_key]);
+    assert_eq!(directives(&conf, "write_operation"), ["create", "create"]);
+    assert_eq!(directives(&conf, "remove_keys"), [id_key, id_key]);
+    // The order of the filters: the fallback id hashes the raw bytes before
+    // they are parsed; event.id replaces it after.
+    let genid = conf.find("@type elasticsearch_genid").unwrap();
+    let parser = conf.find("@type parser").unwrap();
+    let event_id = conf
+        .find(&format!("{id_key} ${{(id = record['event.id'])"))
+        .expect("a filter that takes the id from event.id");
+    assert!(genid < parser && parser < event_id);
+    assert!(conf[event_id..]
+        .lines()
+        .next()
+        .unwrap()
+        .contains("id.bytesize <= 512"));
+    // Offsets are stored by the plugin, after the batch was emitted.
+    assert!(conf.contains("\"enable.auto.offset.store\": false"));
+    assert!(conf.contains("\"enable.auto.commit\": true"));
+    let plugin = read("fluentd/plugins/in_meshwatch_kafka.rb");
+    assert!(plugin.contains("yield batch\n          store_offsets(batch.messages)"));
+    // Fluentd's user from the environment, no default password.
+    assert_eq!(
+        directives(&conf, "password"),
+        [
+            "\"#{ENV.fetch('ES_PASSWORD')}\"",
+            "\"#{ENV.fetch('ES_PASSWORD')}\""
+        ]
+    );
 }

@@ -1,14 +1,19 @@
 //! `meshctl setup`: the one-shot job that prepares Elasticsearch and Kibana
 //! before anything is indexed: waits for both (bounded), installs the index
 //! templates with their lifecycle, and imports the Kibana saved objects.
+//! `meshctl setup users`: the job before it, run as the `elastic` superuser,
+//! that makes the least-privilege roles and users the others run with.
 
 use std::io::Write;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::Args;
+use clap::{Args, Subcommand};
 use serde_json::json;
 
+use crate::elastic::users::{
+    self, FLUENTD_USER, KIBANA_SYSTEM_USER, SETUP_ROLE, SETUP_USER, WRITER_ROLE,
+};
 use crate::elastic::{Auth, Elastic, ElasticError, Kibana, Retry, SAVED_OBJECTS};
 use crate::CliError;
 
@@ -53,7 +58,10 @@ impl EsAuthArgs {
 }
 
 #[derive(Args, Debug)]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct SetupArgs {
+    #[command(subcommand)]
+    pub action: Option<SetupAction>,
     /// Elasticsearch URL.
     #[arg(long, env = "MESHWATCH_ES", default_value = DEFAULT_ES)]
     pub es: String,
@@ -68,6 +76,41 @@ pub struct SetupArgs {
     /// Only install the Elasticsearch templates; do not touch Kibana.
     #[arg(long)]
     pub skip_kibana: bool,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum SetupAction {
+    /// Create or update the roles and users the deployment runs with
+    /// (meshwatch_fluentd, meshwatch_setup) and set kibana_system's password;
+    /// run as the elastic superuser (--user/--password). Idempotent: run it
+    /// again after changing a password.
+    Users(UsersArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct UsersArgs {
+    /// Elasticsearch URL.
+    #[arg(long, env = "MESHWATCH_ES", default_value = DEFAULT_ES)]
+    pub es: String,
+    /// The superuser that creates the others (elastic).
+    #[command(flatten)]
+    pub auth: EsAuthArgs,
+    /// How long to wait for Elasticsearch to come up.
+    #[arg(long, value_parser = meshwatch_entry::parse_duration, default_value = "5m")]
+    pub wait: Duration,
+    /// Password of Fluentd's user meshwatch_fluentd.
+    #[arg(long, env = "MESHWATCH_FLUENTD_ES_PASSWORD", hide_env_values = true)]
+    pub fluentd_password: String,
+    /// Password of the setup jobs' user meshwatch_setup.
+    #[arg(long, env = "MESHWATCH_SETUP_ES_PASSWORD", hide_env_values = true)]
+    pub setup_password: String,
+    /// Password of Kibana's built-in kibana_system user (left as it is when not given).
+    #[arg(long, env = "MESHWATCH_KIBANA_SYSTEM_PASSWORD", hide_env_values = true)]
+    pub kibana_system_password: Option<String>,
+    /// Wait for Elasticsearch and check the passwords, then print what would
+    /// be created instead of sending it.
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 /// A URL flag that does not parse is a usage error (exit 64) naming the flag;
@@ -98,6 +141,9 @@ fn step(json: bool, what: &str, detail: &str) -> Result<(), CliError> {
 }
 
 pub(crate) async fn run(args: SetupArgs, json: bool) -> Result<ExitCode, CliError> {
+    if let Some(SetupAction::Users(users)) = args.action {
+        return run_users(users, json).await;
+    }
     let auth = args.auth.auth()?;
     let retry = Retry::for_about(args.wait, PROBE_INTERVAL);
     let es = Elastic::connect(&args.es, &auth).map_err(url_flag("es"))?;
@@ -122,6 +168,84 @@ pub(crate) async fn run(args: SetupArgs, json: bool) -> Result<ExitCode, CliErro
             "imported",
             &format!("{} saved objects into Kibana", summary.success_count),
         )?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn run_users(args: UsersArgs, json: bool) -> Result<ExitCode, CliError> {
+    let mut passwords: Vec<(&'static str, &str, &str)> = vec![
+        ("fluentd-password", FLUENTD_USER, &args.fluentd_password),
+        ("setup-password", SETUP_USER, &args.setup_password),
+    ];
+    if let Some(kibana) = &args.kibana_system_password {
+        passwords.push(("kibana-system-password", KIBANA_SYSTEM_USER, kibana));
+    }
+    // The superuser's own password too: a stack seeded with an example value
+    // stops here.
+    if let (Some(user), Some(password)) = (&args.auth.user, &args.auth.password) {
+        passwords.push(("password", user, password));
+    }
+    // Checked before anything is sent: an example value never becomes a password.
+    for (flag, user, password) in &passwords {
+        if let Some(problem) = users::password_problem(password) {
+            return Err(CliError::Flag {
+                flag,
+                reason: format!("the password for {user} {problem}"),
+            });
+        }
+    }
+    let auth = args.auth.auth()?;
+    let es = Elastic::connect(&args.es, &auth).map_err(url_flag("es"))?;
+    es.wait_ready(Retry::for_about(args.wait, PROBE_INTERVAL))
+        .await?;
+    step(json, "elasticsearch", &format!("ready at {}", es.url()))?;
+
+    let roles = [
+        (WRITER_ROLE, users::writer_role()),
+        (SETUP_ROLE, users::setup_role()),
+    ];
+    let accounts = [
+        (
+            FLUENTD_USER,
+            users::user_body(
+                &args.fluentd_password,
+                WRITER_ROLE,
+                "meshwatch Fluentd (writer)",
+            ),
+        ),
+        (
+            SETUP_USER,
+            users::user_body(&args.setup_password, SETUP_ROLE, "meshwatch setup jobs"),
+        ),
+    ];
+    if args.dry_run {
+        for (name, body) in &roles {
+            step(json, "would put role", &format!("{name} {body}"))?;
+        }
+        for (name, body) in &accounts {
+            let roles = &body["roles"];
+            step(
+                json,
+                "would put user",
+                &format!("{name} roles {roles} (password hidden)"),
+            )?;
+        }
+        if args.kibana_system_password.is_some() {
+            step(json, "would set password", KIBANA_SYSTEM_USER)?;
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    for (name, body) in roles {
+        es.put_role(name, body).await?;
+        step(json, "role", name)?;
+    }
+    for (name, body) in accounts {
+        es.put_user(name, body).await?;
+        step(json, "user", name)?;
+    }
+    if let Some(password) = &args.kibana_system_password {
+        es.set_password(KIBANA_SYSTEM_USER, password).await?;
+        step(json, "password set", KIBANA_SYSTEM_USER)?;
     }
     Ok(ExitCode::SUCCESS)
 }

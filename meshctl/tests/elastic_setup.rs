@@ -3,7 +3,8 @@
 //! scripts/install) speaks the ES 8 REST API (templates, bulk, search); it is
 //! a stand-in, so these tests check what we send and read, not Elasticsearch's
 //! own behaviour. Kibana cannot run here either: its import is tested against
-//! a small HTTP stub that records the request and asserts its shape.
+//! a small HTTP stub that records the request and asserts its shape; so is
+//! `meshctl setup users`, as noida-db has no security API.
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
 use std::os::unix::process::CommandExt;
@@ -97,6 +98,9 @@ fn meshctl(args: &[&str]) -> Output {
         .env_remove("MESHWATCH_ES")
         .env_remove("MESHWATCH_ES_USER")
         .env_remove("MESHWATCH_ES_PASSWORD")
+        .env_remove("MESHWATCH_FLUENTD_ES_PASSWORD")
+        .env_remove("MESHWATCH_SETUP_ES_PASSWORD")
+        .env_remove("MESHWATCH_KIBANA_SYSTEM_PASSWORD")
         .output()
         .unwrap()
 }
@@ -379,20 +383,23 @@ impl Seen {
     }
 }
 
-/// A Kibana stand-in: answers `GET /api/status` as available and the import
-/// with `import_answer`; records every request.
-async fn kibana_stub(import_answer: Value) -> (String, Arc<Mutex<Vec<Seen>>>) {
+/// A small HTTP server that answers every request with `answer(method,
+/// target)` (status, JSON body) and records what it saw.
+async fn http_stub(
+    answer: impl Fn(&str, &str) -> (u16, Value) + Send + Sync + 'static,
+) -> (String, Arc<Mutex<Vec<Seen>>>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     let seen = Arc::new(Mutex::new(Vec::new()));
     let record = seen.clone();
+    let answer = Arc::new(answer);
     tokio::spawn(async move {
         loop {
             let Ok((mut socket, _)) = listener.accept().await else {
                 return;
             };
             let record = record.clone();
-            let import_answer = import_answer.clone();
+            let answer = answer.clone();
             tokio::spawn(async move {
                 let mut buf = Vec::new();
                 let head_end = loop {
@@ -426,20 +433,16 @@ async fn kibana_stub(import_answer: Value) -> (String, Arc<Mutex<Vec<Seen>>>) {
                     assert!(n > 0, "client closed mid-body");
                     body.extend_from_slice(&chunk[..n]);
                 }
-                let answer = if target.starts_with("/api/status") {
-                    json!({"status": {"overall": {"level": "available"}}})
-                } else {
-                    import_answer
-                };
+                let (status, payload) = answer(&method, &target);
                 record.lock().unwrap().push(Seen {
                     method,
                     target,
                     headers,
                     body,
                 });
-                let payload = answer.to_string();
+                let payload = payload.to_string();
                 let response = format!(
-                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{payload}",
+                    "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\nx-elastic-product: Elasticsearch\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{payload}",
                     payload.len()
                 );
                 socket.write_all(response.as_bytes()).await.unwrap();
@@ -448,6 +451,149 @@ async fn kibana_stub(import_answer: Value) -> (String, Arc<Mutex<Vec<Seen>>>) {
         }
     });
     (url, seen)
+}
+
+/// A Kibana stand-in: answers `GET /api/status` as available and the import
+/// with `import_answer`; records every request.
+async fn kibana_stub(import_answer: Value) -> (String, Arc<Mutex<Vec<Seen>>>) {
+    http_stub(move |_, target| {
+        if target.starts_with("/api/status") {
+            (200, json!({"status": {"overall": {"level": "available"}}}))
+        } else {
+            (200, import_answer.clone())
+        }
+    })
+    .await
+}
+
+/// An Elasticsearch stand-in for the security API (noida-db has none): a
+/// yellow cluster, and every role, user and password request accepted.
+async fn security_stub() -> (String, Arc<Mutex<Vec<Seen>>>) {
+    http_stub(|_, target| {
+        if target.starts_with("/_cluster/health") {
+            (200, json!({"status": "yellow"}))
+        } else if target.starts_with("/_security/role/") {
+            (200, json!({"role": {"created": true}}))
+        } else if target.ends_with("/_password") {
+            (200, json!({}))
+        } else if target.starts_with("/_security/user/") {
+            (200, json!({"created": true}))
+        } else {
+            (404, json!({"error": "not in the stub"}))
+        }
+    })
+    .await
+}
+
+/// Passwords with every character a shell or a hand-made JSON body trips on.
+const FLUENTD_PW: &str = "fl\"u\\e$n{t}d p*w'`$(x)#%ü";
+const SETUP_PW: &str = "se\"t\\u$p p*w'`${HOME}'\"";
+const KIBANA_PW: &str = "ki b$a*n\"a'\\ system pw";
+
+fn setup_users(es: &str, extra: &[&str], passwords: [&str; 3]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_meshctl"))
+        .args(["setup", "users", "--es", es, "--wait", "10s"])
+        .args(["--user", "elastic", "--password", "superuser-password-0123"])
+        .args(extra)
+        .env("MESHWATCH_COLOR", "never")
+        .env_remove("MESHWATCH_ES")
+        .env_remove("MESHWATCH_ES_USER")
+        .env_remove("MESHWATCH_ES_PASSWORD")
+        .env("MESHWATCH_FLUENTD_ES_PASSWORD", passwords[0])
+        .env("MESHWATCH_SETUP_ES_PASSWORD", passwords[1])
+        .env("MESHWATCH_KIBANA_SYSTEM_PASSWORD", passwords[2])
+        .output()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn setup_users_makes_least_privilege_users_with_passwords_of_any_character() {
+    let (es, seen) = security_stub().await;
+    let out = setup_users(&es, &[], [FLUENTD_PW, SETUP_PW, KIBANA_PW]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let seen = seen.lock().unwrap().clone();
+    let writes: Vec<(String, String, Value)> = seen
+        .iter()
+        .filter(|s| s.method != "GET")
+        .map(|s| {
+            (
+                s.method.clone(),
+                s.target.clone(),
+                serde_json::from_slice(&s.body).unwrap(),
+            )
+        })
+        .collect();
+    let targets: Vec<(&str, &str)> = writes
+        .iter()
+        .map(|(m, t, _)| (m.as_str(), t.as_str()))
+        .collect();
+    assert_eq!(
+        targets,
+        [
+            ("PUT", "/_security/role/meshwatch_writer"),
+            ("PUT", "/_security/role/meshwatch_setup"),
+            ("PUT", "/_security/user/meshwatch_fluentd"),
+            ("PUT", "/_security/user/meshwatch_setup"),
+            ("POST", "/_security/user/kibana_system/_password"),
+        ]
+    );
+    assert_eq!(writes[0].2, elastic::users::writer_role());
+    assert_eq!(writes[1].2, elastic::users::setup_role());
+    // The passwords arrive byte for byte, whatever their characters.
+    assert_eq!(writes[2].2["password"], FLUENTD_PW);
+    assert_eq!(writes[2].2["roles"], json!(["meshwatch_writer"]));
+    assert_eq!(writes[3].2["password"], SETUP_PW);
+    assert_eq!(writes[3].2["roles"], json!(["meshwatch_setup"]));
+    assert_eq!(writes[4].2, json!({"password": KIBANA_PW}));
+    // Every request as the superuser: elastic:superuser-password-0123.
+    for s in &seen {
+        assert_eq!(
+            s.header("authorization"),
+            Some("Basic ZWxhc3RpYzpzdXBlcnVzZXItcGFzc3dvcmQtMDEyMw=="),
+            "{} {}",
+            s.method,
+            s.target
+        );
+    }
+    // The passwords are never printed.
+    let printed = format!("{}{}", text(&out.stdout), text(&out.stderr));
+    for pw in [FLUENTD_PW, SETUP_PW, KIBANA_PW, "superuser-password-0123"] {
+        assert!(!printed.contains(pw), "{printed}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn setup_users_refuses_example_or_short_passwords_before_sending_anything() {
+    let (es, seen) = security_stub().await;
+    for (bad, flag) in [
+        (
+            [FLUENTD_PW, SETUP_PW, "change-me-kibana"],
+            "--kibana-system-password",
+        ),
+        (["short", SETUP_PW, KIBANA_PW], "--fluentd-password"),
+        ([FLUENTD_PW, "", KIBANA_PW], "--setup-password"),
+    ] {
+        let out = setup_users(&es, &[], bad);
+        assert_eq!(out.status.code(), Some(64), "{}", text(&out.stderr));
+        assert!(text(&out.stderr).contains(flag), "{}", text(&out.stderr));
+    }
+    assert!(seen.lock().unwrap().is_empty(), "nothing is sent");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn setup_users_dry_run_waits_for_elasticsearch_and_changes_nothing() {
+    let (es, seen) = security_stub().await;
+    let out = setup_users(&es, &["--dry-run"], [FLUENTD_PW, SETUP_PW, KIBANA_PW]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.contains("would put user: meshwatch_fluentd"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains(FLUENTD_PW), "{stdout}");
+    let seen = seen.lock().unwrap().clone();
+    assert!(!seen.is_empty());
+    assert!(seen.iter().all(|s| s.method == "GET"), "{seen:?}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -20,7 +20,7 @@ pub struct Elastic {
 }
 
 impl Elastic {
-    const WHAT: &'static str = "Elasticsearch";
+    pub(crate) const WHAT: &'static str = "Elasticsearch";
 
     pub fn connect(url: &str, auth: &Auth) -> Result<Self, ElasticError> {
         Ok(Self {
@@ -31,6 +31,10 @@ impl Elastic {
 
     pub fn url(&self) -> &str {
         &self.url
+    }
+
+    pub(super) fn client(&self) -> &Elasticsearch {
+        &self.client
     }
 
     /// Waits until the cluster answers with status yellow or green. Wrong

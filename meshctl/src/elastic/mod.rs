@@ -6,7 +6,8 @@
 //! is compiled in, so the setup job needs nothing but the binary.
 //!
 //! Layout: `es` (the cluster: templates, trace search), `kibana` (saved
-//! objects), `retry` (bounded waits for a server that is still starting);
+//! objects), `users` (the least-privilege roles and users of the deployment),
+//! `retry` (bounded waits for a server that is still starting);
 //! this module holds what both clients share: the embedded JSON, the error
 //! enum, credentials and the transport.
 
@@ -21,6 +22,7 @@ use serde_json::Value;
 mod es;
 mod kibana;
 mod retry;
+pub mod users;
 
 pub use es::Elastic;
 pub use kibana::{import_body, ImportSummary, Kibana, MULTIPART_CONTENT_TYPE};
