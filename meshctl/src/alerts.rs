@@ -25,7 +25,7 @@ pub struct AlertsArgs {
     #[arg(long)]
     pub count: Option<usize>,
     /// Exit (with status 1) when the stream stayed silent this long.
-    #[arg(long, value_parser = meshwatch_entry::parse_duration)]
+    #[arg(long, value_parser = meshwatch_entry::parse_duration, value_name = "DURATION")]
     pub timeout: Option<Duration>,
 }
 

@@ -16,7 +16,7 @@ pub struct FaultsArgs {
     /// The service's admin address (its --admin-listen), e.g. 127.0.0.1:60053.
     pub addr: String,
     /// Latency added before each RPC, e.g. 50ms (0ms turns it off).
-    #[arg(long, value_parser = meshwatch_entry::parse_duration)]
+    #[arg(long, value_parser = meshwatch_entry::parse_duration, value_name = "DURATION")]
     pub latency: Option<Duration>,
     /// Probability in [0, 1] that an RPC fails with UNAVAILABLE.
     #[arg(long)]
@@ -28,7 +28,7 @@ pub struct FaultsArgs {
     #[arg(long)]
     pub hang: Option<bool>,
     /// Give up after this long.
-    #[arg(long, value_parser = meshwatch_entry::parse_duration, default_value = "5s")]
+    #[arg(long, value_parser = meshwatch_entry::parse_duration, default_value = "5s", value_name = "DURATION")]
     pub timeout: Duration,
 }
 

@@ -16,7 +16,7 @@ pub struct HealthArgs {
     #[arg(long, env = "MESHWATCH_MONITOR_ADDR", default_value = crate::DEFAULT_MONITOR)]
     pub monitor: String,
     /// Wait until the whole mesh is SERVING, at most this long; exit 1 if it never is.
-    #[arg(long, value_parser = meshwatch_entry::parse_duration)]
+    #[arg(long, value_parser = meshwatch_entry::parse_duration, value_name = "DURATION")]
     pub wait_serving: Option<Duration>,
     /// With --wait-serving: also wait until this service is known and SERVING
     /// (repeatable). The whole mesh is SERVING as soon as every service seen so

@@ -216,4 +216,13 @@ mod tests {
         use clap::CommandFactory;
         Cli::command().debug_assert();
     }
+
+    #[test]
+    fn every_duration_flag_shows_duration_in_help() {
+        use clap::CommandFactory;
+        assert_eq!(
+            meshwatch_entry::duration_flags_without_value_name(&Cli::command()),
+            Vec::<String>::new()
+        );
+    }
 }

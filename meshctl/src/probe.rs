@@ -22,7 +22,7 @@ pub struct ProbeArgs {
     #[arg(long)]
     pub alive: bool,
     /// Give up after this long.
-    #[arg(long, value_parser = meshwatch_entry::parse_duration, default_value = "3s")]
+    #[arg(long, value_parser = meshwatch_entry::parse_duration, default_value = "3s", value_name = "DURATION")]
     pub timeout: Duration,
 }
 

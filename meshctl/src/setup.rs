@@ -71,7 +71,7 @@ pub struct SetupArgs {
     #[command(flatten)]
     pub auth: EsAuthArgs,
     /// How long to wait for each of Elasticsearch and Kibana to come up.
-    #[arg(long, value_parser = meshwatch_entry::parse_duration, default_value = "5m")]
+    #[arg(long, value_parser = meshwatch_entry::parse_duration, default_value = "5m", value_name = "DURATION")]
     pub wait: Duration,
     /// Only install the Elasticsearch templates; do not touch Kibana.
     #[arg(long)]
@@ -96,7 +96,7 @@ pub struct UsersArgs {
     #[command(flatten)]
     pub auth: EsAuthArgs,
     /// How long to wait for Elasticsearch to come up.
-    #[arg(long, value_parser = meshwatch_entry::parse_duration, default_value = "5m")]
+    #[arg(long, value_parser = meshwatch_entry::parse_duration, default_value = "5m", value_name = "DURATION")]
     pub wait: Duration,
     /// Password of Fluentd's user meshwatch_fluentd.
     #[arg(long, env = "MESHWATCH_FLUENTD_ES_PASSWORD", hide_env_values = true)]

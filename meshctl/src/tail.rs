@@ -25,7 +25,7 @@ pub struct TailArgs {
     #[arg(long)]
     pub trace: Option<String>,
     /// Also show lines written this long before now.
-    #[arg(long, value_parser = meshwatch_entry::parse_duration, default_value = "30s")]
+    #[arg(long, value_parser = meshwatch_entry::parse_duration, default_value = "30s", value_name = "DURATION")]
     pub since: Duration,
     /// Print what matches and exit once the topic is quiet, instead of following.
     #[arg(long)]

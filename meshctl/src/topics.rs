@@ -41,7 +41,7 @@ pub enum TopicsAction {
         #[arg(long, default_value_t = 1)]
         replication: i32,
         /// How long the log topic keeps records.
-        #[arg(long, value_parser = meshwatch_entry::parse_duration, default_value = "168h")]
+        #[arg(long, value_parser = meshwatch_entry::parse_duration, default_value = "168h", value_name = "DURATION")]
         retention: Duration,
     },
     /// Exit 1 and name the topics that are missing.

@@ -24,10 +24,10 @@ pub struct TraceArgs {
     #[arg(long, default_value_t = 1)]
     pub min_services: usize,
     /// How long to keep looking for lines that have not arrived yet.
-    #[arg(long, value_parser = meshwatch_entry::parse_duration, default_value = "0s")]
+    #[arg(long, value_parser = meshwatch_entry::parse_duration, default_value = "0s", value_name = "DURATION")]
     pub wait: Duration,
     /// Stop reading once the topic was quiet for this long.
-    #[arg(long, value_parser = meshwatch_entry::parse_duration, default_value = "1s")]
+    #[arg(long, value_parser = meshwatch_entry::parse_duration, default_value = "1s", value_name = "DURATION")]
     pub idle: Duration,
     /// Search Elasticsearch at this URL (what Fluentd indexed) instead of the log topic.
     #[arg(long, env = "MESHWATCH_ES")]

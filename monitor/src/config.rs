@@ -45,10 +45,10 @@ pub struct Args {
     #[command(flatten)]
     pub topics: TopicArgs,
     /// Heartbeats younger than this are read at start.
-    #[arg(long, env = "MESHWATCH_MONITOR_HEARTBEAT_LOOKBACK", default_value = DEFAULT_HEARTBEAT_LOOKBACK, value_parser = parse_duration)]
+    #[arg(long, env = "MESHWATCH_MONITOR_HEARTBEAT_LOOKBACK", default_value = DEFAULT_HEARTBEAT_LOOKBACK, value_parser = parse_duration, value_name = "DURATION")]
     pub heartbeat_lookback: Duration,
     /// Log lines younger than this are read at start.
-    #[arg(long, env = "MESHWATCH_MONITOR_LOG_LOOKBACK", default_value = DEFAULT_LOG_LOOKBACK, value_parser = parse_duration)]
+    #[arg(long, env = "MESHWATCH_MONITOR_LOG_LOOKBACK", default_value = DEFAULT_LOG_LOOKBACK, value_parser = parse_duration, value_name = "DURATION")]
     pub log_lookback: Duration,
     /// Suspicion threshold of the phi-accrual detector.
     #[arg(long, env = "MESHWATCH_MONITOR_PHI_THRESHOLD", default_value_t = detector::DEFAULT_THRESHOLD, allow_negative_numbers = true)]
@@ -57,22 +57,22 @@ pub struct Args {
     #[arg(long, env = "MESHWATCH_MONITOR_MAX_SAMPLE_SIZE", default_value_t = detector::DEFAULT_MAX_SAMPLE_SIZE)]
     pub max_sample_size: usize,
     /// Floor of the learned standard deviation of heartbeat gaps.
-    #[arg(long, env = "MESHWATCH_MONITOR_MIN_STD_DEVIATION", default_value = "100ms", value_parser = parse_duration)]
+    #[arg(long, env = "MESHWATCH_MONITOR_MIN_STD_DEVIATION", default_value = "100ms", value_parser = parse_duration, value_name = "DURATION")]
     pub min_std_deviation: Duration,
     /// Extra silence tolerated on top of the mean heartbeat gap.
-    #[arg(long, env = "MESHWATCH_MONITOR_ACCEPTABLE_PAUSE", default_value = "250ms", value_parser = parse_duration)]
+    #[arg(long, env = "MESHWATCH_MONITOR_ACCEPTABLE_PAUSE", default_value = "250ms", value_parser = parse_duration, value_name = "DURATION")]
     pub acceptable_pause: Duration,
     /// Hard bound on silence: this many heartbeat intervals plus the acceptable pause.
     #[arg(long, env = "MESHWATCH_MONITOR_HARD_BOUND_INTERVALS", default_value_t = detector::DEFAULT_HARD_BOUND_INTERVALS)]
     pub hard_bound_intervals: u32,
     /// Heartbeats older than this on arrival do not count as signs of life.
-    #[arg(long, env = "MESHWATCH_MONITOR_STALE_AFTER", default_value = "10s", value_parser = parse_duration)]
+    #[arg(long, env = "MESHWATCH_MONITOR_STALE_AFTER", default_value = "10s", value_parser = parse_duration, value_name = "DURATION")]
     pub stale_after: Duration,
     /// Instances without a heartbeat this long are forgotten; a service left
     /// with none stops counting for the whole mesh ("") at once, stays listed
     /// NOT_SERVING for as long again, then is removed. Heartbeats older than
     /// this are refused.
-    #[arg(long, env = "MESHWATCH_MONITOR_FORGET_AFTER", default_value = "10m", value_parser = parse_duration)]
+    #[arg(long, env = "MESHWATCH_MONITOR_FORGET_AFTER", default_value = "10m", value_parser = parse_duration, value_name = "DURATION")]
     pub forget_after: Duration,
     /// Instances tracked at most; heartbeats of further new instances are
     /// refused and raise a capacity alert.
@@ -83,13 +83,13 @@ pub struct Args {
     #[arg(long, env = "MESHWATCH_MONITOR_MAX_SERVICES", default_value_t = registry::DEFAULT_MAX_SERVICES)]
     pub max_services: usize,
     /// Heartbeats stamped further ahead of the monitor's clock are refused.
-    #[arg(long, env = "MESHWATCH_MONITOR_MAX_CLOCK_SKEW", default_value = "5s", value_parser = parse_duration)]
+    #[arg(long, env = "MESHWATCH_MONITOR_MAX_CLOCK_SKEW", default_value = "5s", value_parser = parse_duration, value_name = "DURATION")]
     pub max_clock_skew: Duration,
     /// How often silence is re-evaluated (goodbyes and new instances count at once).
-    #[arg(long, env = "MESHWATCH_MONITOR_EVALUATE_EVERY", default_value = DEFAULT_EVALUATE_EVERY, value_parser = parse_duration)]
+    #[arg(long, env = "MESHWATCH_MONITOR_EVALUATE_EVERY", default_value = DEFAULT_EVALUATE_EVERY, value_parser = parse_duration, value_name = "DURATION")]
     pub evaluate_every: Duration,
     /// Width of one anomaly bucket.
-    #[arg(long, env = "MESHWATCH_MONITOR_ANOMALY_BUCKET", default_value = "10s", value_parser = parse_duration)]
+    #[arg(long, env = "MESHWATCH_MONITOR_ANOMALY_BUCKET", default_value = "10s", value_parser = parse_duration, value_name = "DURATION")]
     pub anomaly_bucket: Duration,
     /// Buckets per anomaly window.
     #[arg(long, env = "MESHWATCH_MONITOR_ANOMALY_BUCKETS", default_value_t = anomaly::DEFAULT_BUCKETS)]
@@ -98,7 +98,7 @@ pub struct Args {
     #[arg(long, env = "MESHWATCH_MONITOR_MIN_REQUESTS", default_value_t = anomaly::DEFAULT_MIN_REQUESTS)]
     pub min_requests: u64,
     /// How often missing Kafka topics are looked for (and reported).
-    #[arg(long, env = "MESHWATCH_MONITOR_TOPIC_CHECK_EVERY", default_value = DEFAULT_TOPIC_CHECK_EVERY, value_parser = parse_duration)]
+    #[arg(long, env = "MESHWATCH_MONITOR_TOPIC_CHECK_EVERY", default_value = DEFAULT_TOPIC_CHECK_EVERY, value_parser = parse_duration, value_name = "DURATION")]
     pub topic_check_every: Duration,
     #[command(flatten)]
     pub log: LogArgs,
@@ -282,6 +282,15 @@ impl TryFrom<Args> for MonitorConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_duration_flag_shows_duration_in_help() {
+        use clap::CommandFactory;
+        assert_eq!(
+            meshwatch_entry::duration_flags_without_value_name(&Args::command()),
+            Vec::<String>::new()
+        );
+    }
 
     fn parse(args: &[&str]) -> Result<MonitorConfig, ConfigError> {
         let mut argv = vec!["monitor"];

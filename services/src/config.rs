@@ -50,15 +50,15 @@ fn at_most_max(flag: &'static str, d: Duration) -> Result<Duration, ConfigError>
 #[derive(Debug, Clone, clap::Args)]
 pub struct CommonArgs {
     /// Interval of the heartbeat lines on stdout.
-    #[arg(long, env = "MESHWATCH_HEARTBEAT_INTERVAL", default_value = "1s", value_parser = parse_duration)]
+    #[arg(long, env = "MESHWATCH_HEARTBEAT_INTERVAL", default_value = "1s", value_parser = parse_duration, value_name = "DURATION")]
     pub heartbeat_interval: Duration,
     /// Bound on the drain after SIGTERM/SIGINT.
-    #[arg(long, env = "MESHWATCH_DRAIN_GRACE", default_value = "10s", value_parser = parse_duration)]
+    #[arg(long, env = "MESHWATCH_DRAIN_GRACE", default_value = "10s", value_parser = parse_duration, value_name = "DURATION")]
     pub drain_grace: Duration,
     #[command(flatten)]
     pub log: LogArgs,
     /// Fault injection: latency added before each RPC.
-    #[arg(long, env = "MESHWATCH_FAULT_LATENCY", default_value = "0ms", value_parser = parse_duration)]
+    #[arg(long, env = "MESHWATCH_FAULT_LATENCY", default_value = "0ms", value_parser = parse_duration, value_name = "DURATION")]
     pub fault_latency: Duration,
     /// Fault injection: probability in [0, 1] that an RPC fails with UNAVAILABLE.
     #[arg(long, env = "MESHWATCH_FAULT_ERROR_RATE", default_value_t = 0.0)]
@@ -88,7 +88,7 @@ pub struct CommonArgs {
     /// Finished orders, idempotency keys, payments and reservations older
     /// than this are deleted (in small batches). Clients must not retry a
     /// key for longer.
-    #[arg(long, env = "MESHWATCH_RETENTION", default_value = "7d", value_parser = parse_duration)]
+    #[arg(long, env = "MESHWATCH_RETENTION", default_value = "7d", value_parser = parse_duration, value_name = "DURATION")]
     pub retention: Duration,
     /// RPCs served at once; past it requests are refused with RESOURCE_EXHAUSTED.
     #[arg(long, env = "MESHWATCH_MAX_CONCURRENT_RPCS", default_value_t = meshwatch_runtime::limits::DEFAULT_MAX_CONCURRENT_RPCS)]
@@ -266,7 +266,7 @@ pub struct InventoryArgs {
     #[arg(long, env = "MESHWATCH_INVENTORY_LISTEN", default_value = DEFAULT_INVENTORY_LISTEN)]
     pub listen: String,
     /// Time a reservation may stay uncommitted before its units return to stock.
-    #[arg(long, env = "MESHWATCH_RESERVATION_TTL", default_value = "30s", value_parser = parse_duration)]
+    #[arg(long, env = "MESHWATCH_RESERVATION_TTL", default_value = "30s", value_parser = parse_duration, value_name = "DURATION")]
     pub reservation_ttl: Duration,
     /// JSON catalog: [{"sku","name","price_minor","currency_code","stock"}]. Default: the built-in seed.
     #[arg(long, env = "MESHWATCH_CATALOG")]
@@ -370,10 +370,10 @@ pub struct OrderArgs {
     #[arg(long, env = "MESHWATCH_CURRENCY", default_value = catalog::SEED_CURRENCY)]
     pub currency: String,
     /// Bound on one call to inventory or payment.
-    #[arg(long, env = "MESHWATCH_CALL_TIMEOUT", default_value = "3s", value_parser = parse_duration)]
+    #[arg(long, env = "MESHWATCH_CALL_TIMEOUT", default_value = "3s", value_parser = parse_duration, value_name = "DURATION")]
     pub call_timeout: Duration,
     /// Budget of a PlaceOrder whose caller sent no deadline; also caps the caller's.
-    #[arg(long, env = "MESHWATCH_REQUEST_BUDGET", default_value = "10s", value_parser = parse_duration)]
+    #[arg(long, env = "MESHWATCH_REQUEST_BUDGET", default_value = "10s", value_parser = parse_duration, value_name = "DURATION")]
     pub request_budget: Duration,
     #[command(flatten)]
     pub common: CommonArgs,
@@ -450,6 +450,21 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_duration_flag_shows_duration_in_help() {
+        use clap::CommandFactory;
+        for cmd in [
+            OrderArgs::command(),
+            InventoryArgs::command(),
+            PaymentArgs::command(),
+        ] {
+            assert_eq!(
+                meshwatch_entry::duration_flags_without_value_name(&cmd),
+                Vec::<String>::new()
+            );
+        }
+    }
 
     fn order(args: &[&str]) -> Result<OrderConfig, ConfigError> {
         let mut v = vec!["order"];

@@ -478,6 +478,15 @@ mod duration_tests {
     use super::*;
 
     #[test]
+    fn every_duration_flag_shows_duration_in_help() {
+        use clap::CommandFactory;
+        assert_eq!(
+            meshwatch_entry::duration_flags_without_value_name(&Args::command()),
+            Vec::<String>::new()
+        );
+    }
+
+    #[test]
     fn durations_take_units_and_zero_turns_optional_ones_off() {
         let dir = std::env::temp_dir().join("meshwatch-shipper-config-test");
         let c = Args::try_parse_from([

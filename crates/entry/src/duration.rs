@@ -25,9 +25,63 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     Ok(d)
 }
 
+/// Flags of `cmd` (and its subcommands) that take a duration but do not show
+/// it as `<DURATION>` in `--help`: a flag whose default value is a duration
+/// with a unit, or whose value name is missing while another says DURATION.
+/// Each binary's tests call this on its clap command, so a new duration flag
+/// cannot slip in with a bare `<VALUE>`.
+pub fn duration_flags_without_value_name(cmd: &clap::Command) -> Vec<String> {
+    let mut found = Vec::new();
+    collect_unnamed(cmd, cmd.get_name(), &mut found);
+    found
+}
+
+fn collect_unnamed(cmd: &clap::Command, path: &str, found: &mut Vec<String>) {
+    for arg in cmd.get_arguments() {
+        let named = arg
+            .get_value_names()
+            .is_some_and(|names| names.iter().any(|n| n.as_str().contains("DURATION")));
+        let duration_default = arg.get_default_values().iter().any(|v| {
+            v.to_str().is_some_and(|v| {
+                v.starts_with(|c: char| c.is_ascii_digit()) && parse_duration(v).is_ok()
+            })
+        });
+        if duration_default && !named {
+            found.push(format!("{path} --{}", arg.get_id()));
+        }
+    }
+    for sub in cmd.get_subcommands() {
+        collect_unnamed(sub, &format!("{path} {}", sub.get_name()), found);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn duration_flags_must_say_duration() {
+        #[allow(dead_code)]
+        #[derive(clap::Parser)]
+        struct Good {
+            #[arg(long, default_value = "5s", value_parser = parse_duration, value_name = "DURATION")]
+            wait: Duration,
+            #[arg(long, default_value = "3")]
+            count: u32,
+        }
+        #[allow(dead_code)]
+        #[derive(clap::Parser)]
+        struct Bad {
+            #[arg(long, default_value = "5s", value_parser = parse_duration)]
+            wait: Duration,
+        }
+        use clap::CommandFactory;
+        assert!(duration_flags_without_value_name(&Good::command()).is_empty());
+        assert_eq!(
+            duration_flags_without_value_name(&Bad::command()),
+            vec!["meshwatch-entry --wait".to_owned()]
+        );
+    }
 
     #[test]
     fn units_are_required_and_mean_one_thing() {

@@ -11,7 +11,7 @@ mod duration;
 mod exit;
 
 pub use args::{parse_kafka_option, KafkaArgs, LogArgs, TlsArgs, TopicArgs};
-pub use duration::{parse_duration, MAX_DURATION};
+pub use duration::{duration_flags_without_value_name, parse_duration, MAX_DURATION};
 pub use exit::{parse_args, parse_args_from, Exit};
 
 /// Environment variables shared across binaries: one name per concept.

@@ -21,7 +21,7 @@ pub struct LoadArgs {
     #[arg(long, default_value_t = 20.0)]
     pub rate: f64,
     /// How long to generate load.
-    #[arg(long, value_parser = meshwatch_entry::parse_duration, default_value = "10s")]
+    #[arg(long, value_parser = meshwatch_entry::parse_duration, default_value = "10s", value_name = "DURATION")]
     pub duration: Duration,
     /// Most requests in flight at once (open loop: a tick finding all busy is counted as skipped).
     #[arg(long, default_value_t = 64)]
@@ -36,7 +36,7 @@ pub struct LoadArgs {
     #[arg(long, default_value_t = 0.0)]
     pub decline_ratio: f64,
     /// Deadline of each PlaceOrder.
-    #[arg(long, value_parser = meshwatch_entry::parse_duration, default_value = "5s")]
+    #[arg(long, value_parser = meshwatch_entry::parse_duration, default_value = "5s", value_name = "DURATION")]
     pub timeout: Duration,
 }
 
