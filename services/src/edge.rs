@@ -10,6 +10,10 @@ use crate::db::DbError;
 use crate::deadline::Deadline;
 use crate::money::{Money, MoneyError};
 
+/// Metadata key payment sets on the FAILED_PRECONDITION answering a charge
+/// of an order that was refunded, so order can tell it from other refusals.
+pub const REFUNDED_METADATA: &str = "meshwatch-payment-refunded";
+
 /// A database failure as a caller sees it: UNAVAILABLE (retry later) while
 /// the database does not answer, INTERNAL otherwise; the message names the
 /// database.

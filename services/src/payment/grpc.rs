@@ -22,9 +22,17 @@ impl From<PaymentError> for Status {
             | PaymentError::Amount(_)
             | PaymentError::NotPositive(_) => Status::invalid_argument(msg),
             PaymentError::UnknownOrder(_) => Status::not_found(msg),
-            PaymentError::AmountMismatch { .. }
-            | PaymentError::NothingToRefund(_)
-            | PaymentError::Refunded { .. } => Status::failed_precondition(msg),
+            PaymentError::AmountMismatch { .. } | PaymentError::NothingToRefund(_) => {
+                Status::failed_precondition(msg)
+            }
+            PaymentError::Refunded { .. } => {
+                let mut s = Status::failed_precondition(msg);
+                s.metadata_mut().insert(
+                    crate::edge::REFUNDED_METADATA,
+                    tonic::metadata::MetadataValue::from_static("1"),
+                );
+                s
+            }
         }
     }
 }

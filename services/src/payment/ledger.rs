@@ -15,6 +15,8 @@ use crate::with_pool;
 
 /// Tokens starting with this are always declined (demos and tests).
 pub const DECLINE_TOKEN_PREFIX: &str = "tok_decline";
+/// Currency of a refund tombstone (ISO 4217 "no currency"; amount 0).
+pub const TOMBSTONE_CURRENCY: &str = "XXX";
 
 /// Why a payment operation was refused.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -229,6 +231,16 @@ impl Ledger {
                 req.order_id
             ))
         })?;
+        // A refunded charge is not a standing approval: answering
+        // "approved" would let a retried saga confirm an order whose
+        // money was given back. Checked before the amount: a refund that
+        // came first left a tombstone without one.
+        if existing.status == PaymentStatus::Refunded {
+            return Err(PaymentError::Refunded {
+                order_id: req.order_id,
+                reason: existing.refund_reason.clone().unwrap_or_default(),
+            });
+        }
         if existing.amount != req.amount {
             return Err(PaymentError::AmountMismatch {
                 order_id: req.order_id,
@@ -236,24 +248,39 @@ impl Ledger {
                 now: req.amount,
             });
         }
-        // A refunded charge is not a standing approval: answering
-        // "approved" would let a retried saga confirm an order whose
-        // money was given back.
-        if existing.status == PaymentStatus::Refunded {
-            return Err(PaymentError::Refunded {
-                order_id: req.order_id,
-                reason: existing.refund_reason.clone().unwrap_or_default(),
-            });
-        }
         Ok((existing, false))
     }
 
-    /// Refunds an approved charge. Idempotent.
+    /// Refunds an approved charge. Idempotent. When no payment exists for
+    /// the order yet, a tombstone is written in its place (status refunded,
+    /// nothing charged): a charge for the order that is still on its way
+    /// (say, waiting for a connection on another replica after its caller
+    /// gave up) then finds the order refunded and takes no money. Either way
+    /// the order can never be charged afterwards. A declined order is
+    /// [`PaymentError::NothingToRefund`].
     pub async fn refund(&self, order_id: &str, reason: &str) -> Result<Payment, PaymentError> {
         Self::check_order_id(order_id)?;
         self.db.check()?;
         let now = self.clock.now_ms();
         let reason = truncate(reason, MAX_REASON_LEN);
+        // Tombstone first, then reverse a charge: whichever of the charge's
+        // insert and ours lands first, the row is final once both ran, and
+        // a charge that won is turned into a refund below.
+        with_pool!(self.db.pool(), p => self.db.track(
+            sqlx::query(
+                "INSERT INTO payments (order_id, payment_id, customer_id, currency, amount_minor, \
+                 status, charge_count, refund_reason, created_ms, updated_ms) \
+                 VALUES ($1, $2, '', $3, 0, 'refunded', 0, $4, $5, $5) \
+                 ON CONFLICT (order_id) DO NOTHING",
+            )
+            .bind(order_id)
+            .bind(format!("pay-{:016x}", rand::random::<u64>()))
+            .bind(TOMBSTONE_CURRENCY)
+            .bind(reason)
+            .bind(now)
+            .execute(p)
+            .await,
+        ).map(drop))?;
         let changed = with_pool!(self.db.pool(), p => self.db.track(
             sqlx::query(
                 "UPDATE payments SET status = 'refunded', refund_reason = $2, updated_ms = $3 \
@@ -265,10 +292,11 @@ impl Ledger {
             .execute(p)
             .await,
         )?.rows_affected());
-        let p = self
-            .read(order_id)
-            .await?
-            .ok_or_else(|| PaymentError::UnknownOrder(order_id.to_owned()))?;
+        let p = self.read(order_id).await?.ok_or_else(|| {
+            self.db.query_error(format!(
+                "refund of order {order_id}: the payment was neither found nor written; retry"
+            ))
+        })?;
         match p.status {
             PaymentStatus::Declined => Err(PaymentError::NothingToRefund(order_id.to_owned())),
             PaymentStatus::Refunded => Ok(p),
@@ -370,10 +398,12 @@ mod tests {
                 .as_deref(),
             Some("commit failed")
         );
-        assert!(matches!(
-            l.refund("nope", "x").await,
-            Err(PaymentError::UnknownOrder(_))
-        ));
+        let tombstone = l.refund("nope", "x").await.unwrap();
+        assert_eq!(
+            (tombstone.status, tombstone.charge_count),
+            (PaymentStatus::Refunded, 0),
+            "a refund before any charge leaves a tombstone, not a charge"
+        );
         assert!(matches!(
             l.charge(req("o4", "", 0), false).await,
             Err(PaymentError::NotPositive(_))
@@ -398,6 +428,25 @@ mod tests {
         assert!(e.to_string().contains("new idempotency_key"), "{e}");
         let p = l.get("o").await.unwrap();
         assert_eq!((p.status, p.charge_count), (PaymentStatus::Refunded, 1));
+    }
+
+    #[tokio::test]
+    async fn a_charge_that_lands_after_its_refund_takes_no_money() {
+        let (l, _dir) = ledger().await;
+        // The saga gave up on the charge and refunded by order id while the
+        // charge was still on its way (e.g. waiting for a connection).
+        let r = l.refund("late", "charge outcome unknown").await.unwrap();
+        assert_eq!((r.status, r.charge_count), (PaymentStatus::Refunded, 0));
+        let e = l.charge(req("late", "", 500), false).await.unwrap_err();
+        assert!(matches!(e, PaymentError::Refunded { .. }), "{e:?}");
+        let p = l.get("late").await.unwrap();
+        assert_eq!(
+            (p.status, p.charge_count),
+            (PaymentStatus::Refunded, 0),
+            "no standing charge"
+        );
+        // And again: idempotent, nothing charged.
+        assert_eq!(l.refund("late", "again").await.unwrap().charge_count, 0);
     }
 
     #[tokio::test]
