@@ -37,6 +37,19 @@ pub const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
 /// twice in a row marks the database down (a refused or broken connection
 /// does at once): a busy machine is not a dead database.
 pub const CHECK_TIMEOUT: Duration = Duration::from_secs(3);
+/// Bound on one statement on the PostgreSQL server (`statement_timeout`):
+/// the server cancels a statement stuck on a lock or a slow plan.
+pub const STATEMENT_TIMEOUT: Duration = Duration::from_secs(3);
+/// Bound on a session that sits in an open transaction doing nothing
+/// (`idle_in_transaction_session_timeout`): a client that died or hung
+/// mid-transaction does not hold its row locks forever.
+pub const IDLE_IN_TRANSACTION_TIMEOUT: Duration = Duration::from_secs(10);
+/// Bound on one database call as the service waits for it (a connection
+/// from the pool, then the statement), whatever the server does: a
+/// database that stopped answering without closing its connections (a
+/// paused process, a network partition) fails the call with
+/// [`DbError::Unavailable`] instead of holding the request.
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 /// Default PostgreSQL connections per process.
 pub const DEFAULT_MAX_CONNECTIONS: u32 = 16;
 /// How long a SQLite writer waits for another process's write lock.
@@ -114,14 +127,12 @@ macro_rules! with_pool {
 #[macro_export]
 macro_rules! begin_write {
     ($db:expr, $p:ident) => {
-        $db.track(
-            $p.begin_with(if $db.is_sqlite() {
-                "BEGIN IMMEDIATE"
-            } else {
-                "BEGIN"
-            })
-            .await,
-        )
+        $db.bounded($p.begin_with(if $db.is_sqlite() {
+            "BEGIN IMMEDIATE"
+        } else {
+            "BEGIN"
+        }))
+        .await
     };
 }
 
@@ -226,7 +237,14 @@ impl Database {
                 max_connections,
             } => {
                 let options = PgConnectOptions::from_str(url)
-                    .map_err(|e| OpenError::Url(format!("{}: {e}", display_url(url))))?;
+                    .map_err(|e| OpenError::Url(format!("{}: {e}", display_url(url))))?
+                    .options([
+                        ("statement_timeout", pg_ms(STATEMENT_TIMEOUT)),
+                        (
+                            "idle_in_transaction_session_timeout",
+                            pg_ms(IDLE_IN_TRANSACTION_TIMEOUT),
+                        ),
+                    ]);
                 let pool = PgPoolOptions::new()
                     .max_connections(*max_connections)
                     .acquire_timeout(ACQUIRE_TIMEOUT)
@@ -366,6 +384,15 @@ impl Database {
         matches!(self.pool, Pool::Sqlite(_))
     }
 
+    /// SQL for the database server's clock, in milliseconds since the Unix
+    /// epoch: one clock for every replica that shares the database.
+    pub fn now_ms_sql(&self) -> &'static str {
+        match self.pool {
+            Pool::Sqlite(_) => "CAST((julianday('now') - 2440587.5) * 86400000.0 AS BIGINT)",
+            Pool::Postgres(_) => "CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT)",
+        }
+    }
+
     /// The pool, for repositories.
     pub fn pool(&self) -> &Pool {
         &self.pool
@@ -419,6 +446,28 @@ impl Database {
         } else {
             self.query_error(e.to_string())
         }
+    }
+
+    /// Runs one database call within [`CALL_TIMEOUT`]; past it the call is
+    /// dropped (its connection goes back to the pool to be reset) and the
+    /// request fails with [`DbError::Unavailable`] naming the database.
+    /// Errors are classified as by [`Self::track`].
+    pub async fn bounded<T>(
+        &self,
+        call: impl std::future::Future<Output = Result<T, sqlx::Error>>,
+    ) -> Result<T, DbError> {
+        self.track(self.within(call).await?)
+    }
+
+    /// [`Self::bounded`] leaving the driver's error to the caller (to tell
+    /// a unique violation from a failure).
+    pub async fn within<T>(
+        &self,
+        call: impl std::future::Future<Output = Result<T, sqlx::Error>>,
+    ) -> Result<Result<T, sqlx::Error>, DbError> {
+        tokio::time::timeout(CALL_TIMEOUT, call).await.map_err(|_| {
+            self.unavailable(format!("no answer within {CALL_TIMEOUT:?}; retry later"))
+        })
     }
 
     /// `Ok` or the classified error.
@@ -509,6 +558,11 @@ pub fn now_ms() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default();
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// A duration as a PostgreSQL setting value in milliseconds ("3000ms").
+fn pg_ms(d: Duration) -> String {
+    format!("{}ms", ms(d))
 }
 
 /// A duration in milliseconds, saturating.
@@ -602,5 +656,70 @@ mod tests {
         );
         assert!(parse_postgres_url("mysql://x").is_err());
         assert!(parse_postgres_url("postgres://u:p@127.0.0.1:5432/order").is_ok());
+    }
+
+    #[tokio::test]
+    async fn a_call_the_database_never_answers_fails_as_unavailable_naming_it() {
+        let (db, _dir) = test_sqlite("order", crate::order::MIGRATIONS).await;
+        // Opened on real time (SQLite opens on a blocking thread); the wait
+        // on paused time.
+        tokio::time::pause();
+        let started = tokio::time::Instant::now();
+        let e = db
+            .bounded(std::future::pending::<Result<(), sqlx::Error>>())
+            .await
+            .unwrap_err();
+        let waited = started.elapsed();
+        assert!(
+            waited >= CALL_TIMEOUT && waited < CALL_TIMEOUT * 2,
+            "{waited:?}"
+        );
+        assert!(matches!(e, DbError::Unavailable { .. }), "{e:?}");
+        assert!(e.to_string().contains(db.target()), "{e}");
+    }
+
+    /// On the PostgreSQL server of `MESHWATCH_TEST_POSTGRES` when set.
+    #[tokio::test]
+    async fn postgres_sessions_carry_statement_and_idle_transaction_timeouts() {
+        use sqlx::Connection;
+        let Ok(url) = std::env::var("MESHWATCH_TEST_POSTGRES") else {
+            return;
+        };
+        let name = format!("t_db_{:012x}", rand::random::<u64>() & 0xffff_ffff_ffff);
+        let mut admin = sqlx::PgConnection::connect(url.trim()).await.unwrap();
+        sqlx::query(&format!("CREATE DATABASE {name}"))
+            .execute(&mut admin)
+            .await
+            .unwrap();
+        let base = url.trim().rsplit_once('/').unwrap().0;
+        let db = Database::open(
+            "order",
+            &DbTarget::Postgres {
+                url: format!("{base}/{name}"),
+                max_connections: 2,
+            },
+            crate::order::MIGRATIONS,
+            meshwatch_runtime::Readiness::default(),
+        )
+        .await
+        .unwrap();
+        let Pool::Postgres(p) = db.pool() else {
+            panic!()
+        };
+        let show = |what: &'static str| async move {
+            sqlx::query_scalar::<_, String>(&format!("SHOW {what}"))
+                .fetch_one(p)
+                .await
+                .unwrap()
+        };
+        assert_eq!(show("statement_timeout").await, "3s");
+        assert_eq!(show("idle_in_transaction_session_timeout").await, "10s");
+        // A statement past the bound is cancelled by the server.
+        let e = db
+            .bounded(sqlx::query("SELECT pg_sleep(4)").execute(p))
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains("statement timeout"), "{e}");
+        db.close().await;
     }
 }

@@ -151,7 +151,7 @@ fn to_u32(v: i64) -> u32 {
 macro_rules! bail {
     ($db:expr, $tx:expr, $err:expr) => {{
         // A failed rollback leaves nothing behind: the connection rolls back on drop.
-        let _ = $tx.rollback().await;
+        let _ = tokio::time::timeout(crate::db::CALL_TIMEOUT, $tx.rollback()).await;
         return Err($err);
     }};
 }
@@ -160,15 +160,15 @@ macro_rules! bail {
 macro_rules! return_units {
     ($db:expr, $tx:expr, $lines:expr) => {
         for l in $lines {
-            $db.track(
+            $db.bounded(
                 sqlx::query(
                     "UPDATE items SET available = available + $1, reserved = reserved - $1 WHERE sku = $2",
                 )
                 .bind(i64::from(l.quantity))
                 .bind(&l.sku)
                 .execute(&mut *$tx)
-                .await,
-            )?;
+                ,
+            ).await?;
         }
     };
 }
@@ -177,16 +177,18 @@ macro_rules! return_units {
 /// to the order id when it did.
 macro_rules! expire_in_tx {
     ($self:expr, $tx:expr, $id:expr, $now:expr) => {{
-        let row = $self.db.track(
-            sqlx::query(
-                "UPDATE reservations SET state = 'expired', finished_ms = $2 \
+        let row = $self
+            .db
+            .bounded(
+                sqlx::query(
+                    "UPDATE reservations SET state = 'expired', finished_ms = $2 \
                  WHERE id = $1 AND state = 'held' RETURNING order_id, lines",
+                )
+                .bind($id)
+                .bind($now)
+                .fetch_optional(&mut *$tx),
             )
-            .bind($id)
-            .bind($now)
-            .fetch_optional(&mut *$tx)
-            .await,
-        )?;
+            .await?;
         match row {
             Some(row) => {
                 let lines = $self.lines($self.db.track(row.try_get::<String, _>("lines"))?)?;
@@ -202,12 +204,14 @@ macro_rules! expire_in_tx {
 /// `UnknownReservation` from the enclosing function.
 macro_rules! state_in_tx {
     ($self:expr, $tx:expr, $id:expr) => {{
-        let row = $self.db.track(
-            sqlx::query("SELECT state, order_id FROM reservations WHERE id = $1")
-                .bind($id)
-                .fetch_optional(&mut *$tx)
-                .await,
-        )?;
+        let row = $self
+            .db
+            .bounded(
+                sqlx::query("SELECT state, order_id FROM reservations WHERE id = $1")
+                    .bind($id)
+                    .fetch_optional(&mut *$tx),
+            )
+            .await?;
         let Some(row) = row else {
             bail!(
                 $self.db,
@@ -267,7 +271,7 @@ impl Inventory {
         with_pool!(self.db.pool(), p => {
             let mut tx = begin_write!(self.db, p)?;
             for item in self.catalog.iter() {
-                self.db.track(
+                self.db.bounded(
                     sqlx::query(
                         "INSERT INTO items (sku, name, currency, price_minor, available, reserved) \
                          VALUES ($1, $2, $3, $4, $5, 0) \
@@ -280,10 +284,10 @@ impl Inventory {
                     .bind(item.unit_price.minor())
                     .bind(i64::from(item.stock))
                     .execute(&mut *tx)
-                    .await,
-                )?;
+                    ,
+                ).await?;
             }
-            self.db.track(tx.commit().await)?;
+            self.db.bounded(tx.commit()).await?;
         });
         self.seeded.store(true, std::sync::atomic::Ordering::SeqCst);
         Ok(())
@@ -363,15 +367,15 @@ impl Inventory {
             let now = self.clock.now_ms();
             let made: Option<Reservation> = with_pool!(self.db.pool(), p => {
                 let mut tx = begin_write!(self.db, p)?;
-                let existing = self.db.track(
+                let existing = self.db.bounded(
                     sqlx::query(
                         "SELECT id, state, lines, deadline_ms FROM reservations \
                          WHERE order_id = $1 AND state IN ('held', 'committed')",
                     )
                     .bind(order_id)
                     .fetch_optional(&mut *tx)
-                    .await,
-                )?;
+                    ,
+                ).await?;
                 if let Some(row) = existing {
                     let id: String = self.db.track(row.try_get("id"))?;
                     let state: String = self.db.track(row.try_get("state"))?;
@@ -381,7 +385,7 @@ impl Inventory {
                         expire_in_tx!(self, tx, &id, now);
                     } else {
                         let lines = self.lines(self.db.track(row.try_get::<String, _>("lines"))?)?;
-                        self.db.track(tx.commit().await)?;
+                        self.db.bounded(tx.commit()).await?;
                         return Ok(Reservation {
                             id,
                             order_id: order_id.to_owned(),
@@ -393,7 +397,7 @@ impl Inventory {
                 }
                 let mut stored = Vec::with_capacity(sorted.len());
                 for (sku, qty) in &sorted {
-                    let taken = self.db.track(
+                    let taken = self.db.bounded(
                         sqlx::query(
                             "UPDATE items SET available = available - $1, reserved = reserved + $1 \
                              WHERE sku = $2 AND available >= $1 RETURNING price_minor, currency",
@@ -401,15 +405,15 @@ impl Inventory {
                         .bind(i64::from(*qty))
                         .bind(sku)
                         .fetch_optional(&mut *tx)
-                        .await,
-                    )?;
+                        ,
+                    ).await?;
                     let Some(row) = taken else {
-                        let level = self.db.track(
+                        let level = self.db.bounded(
                             sqlx::query("SELECT available FROM items WHERE sku = $1")
                                 .bind(sku)
                                 .fetch_optional(&mut *tx)
-                                .await,
-                        )?;
+                                ,
+                        ).await?;
                         let err = match level {
                             None => InventoryError::UnknownSku(sku.clone()),
                             Some(r) => InventoryError::Insufficient {
@@ -440,16 +444,16 @@ impl Inventory {
                 .bind(&json)
                 .bind(deadline)
                 .bind(now)
-                .execute(&mut *tx)
-                .await;
+                .execute(&mut *tx);
+                let inserted = self.db.within(inserted).await?;
                 match inserted {
                     Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
-                        let _ = tx.rollback().await;
+                        let _ = tokio::time::timeout(crate::db::CALL_TIMEOUT, tx.rollback()).await;
                         None
                     }
                     other => {
                         self.db.track(other)?;
-                        self.db.track(tx.commit().await)?;
+                        self.db.bounded(tx.commit()).await?;
                         Some(Reservation {
                             id,
                             order_id: order_id.to_owned(),
@@ -493,7 +497,7 @@ impl Inventory {
         let now = self.clock.now_ms();
         with_pool!(self.db.pool(), p => {
             let mut tx = begin_write!(self.db, p)?;
-            let row = self.db.track(
+            let row = self.db.bounded(
                 sqlx::query(
                     "UPDATE reservations SET state = 'committed', finished_ms = $2 \
                      WHERE id = $1 AND state = 'held' AND deadline_ms > $2 RETURNING order_id, lines",
@@ -501,36 +505,36 @@ impl Inventory {
                 .bind(id)
                 .bind(now)
                 .fetch_optional(&mut *tx)
-                .await,
-            )?;
+                ,
+            ).await?;
             if let Some(row) = row {
                 let order_id: String = self.db.track(row.try_get("order_id"))?;
                 for l in self.lines(self.db.track(row.try_get::<String, _>("lines"))?)? {
-                    self.db.track(
+                    self.db.bounded(
                         sqlx::query("UPDATE items SET reserved = reserved - $1 WHERE sku = $2")
                             .bind(i64::from(l.quantity))
                             .bind(&l.sku)
                             .execute(&mut *tx)
-                            .await,
-                    )?;
+                            ,
+                    ).await?;
                 }
-                self.db.track(tx.commit().await)?;
+                self.db.bounded(tx.commit()).await?;
                 return Ok((ReservationState::Committed, order_id));
             }
             let (state, order_id) = state_in_tx!(self, tx, id);
             let state = match state {
                 ReservationState::Committed => {
-                    self.db.track(tx.commit().await)?;
+                    self.db.bounded(tx.commit()).await?;
                     return Ok((ReservationState::Committed, order_id));
                 }
                 ReservationState::Held => {
                     // Past its deadline (the UPDATE above refused it): expire it now.
                     expire_in_tx!(self, tx, id, now);
-                    self.db.track(tx.commit().await)?;
+                    self.db.bounded(tx.commit()).await?;
                     ReservationState::Expired
                 }
                 other => {
-                    let _ = tx.rollback().await;
+                    let _ = tokio::time::timeout(crate::db::CALL_TIMEOUT, tx.rollback()).await;
                     other
                 }
             };
@@ -550,7 +554,7 @@ impl Inventory {
         let now = self.clock.now_ms();
         with_pool!(self.db.pool(), p => {
             let mut tx = begin_write!(self.db, p)?;
-            let row = self.db.track(
+            let row = self.db.bounded(
                 sqlx::query(
                     "UPDATE reservations SET state = 'released', finished_ms = $2 \
                      WHERE id = $1 AND state = 'held' RETURNING order_id, lines",
@@ -558,17 +562,17 @@ impl Inventory {
                 .bind(id)
                 .bind(now)
                 .fetch_optional(&mut *tx)
-                .await,
-            )?;
+                ,
+            ).await?;
             if let Some(row) = row {
                 let order_id: String = self.db.track(row.try_get("order_id"))?;
                 let lines = self.lines(self.db.track(row.try_get::<String, _>("lines"))?)?;
                 return_units!(self.db, tx, &lines);
-                self.db.track(tx.commit().await)?;
+                self.db.bounded(tx.commit()).await?;
                 return Ok((ReservationState::Released, order_id));
             }
             let (state, order_id) = state_in_tx!(self, tx, id);
-            let _ = tx.rollback().await;
+            let _ = tokio::time::timeout(crate::db::CALL_TIMEOUT, tx.rollback()).await;
             match state {
                 s @ (ReservationState::Released | ReservationState::Expired) => Ok((s, order_id)),
                 state => Err(InventoryError::WrongState {
@@ -596,18 +600,18 @@ impl Inventory {
             "SELECT sku, name, currency, price_minor, available, reserved FROM items";
         with_pool!(self.db.pool(), p => {
             let rows = if skus.is_empty() {
-                self.db.track(
-                    sqlx::query(&format!("{COLUMNS} ORDER BY sku")).fetch_all(p).await,
-                )?
+                self.db.bounded(
+                    sqlx::query(&format!("{COLUMNS} ORDER BY sku")).fetch_all(p),
+                ).await?
             } else {
                 let mut rows = Vec::with_capacity(skus.len());
                 for sku in skus {
-                    let row = self.db.track(
+                    let row = self.db.bounded(
                         sqlx::query(&format!("{COLUMNS} WHERE sku = $1"))
                             .bind(sku)
                             .fetch_optional(p)
-                            .await,
-                    )?;
+                            ,
+                    ).await?;
                     rows.push(row.ok_or_else(|| InventoryError::UnknownSku(sku.clone()))?);
                 }
                 rows
@@ -636,7 +640,7 @@ impl Inventory {
         self.ready().await?;
         let now = self.clock.now_ms();
         with_pool!(self.db.pool(), p => {
-            let due: Vec<String> = self.db.track(
+            let due: Vec<String> = self.db.bounded(
                 sqlx::query_scalar(
                     "SELECT id FROM reservations WHERE state = 'held' AND deadline_ms <= $1 \
                      ORDER BY deadline_ms LIMIT $2",
@@ -644,8 +648,8 @@ impl Inventory {
                 .bind(now)
                 .bind(EXPIRY_BATCH)
                 .fetch_all(p)
-                .await,
-            )?;
+                ,
+            ).await?;
             let mut expired = Vec::with_capacity(due.len());
             for id in due {
                 let mut tx = begin_write!(self.db, p)?;
@@ -653,7 +657,7 @@ impl Inventory {
                 if let Some(order_id) = expire_in_tx!(self, tx, &id, now) {
                     expired.push((id, order_id));
                 }
-                self.db.track(tx.commit().await)?;
+                self.db.bounded(tx.commit()).await?;
             }
             Ok(expired)
         })
@@ -662,18 +666,18 @@ impl Inventory {
     /// When the next held reservation expires (ms), if any.
     pub async fn next_expiry_ms(&self) -> Result<Option<i64>, InventoryError> {
         self.db.check()?;
-        let next: Option<i64> = with_pool!(self.db.pool(), p => self.db.track(
+        let next: Option<i64> = with_pool!(self.db.pool(), p => self.db.bounded(
             sqlx::query_scalar("SELECT MIN(deadline_ms) FROM reservations WHERE state = 'held'")
                 .fetch_one(p)
-                .await,
-        )?);
+                ,
+        ).await?);
         Ok(next)
     }
 
     /// Deletes one batch of reservations finished before `cutoff_ms`.
     pub async fn delete_finished_before(&self, cutoff_ms: i64) -> Result<u64, DbError> {
         self.db.check()?;
-        with_pool!(self.db.pool(), p => self.db.track(
+        with_pool!(self.db.pool(), p => self.db.bounded(
             sqlx::query(
                 "DELETE FROM reservations WHERE id IN (SELECT id FROM reservations \
                  WHERE finished_ms IS NOT NULL AND finished_ms < $1 LIMIT $2)",
@@ -681,8 +685,8 @@ impl Inventory {
             .bind(cutoff_ms)
             .bind(RETENTION_BATCH)
             .execute(p)
-            .await,
-        ).map(|r| r.rows_affected()))
+            ,
+        ).await.map(|r| r.rows_affected()))
     }
 }
 

@@ -122,7 +122,7 @@ impl Ledger {
 
     async fn read(&self, order_id: &str) -> Result<Option<Payment>, PaymentError> {
         let row = with_pool!(self.db.pool(), p => {
-            let row = self.db.track(sqlx::query(COLUMNS).bind(order_id).fetch_optional(p).await)?;
+            let row = self.db.bounded(sqlx::query(COLUMNS).bind(order_id).fetch_optional(p)).await?;
             match row {
                 None => None,
                 Some(r) => {
@@ -201,7 +201,7 @@ impl Ledger {
             refund_reason: None,
             created_at: UNIX_EPOCH + Duration::from_millis(u64::try_from(now).unwrap_or(0)),
         };
-        let inserted = with_pool!(self.db.pool(), p => self.db.track(
+        let inserted = with_pool!(self.db.pool(), p => self.db.bounded(
             sqlx::query(
                 "INSERT INTO payments (order_id, payment_id, customer_id, currency, amount_minor, \
                  status, charge_count, decline_reason, created_ms, updated_ms) \
@@ -220,8 +220,8 @@ impl Ledger {
             .bind(&payment.decline_reason)
             .bind(now)
             .execute(p)
-            .await,
-        )?.rows_affected());
+            ,
+        ).await?.rows_affected());
         if inserted == 1 {
             return Ok((payment, true));
         }
@@ -266,7 +266,7 @@ impl Ledger {
         // Tombstone first, then reverse a charge: whichever of the charge's
         // insert and ours lands first, the row is final once both ran, and
         // a charge that won is turned into a refund below.
-        with_pool!(self.db.pool(), p => self.db.track(
+        with_pool!(self.db.pool(), p => self.db.bounded(
             sqlx::query(
                 "INSERT INTO payments (order_id, payment_id, customer_id, currency, amount_minor, \
                  status, charge_count, refund_reason, created_ms, updated_ms) \
@@ -279,9 +279,9 @@ impl Ledger {
             .bind(reason)
             .bind(now)
             .execute(p)
-            .await,
-        ).map(drop))?;
-        let changed = with_pool!(self.db.pool(), p => self.db.track(
+            ,
+        ).await.map(drop))?;
+        let changed = with_pool!(self.db.pool(), p => self.db.bounded(
             sqlx::query(
                 "UPDATE payments SET status = 'refunded', refund_reason = $2, updated_ms = $3 \
                  WHERE order_id = $1 AND status = 'charged'",
@@ -290,8 +290,8 @@ impl Ledger {
             .bind(reason)
             .bind(now)
             .execute(p)
-            .await,
-        )?.rows_affected());
+            ,
+        ).await?.rows_affected());
         let p = self.read(order_id).await?.ok_or_else(|| {
             self.db.query_error(format!(
                 "refund of order {order_id}: the payment was neither found nor written; retry"
@@ -320,7 +320,7 @@ impl Ledger {
     /// Deletes one batch of payments last changed before `cutoff_ms`.
     pub async fn delete_before(&self, cutoff_ms: i64) -> Result<u64, DbError> {
         self.db.check()?;
-        with_pool!(self.db.pool(), p => self.db.track(
+        with_pool!(self.db.pool(), p => self.db.bounded(
             sqlx::query(
                 "DELETE FROM payments WHERE order_id IN (SELECT order_id FROM payments \
                  WHERE updated_ms < $1 LIMIT $2)",
@@ -328,8 +328,8 @@ impl Ledger {
             .bind(cutoff_ms)
             .bind(RETENTION_BATCH)
             .execute(p)
-            .await,
-        ).map(|r| r.rows_affected()))
+            ,
+        ).await.map(|r| r.rows_affected()))
     }
 }
 
