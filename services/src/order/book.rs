@@ -7,6 +7,16 @@
 //! idempotent per order id). The replica running a pending order holds a
 //! lease on it; an order whose lease ran out (its replica died) is finished
 //! by the recovery pass of any replica.
+//!
+//! Leases are fenced and renewed: every write of a pending order's progress
+//! renews the lease and holds only while this process still owns the row
+//! (`owner`), so a run that lost its order to another replica learns it
+//! ([`OrderError::LeaseLost`]) and stops. Lease times are taken from one
+//! clock, the database's (`lease_until_ms` is written and compared in SQL
+//! with the server's time), so replicas whose clocks disagree still agree
+//! on when a lease ran out. Tests with a manual [`Clock`] use that clock
+//! instead. `created_ms`/`updated_ms` stay on the process clock: they only
+//! date rows for display and retention.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -70,6 +80,14 @@ pub enum OrderError {
     /// Too many sagas in progress in this process.
     #[error("{0}")]
     Overloaded(String),
+    /// The run could not tell how a step ended (`.0` says which): the
+    /// order stays PENDING and the recovery pass finishes it.
+    #[error("{0}; order {1} stays PENDING until the recovery pass finishes it: retry with the same idempotency_key later to read its outcome")]
+    Undecided(Box<OrderError>, String),
+    /// Another replica took the order over (this run's lease ran out):
+    /// this run must not act on it any more.
+    #[error("order {0} is being finished by another replica; retry with the same idempotency_key to read its outcome")]
+    LeaseLost(String),
     #[error(transparent)]
     Db(#[from] DbError),
 }
@@ -294,16 +312,19 @@ impl std::fmt::Debug for OrderBook {
 
 const COLUMNS: &str = "SELECT order_id, idempotency_key, fingerprint, customer_id, request_items, \
      items, currency, total_minor, status, retryable, payment_id, reservation_id, failure_reason, \
-     trace_id, created_ms, lease_until_ms FROM orders";
+     trace_id, created_ms FROM orders";
 
 /// One row as read.
 struct StoredOrder {
     order: Order,
     fingerprint: String,
     retryable: bool,
-    lease_until_ms: i64,
     request_items: Vec<(String, u32)>,
 }
+
+/// Which rows [`OrderBook::take_over`] may take; `{now}` is the lease clock.
+const ABANDONED: &str = "status = 'pending' AND lease_until_ms <= {now}";
+const RETRYABLE: &str = "status = 'failed' AND retryable = 1";
 
 impl OrderBook {
     /// The book of this process (`owner`, e.g. its instance id), whose runs
@@ -330,8 +351,18 @@ impl OrderBook {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    fn lease_until(&self, now: i64) -> i64 {
-        now.saturating_add(crate::db::ms(self.lease))
+    /// The lease clock's "now" in SQL, reading parameter `$n`: the manual
+    /// clock's time when one is bound (tests), else the database's clock.
+    fn now_sql(&self, n: usize) -> String {
+        format!("COALESCE(${n}, {})", self.db.now_ms_sql())
+    }
+
+    /// The value for [`Self::now_sql`]'s parameter.
+    fn now_param(&self) -> Option<i64> {
+        match &self.clock {
+            Clock::System => None,
+            Clock::Manual(_) => Some(self.clock.now_ms()),
+        }
     }
 
     fn items_json(&self, items: &[PricedItem]) -> Result<String, DbError> {
@@ -375,13 +406,15 @@ impl OrderBook {
             // Registered before the insert: a retry in this process that
             // finds the row pending always finds the channel too.
             let slot = self.reserve_slot(key)?;
-            let inserted = with_pool!(self.db.pool(), p => self.db.track(
-                sqlx::query(
-                    "INSERT INTO orders (order_id, idempotency_key, fingerprint, customer_id, \
-                     request_items, items, currency, status, trace_id, created_ms, updated_ms, \
-                     owner, lease_until_ms) VALUES ($1, $2, $3, $4, $5, '[]', $6, 'pending', $7, \
-                     $8, $8, $9, $10) ON CONFLICT (idempotency_key) DO NOTHING",
-                )
+            let sql = format!(
+                "INSERT INTO orders (order_id, idempotency_key, fingerprint, customer_id, \
+                 request_items, items, currency, status, trace_id, created_ms, updated_ms, \
+                 owner, lease_until_ms) VALUES ($1, $2, $3, $4, $5, '[]', $6, 'pending', $7, \
+                 $8, $8, $9, {} + $11) ON CONFLICT (idempotency_key) DO NOTHING",
+                self.now_sql(10)
+            );
+            let inserted = with_pool!(self.db.pool(), p => self.db.bounded(
+                sqlx::query(&sql)
                 .bind(&order.order_id)
                 .bind(key)
                 .bind(&fingerprint)
@@ -391,10 +424,11 @@ impl OrderBook {
                 .bind(trace_id)
                 .bind(now)
                 .bind(&*self.owner)
-                .bind(self.lease_until(now))
+                .bind(self.now_param())
+                .bind(crate::db::ms(self.lease))
                 .execute(p)
-                .await,
-            ).map(|r| r.rows_affected()));
+                ,
+            ).await.map(|r| r.rows_affected()));
             let inserted = match inserted {
                 Ok(n) => n == 1,
                 Err(e) => {
@@ -422,31 +456,15 @@ impl OrderBook {
                     if let Some(tx) = self.running().get(key) {
                         return Ok(Claim::Wait(tx.subscribe(), existing));
                     }
-                    if stored.lease_until_ms > now {
-                        return Ok(Claim::WaitElsewhere(existing));
-                    }
-                    // Its run died with its replica: finish it here.
-                    if self
-                        .take_over(
-                            &existing.order_id,
-                            "status = 'pending' AND lease_until_ms <= $3",
-                            key,
-                        )
-                        .await?
-                    {
+                    // Its run died with its replica (the lease ran out, as
+                    // the database's clock says): finish it here.
+                    if self.take_over(&existing.order_id, ABANDONED, key).await? {
                         return Ok(Claim::Run(existing));
                     }
                     return Ok(Claim::WaitElsewhere(existing));
                 }
                 OrderStatus::Failed if stored.retryable => {
-                    if self
-                        .take_over(
-                            &existing.order_id,
-                            "status = 'failed' AND retryable = 1",
-                            key,
-                        )
-                        .await?
-                    {
+                    if self.take_over(&existing.order_id, RETRYABLE, key).await? {
                         let mut order = existing;
                         order.status = OrderStatus::Pending;
                         order.failure_reason = None;
@@ -467,7 +485,9 @@ impl OrderBook {
     }
 
     /// Makes this process the runner of `order_id` when `condition` (SQL on
-    /// the row, `$3` = now) holds; registers the waiters' channel for `key`.
+    /// the row, `{now}` = the lease clock) holds; registers the waiters'
+    /// channel for `key`. Never when this process runs `key` already: its
+    /// own run is alive, however late its lease.
     async fn take_over(
         &self,
         order_id: &str,
@@ -475,20 +495,25 @@ impl OrderBook {
         key: &str,
     ) -> Result<bool, OrderError> {
         let slot = self.reserve_slot(key)?;
-        let now = self.clock.now_ms();
+        if slot.key.is_none() {
+            return Ok(false);
+        }
+        let now = self.now_sql(3);
         let sql = format!(
             "UPDATE orders SET status = 'pending', retryable = 0, failure_reason = NULL, \
-             owner = $2, lease_until_ms = $4, updated_ms = $3 WHERE order_id = $1 AND {condition}"
+             owner = $2, lease_until_ms = {now} + $4, updated_ms = $5 WHERE order_id = $1 AND {}",
+            condition.replace("{now}", &now)
         );
-        let taken = with_pool!(self.db.pool(), p => self.db.track(
+        let taken = with_pool!(self.db.pool(), p => self.db.bounded(
             sqlx::query(&sql)
                 .bind(order_id)
                 .bind(&*self.owner)
-                .bind(now)
-                .bind(self.lease_until(now))
+                .bind(self.now_param())
+                .bind(crate::db::ms(self.lease))
+                .bind(self.clock.now_ms())
                 .execute(p)
-                .await,
-        ).map(|r| r.rows_affected()));
+                ,
+        ).await.map(|r| r.rows_affected()));
         match taken {
             Ok(1) => {
                 slot.keep();
@@ -525,7 +550,7 @@ impl OrderBook {
 
     async fn read(&self, sql: &str, value: &str) -> Result<Option<StoredOrder>, OrderError> {
         let stored = with_pool!(self.db.pool(), p => {
-            let row = self.db.track(sqlx::query(sql).bind(value).fetch_optional(p).await)?;
+            let row = self.db.bounded(sqlx::query(sql).bind(value).fetch_optional(p)).await?;
             match row {
                 None => None,
                 Some(r) => {
@@ -571,7 +596,6 @@ impl OrderBook {
                         },
                         fingerprint: self.db.track(r.try_get("fingerprint"))?,
                         retryable: retryable != 0,
-                        lease_until_ms: self.db.track(r.try_get("lease_until_ms"))?,
                         request_items,
                     })
                 }
@@ -581,25 +605,32 @@ impl OrderBook {
     }
 
     /// Records a running order's progress (items, total, reservation,
-    /// payment): what the recovery pass needs to finish it.
+    /// payment): what the recovery pass needs to finish it. Renews the
+    /// lease. [`OrderError::LeaseLost`] when another replica took it over.
     pub async fn update(&self, order: &Order) -> Result<(), OrderError> {
-        self.write(order, OrderStatus::Pending, false).await
+        self.write(order, OrderStatus::Pending, false, Some(self.lease))
+            .await
     }
 
+    /// Writes `order` as `status` while this process owns it and it is
+    /// pending; a pending write sets the lease to `lease` from now.
     async fn write(
         &self,
         order: &Order,
         status: OrderStatus,
         retryable: bool,
+        lease: Option<Duration>,
     ) -> Result<(), OrderError> {
         let items = self.items_json(&order.items)?;
-        let now = self.clock.now_ms();
-        with_pool!(self.db.pool(), p => self.db.track(
-            sqlx::query(
-                "UPDATE orders SET status = $2, retryable = $3, items = $4, total_minor = $5, \
-                 payment_id = $6, reservation_id = $7, failure_reason = $8, updated_ms = $9 \
-                 WHERE order_id = $1 AND status = 'pending'",
-            )
+        let sql = format!(
+            "UPDATE orders SET status = $2, retryable = $3, items = $4, total_minor = $5, \
+             payment_id = $6, reservation_id = $7, failure_reason = $8, updated_ms = $9, \
+             lease_until_ms = COALESCE({} + $12, lease_until_ms) \
+             WHERE order_id = $1 AND status = 'pending' AND owner = $10",
+            self.now_sql(11)
+        );
+        let written = with_pool!(self.db.pool(), p => self.db.bounded(
+            sqlx::query(&sql)
             .bind(&order.order_id)
             .bind(status.as_str())
             .bind(i64::from(retryable))
@@ -608,10 +639,16 @@ impl OrderBook {
             .bind(&order.payment_id)
             .bind(&order.reservation_id)
             .bind(&order.failure_reason)
-            .bind(now)
+            .bind(self.clock.now_ms())
+            .bind(&*self.owner)
+            .bind(self.now_param())
+            .bind(lease.map(crate::db::ms))
             .execute(p)
-            .await,
-        ).map(drop))?;
+            ,
+        ).await.map(|r| r.rows_affected()))?;
+        if written != 1 {
+            return Err(OrderError::LeaseLost(order.order_id.clone()));
+        }
         Ok(())
     }
 
@@ -622,12 +659,14 @@ impl OrderBook {
     /// once the lease has run out.
     pub async fn finish(&self, key: &str, order: &Order, outcome: Outcome) {
         let written = match &outcome {
-            Ok(done) => self.write(done, done.status, false).await,
+            // Not ours any more: the new owner decides.
+            Err(OrderError::LeaseLost(_)) => Ok(()),
+            Ok(done) => self.write(done, done.status, false, None).await,
             Err(error) => {
                 let mut failed = order.clone();
                 failed.status = OrderStatus::Failed;
                 failed.failure_reason = Some(error.to_string());
-                self.write(&failed, OrderStatus::Failed, true).await
+                self.write(&failed, OrderStatus::Failed, true, None).await
             }
         };
         if let Err(e) = written {
@@ -635,6 +674,32 @@ impl OrderBook {
                 order.id = %order.order_id,
                 error.message = %e,
                 "could not record how the order ended; the recovery pass finishes it after its lease"
+            );
+        }
+        self.release(key, outcome);
+    }
+
+    /// Ends this process's run of `key` without deciding the order: its
+    /// progress is recorded and it stays PENDING with a lease of `after`,
+    /// for the recovery pass to finish (its outcome is not known yet).
+    /// Waiters here get `outcome`.
+    pub async fn leave_to_recovery(
+        &self,
+        key: &str,
+        order: &Order,
+        after: Duration,
+        outcome: Outcome,
+    ) {
+        let mut pending = order.clone();
+        pending.status = OrderStatus::Pending;
+        if let Err(e) = self
+            .write(&pending, OrderStatus::Pending, false, Some(after))
+            .await
+        {
+            tracing::warn!(
+                order.id = %order.order_id,
+                error.message = %e,
+                "could not record the order's progress; the recovery pass finishes it after its lease"
             );
         }
         self.release(key, outcome);
@@ -668,16 +733,17 @@ impl OrderBook {
     /// with its process), if there is one: the recovery pass finishes it.
     pub async fn take_over_abandoned(&self) -> Result<Option<Recovered>, OrderError> {
         self.db.check()?;
-        let now = self.clock.now_ms();
-        let candidates: Vec<String> = with_pool!(self.db.pool(), p => self.db.track(
-            sqlx::query_scalar(
-                "SELECT order_id FROM orders WHERE status = 'pending' AND lease_until_ms <= $1 \
-                 ORDER BY lease_until_ms LIMIT 16",
-            )
-            .bind(now)
+        let sql = format!(
+            "SELECT order_id FROM orders WHERE status = 'pending' AND lease_until_ms <= {} \
+             ORDER BY lease_until_ms LIMIT 16",
+            self.now_sql(1)
+        );
+        let candidates: Vec<String> = with_pool!(self.db.pool(), p => self.db.bounded(
+            sqlx::query_scalar(&sql)
+            .bind(self.now_param())
             .fetch_all(p)
-            .await,
-        )?);
+            ,
+        ).await?);
         for order_id in candidates {
             let Some(stored) = self
                 .read(&format!("{COLUMNS} WHERE order_id = $1"), &order_id)
@@ -686,14 +752,7 @@ impl OrderBook {
                 continue;
             };
             let key = stored.order.idempotency_key.clone();
-            if self
-                .take_over(
-                    &order_id,
-                    "status = 'pending' AND lease_until_ms <= $3",
-                    &key,
-                )
-                .await?
-            {
+            if self.take_over(&order_id, ABANDONED, &key).await? {
                 return Ok(Some(Recovered {
                     order: stored.order,
                     items: stored.request_items,
@@ -711,14 +770,20 @@ impl OrderBook {
         order_id: &str,
         after: Duration,
     ) -> Result<(), OrderError> {
-        let until = self.clock.now_ms().saturating_add(crate::db::ms(after));
-        let r = with_pool!(self.db.pool(), p => self.db.track(
-            sqlx::query("UPDATE orders SET lease_until_ms = $2 WHERE order_id = $1 AND status = 'pending'")
+        let sql = format!(
+            "UPDATE orders SET lease_until_ms = {} + $3 \
+             WHERE order_id = $1 AND status = 'pending' AND owner = $4",
+            self.now_sql(2)
+        );
+        let r = with_pool!(self.db.pool(), p => self.db.bounded(
+            sqlx::query(&sql)
                 .bind(order_id)
-                .bind(until)
+                .bind(self.now_param())
+                .bind(crate::db::ms(after))
+                .bind(&*self.owner)
                 .execute(p)
-                .await,
-        ).map(drop));
+                ,
+        ).await.map(drop));
         self.release(
             key,
             Err(OrderError::Interrupted(format!(
@@ -731,7 +796,7 @@ impl OrderBook {
     /// Deletes one batch of orders (with their keys) finished before `cutoff_ms`.
     pub async fn delete_finished_before(&self, cutoff_ms: i64) -> Result<u64, DbError> {
         self.db.check()?;
-        with_pool!(self.db.pool(), p => self.db.track(
+        with_pool!(self.db.pool(), p => self.db.bounded(
             sqlx::query(
                 "DELETE FROM orders WHERE order_id IN (SELECT order_id FROM orders \
                  WHERE status <> 'pending' AND updated_ms < $1 LIMIT $2)",
@@ -739,8 +804,8 @@ impl OrderBook {
             .bind(cutoff_ms)
             .bind(RETENTION_BATCH)
             .execute(p)
-            .await,
-        ).map(|r| r.rows_affected()))
+            ,
+        ).await.map(|r| r.rows_affected()))
     }
 }
 

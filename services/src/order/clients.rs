@@ -283,6 +283,9 @@ pub fn name_failure(
         ),
         Code::NotFound => refused(CallFailure::NotFound),
         Code::InvalidArgument | Code::OutOfRange => refused(CallFailure::InvalidArgument),
+        Code::FailedPrecondition if s.metadata().contains_key(crate::edge::REFUNDED_METADATA) => {
+            refused(CallFailure::Refunded)
+        }
         Code::FailedPrecondition | Code::Aborted | Code::AlreadyExists => {
             refused(CallFailure::FailedPrecondition)
         }

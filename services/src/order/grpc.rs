@@ -54,15 +54,23 @@ impl From<&Order> for pb::Order {
 pub fn order_status(e: OrderError) -> Status {
     let msg = e.to_string();
     match e {
+        // The cause's code, the whole message.
+        OrderError::Undecided(cause, _) => {
+            let code = order_status(*cause).code();
+            Status::new(code, msg)
+        }
         OrderError::UnknownOrder(_) => Status::not_found(msg),
         OrderError::KeyReused(_) | OrderError::Pricing(_) => Status::failed_precondition(msg),
         OrderError::Interrupted(_) => Status::internal(msg),
+        OrderError::LeaseLost(_) => Status::aborted(msg),
         OrderError::Overloaded(_) => Status::resource_exhausted(msg),
         OrderError::Db(e) => db_status(&e),
         OrderError::Downstream(call) => match call.failure {
             CallFailure::NotFound => Status::not_found(msg),
             CallFailure::InvalidArgument => Status::invalid_argument(msg),
-            CallFailure::FailedPrecondition => Status::failed_precondition(msg),
+            CallFailure::FailedPrecondition | CallFailure::Refunded => {
+                Status::failed_precondition(msg)
+            }
             CallFailure::ResourceExhausted => Status::resource_exhausted(msg),
             CallFailure::Refused => Status::failed_precondition(msg),
             CallFailure::Unavailable => Status::unavailable(msg),

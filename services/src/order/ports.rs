@@ -41,6 +41,9 @@ pub enum CallFailure {
     InvalidArgument,
     /// The service refused: the state does not allow it (e.g. out of stock).
     FailedPrecondition,
+    /// Payment refused to charge: the order id was refunded (or barred by a
+    /// refund that came first) and can never be charged.
+    Refunded,
     /// The service shed the request; it may be retried later.
     ResourceExhausted,
     /// Any other refusal that is the caller's to fix.

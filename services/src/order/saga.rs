@@ -6,7 +6,16 @@
 //! order PENDING with a lease, and once the lease has run out the recovery
 //! pass ([`Orders::recover_one`]) finishes it: an order whose charge was
 //! approved and recorded is committed (completing what was paid for), any
-//! other is compensated (refund by order id, release) and left retryable.
+//! other is compensated (refund by order id, release).
+//!
+//! A refund by order id bars the order id from being charged ever after
+//! (payment leaves a tombstone when nothing was charged yet, so a charge
+//! still on its way takes no money). An order that was refunded therefore
+//! ends FAILED and not retryable: its caller places it again under a new
+//! idempotency key. When the saga cannot tell what happened (a commit whose
+//! outcome stays unknown, a refund that does not answer, the order's row
+//! that cannot be written) it does not guess: it leaves the order PENDING
+//! for the recovery pass, which asks again until it knows.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -145,7 +154,13 @@ impl<S: Stock, P: Payments> Orders<S, P> {
                     async move {
                         let mut order = order;
                         let outcome = this.run(&mut order, &request, deadline).await;
-                        this.book.finish(&key, &order, outcome.clone()).await;
+                        if let Err(OrderError::Undecided(..)) = &outcome {
+                            this.book
+                                .leave_to_recovery(&key, &order, RECOVERY_RETRY, outcome.clone())
+                                .await;
+                        } else {
+                            this.book.finish(&key, &order, outcome.clone()).await;
+                        }
                         finish.disarm();
                         outcome
                     }
@@ -200,19 +215,37 @@ impl<S: Stock, P: Payments> Orders<S, P> {
             .await;
         let decision = match charged {
             Ok(d) => d,
-            Err(mut error) => {
+            Err(error) if error.failure == CallFailure::Refunded => {
+                // An earlier run (or the recovery pass) refunded this order
+                // id: it is never charged again.
+                tracing::warn!(order.id = %id, error.message = %error, "order already refunded; releasing");
+                self.release(&id, &reserved.reservation_id).await;
+                return Ok(refunded_failure(order, &error.to_string()));
+            }
+            Err(error) => {
                 tracing::warn!(order.id = %id, error.message = %error, "charge failed; compensating");
                 if error.is_ambiguous() {
-                    // The charge may have gone through before the failure.
-                    let refunded = self
-                        .refund(&id, &format!("charge outcome unknown: {error}"))
-                        .await;
-                    if !refunded {
-                        // Say so: a charge may stand for an order that failed.
-                        error.message = format!(
-                            "{error}; the charge may have gone through and could not be refunded: retry with the same idempotency_key to finish order {id}"
-                        );
+                    // The charge may have gone through before the failure,
+                    // or may still be on its way: refund by order id, which
+                    // also bars a late charge.
+                    let reason = format!("charge outcome unknown: {error}");
+                    let refund = self.refund(&id, &reason).await;
+                    self.release(&id, &reserved.reservation_id).await;
+                    match refund {
+                        Refund::Done => return Ok(refunded_failure(order, &reason)),
+                        Refund::NothingCharged => {}
+                        Refund::Failed => {
+                            // A charge may stand: the recovery pass refunds
+                            // it once payment answers.
+                            tracing::error!(order.id = %id, "charge outcome unknown and the refund failed; leaving the order to the recovery pass");
+                            let mut error = error;
+                            error.message = format!(
+                                "{error}; the charge may have gone through and could not be refunded: retry with the same idempotency_key"
+                            );
+                            return Err(undecided(OrderError::Downstream(error), &id));
+                        }
                     }
+                    return Err(OrderError::Downstream(error));
                 }
                 self.release(&id, &reserved.reservation_id).await;
                 return Err(OrderError::Downstream(error));
@@ -240,20 +273,18 @@ impl<S: Stock, P: Payments> Orders<S, P> {
         };
         order.payment_id = non_empty(payment_id);
         // What the recovery pass needs to complete a paid order if this
-        // run is cut. Not recorded: the commit below is then not attempted
-        // (money is taken, so compensation follows).
+        // run is cut. Not recorded: the commit below is then not attempted.
+        // Nor is any compensation: the write may have landed with its
+        // answer lost (the recovery pass would then commit a paid order
+        // this run refunded), or another replica may own the order now.
+        // The recovery pass decides from what the row says.
         if let Err(e) = self.book.update(order).await {
-            let reason = format!("recording the charge failed: {e}");
-            tracing::warn!(order.id = %id, error.message = %reason, "compensating: refund, then release");
-            let refunded = self.refund(&id, &reason).await;
-            self.release(&id, &reserved.reservation_id).await;
-            return Err(if refunded {
-                e
-            } else {
-                OrderError::Interrupted(format!(
-                    "{reason}; REFUND FAILED for order {id}: retry with the same idempotency_key"
-                ))
-            });
+            if matches!(e, OrderError::LeaseLost(_)) {
+                tracing::warn!(order.id = %id, error.message = %e, "lease lost: this run stops");
+                return Err(e);
+            }
+            tracing::warn!(order.id = %id, error.message = %e, "recording the charge failed; leaving the order to the recovery pass");
+            return Err(undecided(e, &id));
         }
 
         // 3. Commit. From here on the money is taken: a failure refunds.
@@ -272,20 +303,29 @@ impl<S: Stock, P: Payments> Orders<S, P> {
             }
         }
         if let Err(error) = committed {
+            if error.is_ambiguous() {
+                // Still unknown: refunding and releasing now would lose the
+                // units if the commit landed (a committed reservation cannot
+                // be released). The recovery pass asks again until it knows.
+                tracing::warn!(order.id = %id, error.message = %error, "commit outcome still unknown; leaving the paid order to the recovery pass");
+                return Err(undecided(OrderError::Downstream(error), &id));
+            }
             let reason = format!("inventory commit failed: {error}");
             tracing::warn!(order.id = %id, error.message = %reason, "compensating: refund, then release");
-            let refunded = self.refund(&id, &reason).await;
+            if self.refund(&id, &reason).await == Refund::Failed {
+                // The charge stands: the recovery pass commits again (it is
+                // refused again) and refunds once payment answers.
+                tracing::error!(order.id = %id, "refund failed; leaving the order to the recovery pass");
+                return Err(undecided(
+                    OrderError::Downstream(CallError::new(
+                        CallFailure::Unavailable,
+                        format!("{reason}; the refund failed"),
+                    )),
+                    &id,
+                ));
+            }
             self.release(&id, &reserved.reservation_id).await;
-            order.status = OrderStatus::Failed;
-            order.failure_reason = Some(if refunded {
-                format!("{reason}; payment refunded")
-            } else {
-                format!(
-                    "{reason}; REFUND FAILED, payment {} needs attention",
-                    order.payment_id.as_deref().unwrap_or("?")
-                )
-            });
-            return Ok(order.clone());
+            return Ok(refunded_failure(order, &reason));
         }
         order.status = OrderStatus::Confirmed;
         tracing::info!(
@@ -331,22 +371,23 @@ impl<S: Stock, P: Payments> Orders<S, P> {
                 Err(e) => {
                     let reason =
                         format!("recovered after an interruption: inventory commit failed: {e}");
-                    if !self.refund(&id, &reason).await {
+                    if self.refund(&id, &reason).await == Refund::Failed {
                         self.book.postpone(&key, &id, RECOVERY_RETRY).await?;
                         return Ok(true);
                     }
                     self.release(&id, &reservation).await;
-                    order.status = OrderStatus::Failed;
-                    order.failure_reason = Some(format!("{reason}; payment refunded"));
-                    self.book.finish(&key, &order, Ok(order.clone())).await;
+                    let failed = refunded_failure(&mut order, &reason);
+                    self.book.finish(&key, &failed, Ok(failed.clone())).await;
                     return Ok(true);
                 }
             }
         }
-        // Not known to be paid: the charge may or may not have happened.
-        // Refund by order id (nothing charged → nothing to do), release.
+        // Not known to be paid: the charge may or may not have happened, or
+        // may still be on its way. Refund by order id (nothing charged yet →
+        // payment bars a late charge), release.
         let reason = "order interrupted before it was decided";
-        if !self.refund(&id, reason).await {
+        let refund = self.refund(&id, reason).await;
+        if refund == Refund::Failed {
             self.book.postpone(&key, &id, RECOVERY_RETRY).await?;
             return Ok(true);
         }
@@ -354,15 +395,21 @@ impl<S: Stock, P: Payments> Orders<S, P> {
             self.release(&id, reservation).await;
         }
         tracing::warn!(order.id = %id, order.status = "FAILED", "recovered order compensated");
-        self.book
-            .finish(
-                &key,
-                &order,
-                Err(OrderError::Interrupted(format!(
-                    "order {id} was interrupted before it was decided; any charge was refunded and the reservation released or left to expire: retry with the same idempotency_key"
-                ))),
-            )
-            .await;
+        if refund == Refund::Done {
+            let failed = refunded_failure(&mut order, reason);
+            self.book.finish(&key, &failed, Ok(failed.clone())).await;
+        } else {
+            // Declined: a retry replays the decline.
+            self.book
+                .finish(
+                    &key,
+                    &order,
+                    Err(OrderError::Interrupted(format!(
+                        "order {id} was interrupted before it was decided; nothing was charged and the reservation was released or left to expire: retry with the same idempotency_key"
+                    ))),
+                )
+                .await;
+        }
         Ok(true)
     }
 
@@ -389,28 +436,57 @@ impl<S: Stock, P: Payments> Orders<S, P> {
         }
     }
 
-    /// True when no charge is left standing.
-    async fn refund(&self, order_id: &str, reason: &str) -> bool {
+    /// Refunds `order_id` by order id; see [`Refund`].
+    async fn refund(&self, order_id: &str, reason: &str) -> Refund {
         let r = self
             .payments
             .refund(self.compensation_deadline(), order_id, reason)
             .await;
         match r {
             Ok(()) => {
-                tracing::warn!(order.id = %order_id, "payment refunded");
-                true
+                tracing::warn!(order.id = %order_id, "payment refunded (or barred before any charge)");
+                Refund::Done
             }
-            // Never charged, or declined: nothing to give back.
+            // Declined: nothing to give back, and a retry replays the decline.
             Err(CallError {
-                failure: CallFailure::NotFound | CallFailure::FailedPrecondition,
+                failure: CallFailure::FailedPrecondition,
                 ..
-            }) => true,
+            }) => Refund::NothingCharged,
+            // NOT_FOUND included: a payment that answers so wrote no
+            // tombstone, so a charge still on its way could land after it.
             Err(e) => {
                 tracing::error!(order.id = %order_id, error.message = %e, "refund failed");
-                false
+                Refund::Failed
             }
         }
     }
+}
+
+/// What a refund by order id left.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Refund {
+    /// No charge stands and none can be made for the order any more.
+    Done,
+    /// The charge was declined: nothing to give back.
+    NothingCharged,
+    /// Payment did not say: a charge may stand.
+    Failed,
+}
+
+/// `cause` left order `id` undecided: it stays PENDING for the recovery pass.
+fn undecided(cause: OrderError, id: &str) -> OrderError {
+    OrderError::Undecided(Box::new(cause), id.to_owned())
+}
+
+/// `order` ended FAILED after its payment was refunded (or barred): the
+/// order id can never be charged again, so the key is not retryable.
+fn refunded_failure(order: &mut Order, reason: &str) -> Order {
+    order.status = OrderStatus::Failed;
+    order.failure_reason = Some(format!(
+        "{reason}; no charge stands for order {} and it cannot be charged again: place the order again with a new idempotency_key",
+        order.order_id
+    ));
+    order.clone()
 }
 
 /// Ends a run's claim on its key in this process even when the saga task

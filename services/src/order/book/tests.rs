@@ -196,6 +196,103 @@ async fn another_replica_waits_then_takes_over_once_the_lease_runs_out() {
 }
 
 #[tokio::test]
+async fn a_run_whose_order_was_taken_over_cannot_write_it_any_more() {
+    let (a, clock, _dir) = book().await;
+    let b = OrderBook::new(
+        a.db.clone(),
+        clock.clone(),
+        "replica-b",
+        Duration::from_secs(10),
+    );
+    let Claim::Run(order) = a.claim(&new_order("k", 1), "t").await.unwrap() else {
+        panic!()
+    };
+    // a is slow past its lease; b's recovery pass takes the order over.
+    clock.advance(Duration::from_secs(11));
+    let taken = b.take_over_abandoned().await.unwrap().expect("abandoned");
+    let mut progress = order.clone();
+    progress.payment_id = Some("pay-a".into());
+    assert!(matches!(
+        a.update(&progress).await,
+        Err(OrderError::LeaseLost(id)) if id == order.order_id
+    ));
+    // Nor can a's run decide it: b's outcome stands.
+    let mut confirmed = order.clone();
+    confirmed.status = OrderStatus::Confirmed;
+    a.finish("k", &order, Ok(confirmed)).await;
+    let stored = a.get(&order.order_id).await.unwrap();
+    assert_eq!(stored.status, OrderStatus::Pending);
+    assert_eq!(stored.payment_id, None);
+    let mut failed = taken.order.clone();
+    failed.status = OrderStatus::Failed;
+    b.finish("k", &taken.order, Ok(failed)).await;
+    assert_eq!(
+        a.get(&order.order_id).await.unwrap().status,
+        OrderStatus::Failed
+    );
+}
+
+#[tokio::test]
+async fn progress_renews_the_lease() {
+    let (a, clock, _dir) = book().await;
+    let b = OrderBook::new(
+        a.db.clone(),
+        clock.clone(),
+        "replica-b",
+        Duration::from_secs(10),
+    );
+    let Claim::Run(order) = a.claim(&new_order("k", 1), "t").await.unwrap() else {
+        panic!()
+    };
+    for _ in 0..3 {
+        clock.advance(Duration::from_secs(8));
+        a.update(&order).await.unwrap();
+    }
+    // 33 s after the claim, 9 s after the last progress: still a's.
+    clock.advance(Duration::from_secs(9));
+    assert!(b.take_over_abandoned().await.unwrap().is_none());
+    clock.advance(Duration::from_secs(2));
+    assert!(b.take_over_abandoned().await.unwrap().is_some());
+}
+
+#[tokio::test]
+async fn the_recovery_pass_never_takes_over_a_run_of_its_own_process() {
+    let (a, clock, _dir) = book().await;
+    let Claim::Run(order) = a.claim(&new_order("k", 1), "t").await.unwrap() else {
+        panic!()
+    };
+    // The run is alive here, only late: its lease ran out.
+    clock.advance(Duration::from_secs(11));
+    assert!(a.take_over_abandoned().await.unwrap().is_none());
+    a.update(&order).await.unwrap();
+}
+
+#[tokio::test]
+async fn leases_are_kept_on_the_database_clock() {
+    let (db, _dir) = crate::db::test_sqlite("order", crate::order::MIGRATIONS).await;
+    let a = OrderBook::new(db.clone(), Clock::System, "a", Duration::from_secs(60));
+    let b = OrderBook::new(db, Clock::System, "b", Duration::from_secs(60));
+    let before = crate::db::now_ms();
+    let Claim::Run(_) = a.claim(&new_order("k", 1), "t").await.unwrap() else {
+        panic!()
+    };
+    let until: i64 = with_pool!(a.db.pool(), p => sqlx::query_scalar(
+        "SELECT lease_until_ms FROM orders WHERE idempotency_key = 'k'"
+    )
+    .fetch_one(p)
+    .await
+    .unwrap());
+    // Written from the database's clock (here the same machine's).
+    let lease = until - before;
+    assert!((59_000..=61_000).contains(&lease), "{lease}");
+    assert!(matches!(
+        b.claim(&new_order("k", 1), "t").await.unwrap(),
+        Claim::WaitElsewhere(_)
+    ));
+    assert!(b.take_over_abandoned().await.unwrap().is_none());
+}
+
+#[tokio::test]
 async fn retention_deletes_finished_orders_and_their_keys_but_never_pending_ones() {
     let (book, clock, _dir) = book().await;
     let Claim::Run(done) = book.claim(&new_order("old", 1), "t").await.unwrap() else {

@@ -207,11 +207,57 @@ async fn an_ambiguous_charge_is_refunded_then_released() {
         refund: Script::new(vec![Ok(())]),
     };
     let (outcome, stock, payments) = place(FakeStock::ok("USD"), payments).await;
-    let error = outcome.unwrap_err();
-    assert!(matches!(&error, OrderError::Downstream(e) if e.failure == CallFailure::Unavailable));
-    assert!(!error.to_string().contains("could not be refunded"));
+    // The refund bars the order id from any charge: FAILED for good.
+    let order = outcome.unwrap();
+    assert_eq!(order.status, OrderStatus::Failed);
+    let reason = order.failure_reason.unwrap();
+    assert!(reason.contains("charge outcome unknown"), "{reason}");
+    assert!(reason.contains("new idempotency_key"), "{reason}");
     assert_eq!(stock, ["reserve", "release"]);
     assert_eq!(payments, ["charge", "refund"]);
+}
+
+#[tokio::test]
+async fn a_charge_refused_as_refunded_ends_the_order_for_good() {
+    let payments = FakePayments {
+        charge: Script::new(vec![Err(CallError::new(
+            CallFailure::Refunded,
+            "payment: the charge for order o was refunded",
+        ))]),
+        refund: Script::new(vec![Ok(())]),
+    };
+    let (book, _dir) = test_book().await;
+    let orders = Orders::new(
+        book.clone(),
+        FakeStock::ok("USD"),
+        payments,
+        Duration::from_secs(1),
+        "USD",
+    );
+    let order = orders
+        .place(request("k"), Deadline::after(Duration::from_secs(5)), "t")
+        .await
+        .unwrap();
+    assert_eq!(order.status, OrderStatus::Failed);
+    assert!(
+        order
+            .failure_reason
+            .unwrap()
+            .contains("new idempotency_key"),
+        "the caller is told the key cannot succeed"
+    );
+    assert_eq!(
+        orders.stock.calls(),
+        [
+            format!("reserve {}", order.order_id),
+            "release res-1".to_owned()
+        ]
+    );
+    // Not retryable: the same key replays the failure.
+    assert!(matches!(
+        book.claim(&request("k"), "t2").await.unwrap(),
+        Claim::Done(o) if o.status == OrderStatus::Failed
+    ));
 }
 
 #[tokio::test]
@@ -220,10 +266,16 @@ async fn a_failed_refund_after_an_ambiguous_charge_is_said() {
         charge: Script::new(vec![Err(unavailable("payment"))]),
         refund: Script::new(vec![Err(unavailable("payment"))]),
     };
-    let (outcome, _, _) = place(FakeStock::ok("USD"), payments).await;
-    let error = outcome.unwrap_err().to_string();
+    let (outcome, stock, _) = place(FakeStock::ok("USD"), payments).await;
+    // A charge may stand: not FAILED (which would leave it standing), but
+    // PENDING for the recovery pass, which refunds once payment answers.
+    let error = outcome.unwrap_err();
+    assert!(matches!(error, OrderError::Undecided(..)), "{error:?}");
+    let error = error.to_string();
     assert!(error.contains("could not be refunded"), "{error}");
+    assert!(error.contains("stays PENDING"), "{error}");
     assert!(error.contains("same idempotency_key"), "{error}");
+    assert_eq!(stock, ["reserve", "release"]);
 }
 
 #[tokio::test]
@@ -252,6 +304,63 @@ async fn an_ambiguous_commit_is_asked_again_before_any_refund() {
 }
 
 #[tokio::test]
+async fn a_commit_still_ambiguous_after_the_retry_is_left_to_recovery_not_compensated() {
+    let (db, _dir) = crate::db::test_sqlite("order", crate::order::MIGRATIONS).await;
+    let clock = crate::db::Clock::manual(crate::db::now_ms());
+    let book = OrderBook::new(db, clock.clone(), "a", Duration::from_secs(30));
+    let mut stock = FakeStock::ok("USD");
+    stock.commit = Script::new(vec![
+        Err(unavailable("inventory")),
+        Err(unavailable("inventory")),
+        Ok(()),
+    ]);
+    let orders = Orders::new(
+        book.clone(),
+        stock,
+        FakePayments::approving(),
+        Duration::from_secs(1),
+        "USD",
+    );
+    let error = orders
+        .place(request("k"), Deadline::after(Duration::from_secs(5)), "t")
+        .await
+        .unwrap_err();
+    assert!(matches!(error, OrderError::Undecided(..)), "{error:?}");
+    let OrderError::Undecided(_, id) = &error else {
+        unreachable!()
+    };
+    let order = book.get(id).await.unwrap();
+    // The commit may have landed: no refund, no release (a committed
+    // reservation cannot be released, so that would lose the units).
+    assert_eq!(order.status, OrderStatus::Pending);
+    assert_eq!(orders.payments.calls().len(), 1, "the charge only");
+    assert_eq!(
+        orders.stock.calls(),
+        [
+            format!("reserve {id}"),
+            "commit res-1".to_owned(),
+            "commit res-1".to_owned()
+        ]
+    );
+    let stored = book.get(&order.order_id).await.unwrap();
+    assert_eq!(stored.status, OrderStatus::Pending);
+    assert_eq!(stored.payment_id.as_deref(), Some("pay-1"));
+    // The recovery pass asks again once the short lease is over, and
+    // completes what was paid for.
+    clock.advance(RECOVERY_RETRY + Duration::from_secs(1));
+    assert!(orders.recover_one().await.unwrap());
+    assert_eq!(
+        book.get(&order.order_id).await.unwrap().status,
+        OrderStatus::Confirmed
+    );
+    assert!(!orders
+        .payments
+        .calls()
+        .iter()
+        .any(|c| c.starts_with("refund")));
+}
+
+#[tokio::test]
 async fn a_failed_commit_refunds_then_releases() {
     let mut stock = FakeStock::ok("USD");
     stock.commit = Script::new(vec![Err(CallError::new(
@@ -262,7 +371,7 @@ async fn a_failed_commit_refunds_then_releases() {
     let order = outcome.unwrap();
     assert_eq!(order.status, OrderStatus::Failed);
     let reason = order.failure_reason.unwrap();
-    assert!(reason.contains("payment refunded"), "{reason}");
+    assert!(reason.contains("new idempotency_key"), "{reason}");
     assert_eq!(stock, ["reserve", "commit", "release"]);
     assert_eq!(payments, ["charge", "refund"]);
 }
@@ -392,15 +501,18 @@ fn a_saga_that_dies_with_its_runtime_is_recovered_after_its_lease() {
             orders.recover_one().await.unwrap(),
             "the abandoned order is recovered"
         );
-        // Not known to be paid: compensated (refund by order id), retryable.
+        // Not known to be paid: compensated (refund by order id, which
+        // bars a late charge), so the order id can never be paid: final.
         assert_eq!(orders.payments.calls(), [format!("refund {id}")]);
         let failed = book.get(&id).await.unwrap();
         assert_eq!(failed.status, OrderStatus::Failed, "{failed:?}");
-        assert!(failed.failure_reason.unwrap().contains("interrupted"));
+        let reason = failed.failure_reason.unwrap();
+        assert!(reason.contains("interrupted"), "{reason}");
+        assert!(reason.contains("new idempotency_key"), "{reason}");
         assert!(!orders.recover_one().await.unwrap(), "nothing left pending");
         match book.claim(&request("k"), "t3").await.unwrap() {
-            Claim::Run(order) => assert_eq!(order.order_id, id),
-            other => panic!("the key is retryable: {other:?}"),
+            Claim::Done(order) => assert_eq!(order.order_id, id),
+            other => panic!("a refunded order is not retried under its key: {other:?}"),
         }
     });
 }
@@ -477,4 +589,69 @@ async fn recovery_waits_when_payment_cannot_say_whether_it_charged() {
         book.get(&order.order_id).await.unwrap().status,
         OrderStatus::Failed
     );
+}
+
+/// Payment that approves, but so slowly that another replica takes the
+/// order over first.
+struct Overtaken {
+    other: OrderBook,
+    clock: crate::db::Clock,
+    calls: Mutex<Vec<String>>,
+}
+
+impl Payments for Overtaken {
+    async fn charge(
+        &self,
+        _: Deadline,
+        order_id: &str,
+        _: &str,
+        _: &Money,
+        _: &str,
+    ) -> Result<ChargeDecision, CallError> {
+        self.calls
+            .lock()
+            .unwrap()
+            .push(format!("charge {order_id}"));
+        self.clock.advance(Duration::from_secs(31));
+        assert!(self.other.take_over_abandoned().await.unwrap().is_some());
+        Ok(ChargeDecision::Approved {
+            payment_id: "pay-1".into(),
+        })
+    }
+
+    async fn refund(&self, _: Deadline, order_id: &str, _: &str) -> Result<(), CallError> {
+        self.calls
+            .lock()
+            .unwrap()
+            .push(format!("refund {order_id}"));
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn a_run_that_lost_its_lease_stops_without_compensating() {
+    let (db, _dir) = crate::db::test_sqlite("order", crate::order::MIGRATIONS).await;
+    let clock = crate::db::Clock::manual(crate::db::now_ms());
+    let book = OrderBook::new(db.clone(), clock.clone(), "a", Duration::from_secs(30));
+    let other = OrderBook::new(db, clock.clone(), "b", Duration::from_secs(30));
+    let payments = Overtaken {
+        other: other.clone(),
+        clock,
+        calls: Mutex::new(Vec::new()),
+    };
+    let orders = Orders::new(
+        book.clone(),
+        FakeStock::ok("USD"),
+        payments,
+        Duration::from_secs(1),
+        "USD",
+    );
+    let e = orders
+        .place(request("k"), Deadline::after(Duration::from_secs(5)), "t")
+        .await
+        .unwrap_err();
+    assert!(matches!(e, OrderError::LeaseLost(_)), "{e:?}");
+    // No refund, no release, no commit: the order is b's to finish.
+    assert_eq!(orders.payments.calls.lock().unwrap().len(), 1);
+    assert_eq!(orders.stock.calls().len(), 1, "{:?}", orders.stock.calls());
 }
