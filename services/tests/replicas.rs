@@ -37,6 +37,8 @@ struct Replicas {
     orders: [SocketAddr; 2],
     inventories: [SocketAddr; 2],
     payment: SocketAddr,
+    order_db: String,
+    payment_db: String,
     _shutdown: tokio_util::sync::DropGuard,
 }
 
@@ -64,7 +66,7 @@ async fn replicas(stock: u32) -> Replicas {
         listen: payment,
         common: Default::default(),
     };
-    pcfg.common.database = pg(payment_db);
+    pcfg.common.database = pg(payment_db.clone());
     tokio::spawn(app::run_payment(
         pcfg,
         app::identity("payment"),
@@ -111,6 +113,8 @@ async fn replicas(stock: u32) -> Replicas {
         orders: [orders[0], orders[1]],
         inventories: [inventories[0], inventories[1]],
         payment,
+        order_db,
+        payment_db,
         _shutdown: shutdown.drop_guard(),
     };
     for addr in r.orders.iter().chain(&r.inventories).chain([&r.payment]) {
@@ -162,6 +166,42 @@ async fn stock(addr: SocketAddr) -> (u32, u32) {
     (items[0].available, items[0].reserved)
 }
 
+/// Money taken matches what was sold, read from the databases: no order
+/// that is not CONFIRMED has a standing charge, and there are exactly as
+/// many standing charges as confirmed orders. Returns the confirmed count.
+async fn assert_charges_match_confirmed_orders(r: &Replicas) -> usize {
+    use sqlx::{Connection, Row};
+    let mut orders = sqlx::PgConnection::connect(&r.order_db).await.unwrap();
+    let status: std::collections::HashMap<String, String> =
+        sqlx::query("SELECT order_id, status FROM orders")
+            .fetch_all(&mut orders)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|row| (row.get("order_id"), row.get("status")))
+            .collect();
+    let mut payments = sqlx::PgConnection::connect(&r.payment_db).await.unwrap();
+    let charged: Vec<String> =
+        sqlx::query_scalar("SELECT order_id FROM payments WHERE status = 'charged'")
+            .fetch_all(&mut payments)
+            .await
+            .unwrap();
+    for id in &charged {
+        assert_eq!(
+            status.get(id).map(String::as_str),
+            Some("confirmed"),
+            "{id} has a standing charge"
+        );
+    }
+    let confirmed = status.values().filter(|s| *s == "confirmed").count();
+    assert_eq!(
+        charged.len(),
+        confirmed,
+        "one standing charge per confirmed order"
+    );
+    confirmed
+}
+
 async fn payment_of(addr: SocketAddr, order_id: &str) -> pay::Payment {
     pay::payment_service_client::PaymentServiceClient::new(channel(addr))
         .get_payment(pay::GetPaymentRequest {
@@ -208,11 +248,12 @@ async fn two_hundred_orders_on_stock_fifty_across_two_order_and_two_inventory_re
     for o in &confirmed {
         let p = payment_of(r.payment, &o.order_id).await;
         assert_eq!(
-            (p.status(), p.charge_count, p.payment_id.as_str()),
-            (pay::PaymentStatus::Charged, 1, o.payment_id.as_str()),
-            "one charge for {o:?}"
+            (p.status(), p.payment_id.as_str()),
+            (pay::PaymentStatus::Charged, o.payment_id.as_str()),
+            "the charge of {o:?}"
         );
     }
+    assert_eq!(assert_charges_match_confirmed_orders(&r).await, 50);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -262,7 +303,9 @@ async fn the_same_key_sent_to_both_order_replicas_at_once_is_one_order_and_one_c
         })
         .await;
         let p = payment_of(r.payment, &order_id).await;
-        assert_eq!(p.charge_count, 1, "{last:?}");
+        assert_eq!(p.status(), pay::PaymentStatus::Charged, "{last:?}");
     }
+    // One order per key, and one standing charge per confirmed order.
+    assert_eq!(assert_charges_match_confirmed_orders(&r).await, 5);
     assert_eq!(stock(r.inventories[1]).await, (995, 0), "one unit per key");
 }
