@@ -878,6 +878,68 @@ mod tests {
         assert_eq!(avail(&i, "a").await, (0, 50));
     }
 
+    /// The same race where it can happen: two replicas (two pools of
+    /// several connections each) on the PostgreSQL server of
+    /// `MESHWATCH_TEST_POSTGRES`, when set. (On SQLite the one-connection
+    /// pool serializes every reservation.)
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_reservations_never_oversell_on_postgres_replicas() {
+        use sqlx::Connection;
+        let Ok(url) = std::env::var("MESHWATCH_TEST_POSTGRES") else {
+            return;
+        };
+        let name = format!("t_inv_{:012x}", rand::random::<u64>() & 0xffff_ffff_ffff);
+        let mut admin = sqlx::PgConnection::connect(url.trim()).await.unwrap();
+        sqlx::query(&format!("CREATE DATABASE {name}"))
+            .execute(&mut admin)
+            .await
+            .unwrap();
+        let base = url.trim().rsplit_once('/').unwrap().0;
+        let target = crate::db::DbTarget::Postgres {
+            url: format!("{base}/{name}"),
+            max_connections: 8,
+        };
+        let cat = vec![CatalogItem {
+            sku: "a".into(),
+            name: "A".into(),
+            unit_price: Money::new("USD", 100).unwrap(),
+            stock: 50,
+        }];
+        let mut replicas = Vec::new();
+        for _ in 0..2 {
+            let db = Database::open(
+                "inventory",
+                &target,
+                crate::inventory::MIGRATIONS,
+                meshwatch_runtime::Readiness::default(),
+            )
+            .await
+            .unwrap();
+            let i = Inventory::new(db, cat.clone(), Duration::from_secs(30), Clock::System);
+            i.seed().await.unwrap();
+            replicas.push(i);
+        }
+        let tasks: Vec<_> = (0..200)
+            .map(|n| {
+                let i = replicas[n % 2].clone();
+                tokio::spawn(async move {
+                    i.reserve(&format!("o{n}"), &[("a".into(), 1)])
+                        .await
+                        .is_ok()
+                })
+            })
+            .collect();
+        let mut ok = 0;
+        for t in tasks {
+            ok += usize::from(t.await.unwrap());
+        }
+        assert_eq!(ok, 50);
+        assert_eq!(avail(&replicas[0], "a").await, (0, 50));
+        assert_eq!(avail(&replicas[1], "a").await, (0, 50));
+        for i in &replicas {
+            i.database().close().await;
+        }
+
     #[tokio::test]
     async fn a_restarted_inventory_keeps_its_stock() {
         let (i, clock, dir) = inv(10).await;
