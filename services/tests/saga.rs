@@ -634,6 +634,34 @@ async fn invalid_input_is_refused_with_a_useful_message_and_no_state_change(back
             Code::InvalidArgument,
             "idempotency_key is required",
         ),
+        // NUL is refused by name on both backends (PostgreSQL's TEXT would
+        // refuse it later as an INTERNAL database error).
+        (
+            request("bad\0key", "sku-espresso", 1),
+            Code::InvalidArgument,
+            "idempotency_key contains a control character",
+        ),
+        (
+            pb::PlaceOrderRequest {
+                customer_id: "c\0".into(),
+                ..request("bad-nul-customer", "sku-espresso", 1)
+            },
+            Code::InvalidArgument,
+            "customer_id contains a control character",
+        ),
+        (
+            request("bad-nul-sku", "sku\0", 1),
+            Code::InvalidArgument,
+            "sku contains a control character",
+        ),
+        (
+            pb::PlaceOrderRequest {
+                payment_token: "tok\0".into(),
+                ..request("bad-nul-token", "sku-espresso", 1)
+            },
+            Code::InvalidArgument,
+            "payment_token contains a control character",
+        ),
         (
             pb::PlaceOrderRequest {
                 customer_id: String::new(),

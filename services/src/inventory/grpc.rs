@@ -21,6 +21,7 @@ impl From<InventoryError> for Status {
             | InventoryError::MissingReservationId
             | InventoryError::TooManyItems { .. }
             | InventoryError::TooLong { .. }
+            | InventoryError::ControlCharacter { .. }
             | InventoryError::NoItems
             | InventoryError::ZeroQuantity { .. }
             | InventoryError::DuplicateSku(_) => Status::invalid_argument(msg),

@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::catalog::CatalogItem;
 use crate::db::{Clock, Database, DbError, RETENTION_BATCH};
-use crate::limits::{MAX_ID_LEN, MAX_ITEMS, MAX_SKU_LEN};
+use crate::limits::{has_control, MAX_ID_LEN, MAX_ITEMS, MAX_SKU_LEN};
 use crate::money::Money;
 use crate::{begin_write, with_pool};
 
@@ -37,6 +37,8 @@ pub enum InventoryError {
     TooManyItems { count: usize },
     #[error("{field} is longer than {max} bytes")]
     TooLong { field: &'static str, max: usize },
+    #[error("{field} contains a control character (NUL, newline, …); send printable text")]
+    ControlCharacter { field: &'static str },
     #[error("item {sku:?}: quantity must be at least 1")]
     ZeroQuantity { sku: String },
     #[error("item {0:?} appears more than once; send one line per SKU")]
@@ -336,6 +338,9 @@ impl Inventory {
                 max: MAX_ID_LEN,
             });
         }
+        if has_control(order_id) {
+            return Err(InventoryError::ControlCharacter { field: "order_id" });
+        }
         if lines.is_empty() {
             return Err(InventoryError::NoItems);
         }
@@ -349,6 +354,9 @@ impl Inventory {
                     field: "sku",
                     max: MAX_SKU_LEN,
                 });
+            }
+            if has_control(sku) {
+                return Err(InventoryError::ControlCharacter { field: "sku" });
             }
             if *qty == 0 {
                 return Err(InventoryError::ZeroQuantity { sku: sku.clone() });
@@ -939,6 +947,7 @@ mod tests {
         for i in &replicas {
             i.database().close().await;
         }
+    }
 
     #[tokio::test]
     async fn a_restarted_inventory_keeps_its_stock() {

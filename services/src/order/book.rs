@@ -28,7 +28,7 @@ use tokio::sync::watch;
 
 use super::ports::CallError;
 use crate::db::{Clock, Database, DbError, RETENTION_BATCH};
-use crate::limits::{MAX_ID_LEN, MAX_ITEMS, MAX_SKU_LEN, MAX_TOKEN_LEN};
+use crate::limits::{has_control, MAX_ID_LEN, MAX_ITEMS, MAX_SKU_LEN, MAX_TOKEN_LEN};
 use crate::money::{is_currency_code, Money};
 use crate::with_pool;
 
@@ -46,6 +46,8 @@ pub enum OrderError {
     MissingKey,
     #[error("{field} is longer than {max} bytes")]
     TooLong { field: &'static str, max: usize },
+    #[error("{field} contains a control character (NUL, newline, …); send printable text")]
+    ControlCharacter { field: &'static str },
     #[error("{count} items in one order; at most {MAX_ITEMS}")]
     TooManyItems { count: usize },
     #[error("customer_id is required")]
@@ -137,6 +139,15 @@ impl NewOrder {
                 max: MAX_TOKEN_LEN,
             });
         }
+        for (field, value) in [
+            ("idempotency_key", &idempotency_key),
+            ("customer_id", &customer_id),
+            ("payment_token", &payment_token),
+        ] {
+            if has_control(value) {
+                return Err(OrderError::ControlCharacter { field });
+            }
+        }
         if items.is_empty() {
             return Err(OrderError::NoItems);
         }
@@ -153,6 +164,9 @@ impl NewOrder {
                     field: "sku",
                     max: MAX_SKU_LEN,
                 });
+            }
+            if has_control(sku) {
+                return Err(OrderError::ControlCharacter { field: "sku" });
             }
             if *qty == 0 {
                 return Err(OrderError::ZeroQuantity { sku: sku.clone() });

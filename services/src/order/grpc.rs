@@ -78,6 +78,7 @@ pub fn order_status(e: OrderError) -> Status {
         },
         OrderError::MissingKey
         | OrderError::TooLong { .. }
+        | OrderError::ControlCharacter { .. }
         | OrderError::TooManyItems { .. }
         | OrderError::MissingCustomer
         | OrderError::NoItems

@@ -18,6 +18,7 @@ impl From<PaymentError> for Status {
             PaymentError::Db(e) => db_status(&e),
             PaymentError::MissingOrderId
             | PaymentError::TooLong { .. }
+            | PaymentError::ControlCharacter { .. }
             | PaymentError::MissingCustomer
             | PaymentError::Amount(_)
             | PaymentError::NotPositive(_) => Status::invalid_argument(msg),

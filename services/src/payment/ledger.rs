@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use sqlx::Row;
 
 use crate::db::{Clock, Database, DbError, RETENTION_BATCH};
-use crate::limits::{truncate, MAX_ID_LEN, MAX_REASON_LEN, MAX_TOKEN_LEN};
+use crate::limits::{has_control, truncate, MAX_ID_LEN, MAX_REASON_LEN, MAX_TOKEN_LEN};
 use crate::money::Money;
 use crate::with_pool;
 
@@ -23,6 +23,8 @@ pub const TOMBSTONE_CURRENCY: &str = "XXX";
 pub enum PaymentError {
     #[error("{field} is longer than {max} bytes")]
     TooLong { field: &'static str, max: usize },
+    #[error("{field} contains a control character (NUL, newline, …); send printable text")]
+    ControlCharacter { field: &'static str },
     #[error(transparent)]
     Db(#[from] DbError),
     #[error("order_id is required")]
@@ -117,6 +119,9 @@ impl Ledger {
                 max: MAX_ID_LEN,
             });
         }
+        if has_control(order_id) {
+            return Err(PaymentError::ControlCharacter { field: "order_id" });
+        }
         Ok(())
     }
 
@@ -174,6 +179,14 @@ impl Ledger {
                 field: "payment_token",
                 max: MAX_TOKEN_LEN,
             });
+        }
+        for (field, value) in [
+            ("customer_id", &req.customer_id),
+            ("payment_token", &req.token),
+        ] {
+            if has_control(value) {
+                return Err(PaymentError::ControlCharacter { field });
+            }
         }
         if req.amount.minor() == 0 {
             return Err(PaymentError::NotPositive(req.amount));
@@ -404,6 +417,19 @@ mod tests {
             (PaymentStatus::Refunded, 0),
             "a refund before any charge leaves a tombstone, not a charge"
         );
+        for (order, customer, token, field) in [
+            ("o\0", "c", "", "order_id"),
+            ("o6", "c\0", "", "customer_id"),
+            ("o7", "c", "tok\n", "payment_token"),
+        ] {
+            let mut r = req(order, token, 5);
+            r.customer_id = customer.into();
+            let e = l.charge(r, false).await.unwrap_err();
+            assert!(
+                matches!(e, PaymentError::ControlCharacter { field: f } if f == field),
+                "{e:?}"
+            );
+        }
         assert!(matches!(
             l.charge(req("o4", "", 0), false).await,
             Err(PaymentError::NotPositive(_))

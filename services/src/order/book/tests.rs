@@ -38,6 +38,34 @@ fn validation_names_the_problem() {
     };
     let one = || vec![("a".to_owned(), 1)];
     assert!(matches!(v("", "c", one(), "USD"), OrderError::MissingKey));
+    // PostgreSQL TEXT refuses NUL: refused here, naming the field.
+    for (key, cust, sku, field) in [
+        ("k\0", "c", "a", "idempotency_key"),
+        ("k", "c\0", "a", "customer_id"),
+        ("k", "c", "a\u{1b}", "sku"),
+    ] {
+        let e = v(key, cust, vec![(sku.into(), 1)], "USD");
+        assert!(
+            matches!(e, OrderError::ControlCharacter { field: f } if f == field),
+            "{e:?}"
+        );
+        assert!(e.to_string().starts_with(field), "{e}");
+    }
+    let e = NewOrder::validate(
+        "k".into(),
+        "c".into(),
+        one(),
+        "USD".into(),
+        "tok\0".into(),
+        "USD",
+    )
+    .unwrap_err();
+    assert!(matches!(
+        e,
+        OrderError::ControlCharacter {
+            field: "payment_token"
+        }
+    ));
     assert!(matches!(
         v("k", "", one(), "USD"),
         OrderError::MissingCustomer
