@@ -358,6 +358,22 @@ impl Core {
                 self.schedule_retry();
                 false
             }
+            Err(SendError::Retry(e)) => {
+                // A topic not created yet or missing ACLs: the record and
+                // everything after it wait (reported), never skipped.
+                self.shipped.retries += 1;
+                if self.shipped.retries == 1 || self.shipped.retries.is_power_of_two() {
+                    crate::diag::warn(
+                        &format!(
+                            "Kafka does not take records now ({e}); they wait and are sent again"
+                        ),
+                        &[("shipper.retries", json!(self.shipped.retries))],
+                    );
+                }
+                self.retry.push_front(seq);
+                self.schedule_retry();
+                false
+            }
             Err(SendError::Fatal(e)) => {
                 self.refuse(seq, &e);
                 true

@@ -38,8 +38,22 @@ pub enum SinkError {
 pub enum SendError {
     /// The local queue is full: retry shortly.
     QueueFull,
+    /// Refused for now (a topic not created yet, missing ACLs, …): retry with
+    /// backoff; the record waits, as it would for a broker that is down.
+    Retry(KafkaError),
     /// Retrying cannot help (too large, invalid …).
     Fatal(KafkaError),
+}
+
+impl SendError {
+    /// Sorts a refusal of `send` by whether waiting can help (see [`is_retryable`]).
+    pub fn classify(e: KafkaError) -> Self {
+        match e {
+            KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull) => SendError::QueueFull,
+            e if is_retryable(&e) => SendError::Retry(e),
+            e => SendError::Fatal(e),
+        }
+    }
 }
 
 /// A delivery report.
@@ -182,13 +196,7 @@ impl Sink {
             Destination::Logs => &self.logs,
             Destination::Heartbeats => &self.heartbeats,
         };
-        match producer.send(base) {
-            Ok(()) => Ok(()),
-            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
-                Err(SendError::QueueFull)
-            }
-            Err((e, _)) => Err(SendError::Fatal(e)),
-        }
+        producer.send(base).map_err(|(e, _)| SendError::classify(e))
     }
 
     /// Drops everything librdkafka still holds; their reports come back as purge errors.
@@ -265,6 +273,33 @@ mod tests {
             RDKafkaErrorCode::PurgeQueue
         )));
         assert!(!is_purge(&timeout));
+    }
+
+    #[test]
+    fn a_missing_topic_or_acl_refusal_at_send_is_retried_not_fatal() {
+        let class = |code| SendError::classify(KafkaError::MessageProduction(code));
+        assert!(matches!(
+            class(RDKafkaErrorCode::QueueFull),
+            SendError::QueueFull
+        ));
+        for code in [
+            RDKafkaErrorCode::UnknownTopic,
+            RDKafkaErrorCode::UnknownTopicOrPartition,
+            RDKafkaErrorCode::TopicAuthorizationFailed,
+            RDKafkaErrorCode::ClusterAuthorizationFailed,
+            RDKafkaErrorCode::UnknownPartition,
+        ] {
+            assert!(
+                matches!(class(code), SendError::Retry(_)),
+                "{code:?} must wait, not be refused for good"
+            );
+        }
+        for code in [
+            RDKafkaErrorCode::MessageSizeTooLarge,
+            RDKafkaErrorCode::InvalidTopic,
+        ] {
+            assert!(matches!(class(code), SendError::Fatal(_)), "{code:?}");
+        }
     }
 
     #[test]

@@ -158,3 +158,59 @@ async fn a_missing_topic_is_reported_repeatedly_and_its_records_wait() {
     let out = shipper.wait(WAIT).await;
     assert_eq!(out.code, Some(0), "{:?}", out.stderr);
 }
+
+/// A topic created only after librdkafka gave up on it (its metadata
+/// propagation wait is over and deliveries failed as "unknown topic"): the
+/// records keep waiting and every one arrives; none is refused or skipped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_topic_created_late_gets_every_line() {
+    let broker = testkit::kafka().await;
+    let logs = testkit::unique_topic("cli-late-logs");
+    let hb = testkit::unique_topic("cli-late-hb");
+    testkit::create_topic(&broker, &hb, 1).await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("order.log");
+    let mut f = fs::File::create(&path).unwrap();
+    for n in 0..5 {
+        writeln!(f, "{}", numbered_line(n, 1)).unwrap();
+    }
+    drop(f);
+    let data = dir.path().join("data");
+    let mut args = vec![
+        "--file",
+        path.to_str().unwrap(),
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--stats",
+        "0ms",
+        "--kafka-option",
+        "topic.metadata.propagation.max.ms=100",
+        "--kafka-option",
+        "topic.metadata.refresh.interval.ms=500",
+    ];
+    args.extend(kafka_args(&broker, &logs, &hb));
+    let shipper = Shipper::spawn(&args);
+
+    // librdkafka failed the deliveries for the unknown topic, and the shipper
+    // tried again at least twice (the resend itself meets "unknown topic").
+    shipper
+        .wait_stderr(WAIT, "retries of the unknown topic", 2, |l| {
+            l.contains("sent again") || l.contains("refused")
+        })
+        .await;
+    testkit::create_topic(&broker, &logs, 1).await;
+    let records =
+        testkit::read_topic(&broker, &logs, Duration::from_secs(60), has_all_below(5)).await;
+    assert_all_arrived(&records, 5);
+    assert!(
+        !shipper
+            .stderr()
+            .iter()
+            .any(|l| l.contains("refused") || l.contains("lines_failed")),
+        "nothing refused for good: {:?}",
+        shipper.stderr()
+    );
+    shipper.signal(nix::sys::signal::Signal::SIGTERM);
+    let out = shipper.wait(WAIT).await;
+    assert_eq!(out.code, Some(0), "{:?}", out.stderr);
+}
