@@ -21,9 +21,17 @@ pub const DEFAULT_MAX_LINE_BYTES: usize = 960 << 10;
 /// batch overhead it stays well below the topics' `max.message.bytes`
 /// (1,048,576, [`meshwatch_kafka::TOPIC_MAX_MESSAGE_BYTES`]).
 pub const DEFAULT_MAX_RECORD_BYTES: usize = 1_000_000;
-/// Bounds of `--max-record-bytes`.
+/// Room a record needs in a topic's `max.message.bytes` beyond its payload:
+/// the key, the traceparent header, the record and batch headers.
+pub const RECORD_OVERHEAD_BYTES: usize = 16 << 10;
+/// Bounds of `--max-record-bytes`. The upper one is the topic contract: the
+/// largest payload that still fits `max.message.bytes` as `meshctl topics
+/// create` sets it ([`meshwatch_kafka::TOPIC_MAX_MESSAGE_BYTES`]), so that no
+/// record the shipper makes is refused for its size.
 pub const MIN_RECORD_BYTES: usize = 4096;
-pub const MAX_RECORD_BYTES: usize = 16 << 20;
+pub const MAX_RECORD_BYTES: usize =
+    meshwatch_kafka::TOPIC_MAX_MESSAGE_BYTES as usize - RECORD_OVERHEAD_BYTES;
+const _: () = assert!(DEFAULT_MAX_RECORD_BYTES <= MAX_RECORD_BYTES);
 /// How often appended spool records are forced to disk by default.
 pub const DEFAULT_SPOOL_FSYNC: Duration = Duration::from_millis(100);
 /// In-flight bound between reading and Kafka's acknowledgement, in records.
@@ -170,7 +178,8 @@ pub struct Args {
     #[arg(long, env = "MESHWATCH_SHIPPER_MAX_LINE_BYTES", default_value_t = DEFAULT_MAX_LINE_BYTES)]
     pub max_line_bytes: usize,
     /// The largest record produced (content that would not fit is cut, its length
-    /// recorded); keep it below the topics' max.message.bytes (1048576 by meshctl).
+    /// recorded); at most 1032192: the topics' max.message.bytes (1048576 by
+    /// meshctl) less 16 KiB for key, header and batch overhead.
     #[arg(long, env = "MESHWATCH_SHIPPER_MAX_RECORD_BYTES", default_value_t = DEFAULT_MAX_RECORD_BYTES)]
     pub max_record_bytes: usize,
     /// Records sent but not yet acknowledged, at most.
@@ -285,7 +294,11 @@ impl Args {
         if !(MIN_RECORD_BYTES..=MAX_RECORD_BYTES).contains(&self.max_record_bytes) {
             return Err(bad(
                 "max-record-bytes",
-                format!("must be between {MIN_RECORD_BYTES} and {MAX_RECORD_BYTES}"),
+                format!(
+                    "must be between {MIN_RECORD_BYTES} and {MAX_RECORD_BYTES} (the topics' \
+                     max.message.bytes {} less {RECORD_OVERHEAD_BYTES} bytes of overhead)",
+                    meshwatch_kafka::TOPIC_MAX_MESSAGE_BYTES
+                ),
             ));
         }
         if self.max_line_bytes < 256 {
@@ -532,11 +545,22 @@ mod duration_tests {
             .unwrap()
             .unwrap_err();
         assert_eq!(e.flag, "max-line-bytes");
-        // The record limit stays below the topics' max.message.bytes with room
-        // for the key, the traceparent header and the batch overhead.
+        // The flag is capped at the topic contract: up to it is accepted, a
+        // byte more is a usage error naming the flag.
+        let cap = MAX_RECORD_BYTES.to_string();
+        let c = parse(&["--max-record-bytes", &cap]).unwrap().unwrap();
+        assert_eq!(c.max_record_bytes, MAX_RECORD_BYTES);
+        let over = (MAX_RECORD_BYTES + 1).to_string();
+        let e = parse(&["--max-record-bytes", &over]).unwrap().unwrap_err();
+        assert_eq!(e.flag, "max-record-bytes");
+        let e = parse(&["--max-record-bytes", "16777216"])
+            .unwrap()
+            .unwrap_err();
+        assert_eq!(e.flag, "max-record-bytes");
+        let c = parse(&[]).unwrap().unwrap();
         assert!(
-            DEFAULT_MAX_RECORD_BYTES + (16 << 10)
-                <= usize::try_from(meshwatch_kafka::TOPIC_MAX_MESSAGE_BYTES).unwrap()
+            c.max_record_bytes <= MAX_RECORD_BYTES,
+            "the default is valid"
         );
     }
 }

@@ -71,6 +71,14 @@ async fn bad_flags_exit_64_naming_the_flag() {
         "--max-line-bytes",
     )
     .await;
+    // Above the topics' max.message.bytes less the overhead: refused.
+    let over = (meshwatch_shipper::config::MAX_RECORD_BYTES + 1).to_string();
+    assert_usage_error(
+        &["--stdin", "--max-record-bytes", &over],
+        &[],
+        "--max-record-bytes",
+    )
+    .await;
     assert_usage_error(
         &["--stdin", "--kafka-option", "novalue"],
         &[],

@@ -422,7 +422,12 @@ async fn topics_are_created_with_the_size_and_codec_contract() {
         value("compression.type").as_deref(),
         Some(kafka::TOPIC_COMPRESSION)
     );
-    // The shipper's largest record fits the topic with room to spare.
-    let record_limit = meshwatch_shipper::config::DEFAULT_MAX_RECORD_BYTES;
-    assert!(record_limit + (16 << 10) <= kafka::TOPIC_MAX_MESSAGE_BYTES as usize);
+    // The largest --max-record-bytes the shipper accepts fits the topic as
+    // created, with its overhead (the flag's validation: tests/cli.rs).
+    let topic_max: usize = value("max.message.bytes").unwrap().parse().unwrap();
+    assert!(
+        meshwatch_shipper::config::MAX_RECORD_BYTES
+            + meshwatch_shipper::config::RECORD_OVERHEAD_BYTES
+            <= topic_max
+    );
 }
