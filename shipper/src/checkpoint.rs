@@ -50,6 +50,13 @@ pub struct FileIdentity {
     /// place of a generation seen (and partly shipped) before keeps its ids.
     #[serde(default)]
     pub id_source: Option<u64>,
+    /// Not part of the identity: the tail's successor bound when this
+    /// generation was opened (ns since the epoch). Rotated files last written
+    /// before it are not among the generations after this one. Saved with the
+    /// checkpoint so that a restart, however late, keeps the bound instead of
+    /// guessing it from the checkpoint's own write time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub successors_after: Option<u64>,
 }
 
 impl FileIdentity {
@@ -85,6 +92,7 @@ impl FileIdentity {
             head,
             born,
             id_source: None,
+            successors_after: None,
         }
     }
 
@@ -255,6 +263,7 @@ mod tests {
                 head: Some(5),
                 born: 1,
                 id_source: None,
+                successors_after: Some(7),
             },
             offset: 99,
             done: vec![],

@@ -139,10 +139,15 @@ pub async fn run(
             let cp_path = config.data_dir.join(CHECKPOINT_FILE);
             let checkpoint = checkpoint::load(&cp_path)?;
             let checkpoint_time = std::fs::metadata(&cp_path).and_then(|m| m.modified()).ok();
+            // On a first start the rotated files already there are history:
+            // the tail skips them and every checkpoint keeps them as done.
+            let history = match &checkpoint {
+                Some(_) => Vec::new(),
+                None => input::file::history(path),
+            };
             done_files = checkpoint
                 .as_ref()
-                .map(|cp| cp.done.clone())
-                .unwrap_or_default();
+                .map_or_else(|| history.clone(), |cp| cp.done.clone());
             resumed_file = checkpoint.as_ref().map(|cp| (cp.file.clone(), cp.offset));
             let (tx, rx) = mpsc::channel(TAIL_CHANNEL_BATCHES);
             let stop = Arc::new(AtomicBool::new(false));
@@ -151,6 +156,7 @@ pub async fn run(
                 max_line: config.max_line_bytes,
                 poll_interval: config.poll_interval,
                 checkpoint,
+                history,
                 checkpoint_time,
                 checkpoint_path: Some(cp_path.clone()),
                 seen_path: config.data_dir.join(input::file::SEEN_FILE),

@@ -562,3 +562,112 @@ async fn kill_9_at_random_points_while_writing_and_rotating_loses_nothing() {
     eprintln!("kill -9 at random points ({kills} kills, seed {seed}) with rotation: {dups} duplicate lines of {TOTAL}");
     assert!(kills >= 3, "killed {kills} times");
 }
+
+fn write_lines(path: &Path, range: std::ops::Range<u64>) {
+    let mut f = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .unwrap();
+    for n in range {
+        writeln!(f, "{}", numbered_line(n, 1)).unwrap();
+    }
+}
+
+/// Waits (bounded) until the checkpoint is at `offset` of `path`'s generation.
+async fn wait_checkpoint_at(data: &Path, path: &Path, offset: u64) {
+    let cp_file = data.join(meshwatch_shipper::CHECKPOINT_FILE);
+    let ino = std::os::unix::fs::MetadataExt::ino(&fs::metadata(path).unwrap());
+    testkit::wait_for(Duration::from_secs(60), "the checkpoint at the end", || {
+        meshwatch_shipper::checkpoint::load(&cp_file)
+            .ok()
+            .flatten()
+            .filter(|cp| cp.file.ino == ino && cp.offset == offset)
+    })
+    .await;
+}
+
+/// Rotated files found at the first start are history: the checkpoints keep
+/// them as done (not only the first mark), so a rotation after a restart
+/// does not ship them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotated_files_found_at_first_start_stay_history_across_restarts() {
+    let broker = testkit::kafka().await;
+    let (logs, hb) = topics(&broker, "tail-history", 1).await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("order.log");
+    write_lines(&path.with_extension("log.1"), 1000..1005);
+    write_lines(&path, 0..5);
+    let data = dir.path().join("data");
+    let cfg = config(Input::File(path.clone()), &broker, &data, &logs, &hb);
+
+    let (tx, handle) = start(cfg.clone());
+    wait_checkpoint_at(&data, &path, fs::metadata(&path).unwrap().len()).await;
+    assert_eq!(stop(tx, handle).await, 0);
+    let cp = meshwatch_shipper::checkpoint::load(&data.join(meshwatch_shipper::CHECKPOINT_FILE))
+        .unwrap()
+        .unwrap();
+    let history = meshwatch_shipper::checkpoint::FileIdentity::of(
+        &File::open(path.with_extension("log.1")).unwrap(),
+    )
+    .unwrap();
+    assert!(
+        cp.done.iter().any(|d| d.file.same_generation(&history)),
+        "the history is in the saved checkpoint: {:?}",
+        cp.done
+    );
+
+    // After a restart, a rotation makes the tail look for successors: the
+    // history is not among them.
+    let (tx, handle) = start(cfg);
+    fs::rename(&path, path.with_extension("log.2")).unwrap();
+    write_lines(&path, 5..10);
+    testkit::read_topic(&broker, &logs, Duration::from_secs(60), has_all_below(10)).await;
+    assert_eq!(stop(tx, handle).await, 0);
+    let records = read_all(&broker, &logs, Duration::from_secs(60)).await;
+    assert_all_arrived(&records, 10);
+    let shipped_history: Vec<u64> = numbers(&records)
+        .into_iter()
+        .filter(|n| *n >= 1000)
+        .collect();
+    assert!(shipped_history.is_empty(), "{shipped_history:?}");
+}
+
+/// A restart long after generations were rotated away while the tail was
+/// behind: the successor bound is the one saved with the checkpoint, not the
+/// checkpoint's write time, so every generation is shipped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_restart_ships_generations_rotated_while_behind() {
+    let broker = testkit::kafka().await;
+    let (logs, hb) = topics(&broker, "tail-late-restart", 1).await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("order.log");
+    write_lines(&path, 0..5);
+    let data = dir.path().join("data");
+    let cfg = config(Input::File(path.clone()), &broker, &data, &logs, &hb);
+    let (tx, handle) = start(cfg.clone());
+    wait_checkpoint_at(&data, &path, fs::metadata(&path).unwrap().len()).await;
+    assert_eq!(stop(tx, handle).await, 0);
+
+    // While the shipper is away (or behind): more lines, two rotations.
+    write_lines(&path, 5..10);
+    fs::rename(&path, path.with_extension("log.2")).unwrap();
+    write_lines(&path, 10..15);
+    fs::rename(&path, path.with_extension("log.1")).unwrap();
+    write_lines(&path, 15..20);
+    // The restart happens two hours after the checkpoint's last write: the
+    // rotated generations were last written long before it.
+    let cp_file = data.join(meshwatch_shipper::CHECKPOINT_FILE);
+    File::options()
+        .write(true)
+        .open(&cp_file)
+        .unwrap()
+        .set_modified(std::time::SystemTime::now() + Duration::from_secs(2 * 3600))
+        .unwrap();
+
+    let (tx, handle) = start(cfg);
+    let records =
+        testkit::read_topic(&broker, &logs, Duration::from_secs(30), has_all_below(20)).await;
+    assert_eq!(stop(tx, handle).await, 0);
+    assert_all_arrived(&records, 20);
+}

@@ -19,7 +19,9 @@
 //!   written between the copy and the truncation are lost by any reader: that
 //!   window belongs to copytruncate itself.
 //! - Restart: the checkpoint names the generation by identity; it is found at
-//!   the path, renamed, or as a copy, and finished first.
+//!   the path, renamed, or as a copy, and finished first. The successor bound
+//!   in force when it was opened is saved with it, so a restart however late
+//!   still finds the generations rotated away while the tail was behind.
 //!
 //! The thread blocks on the bounded channel when the shipping loop has no room:
 //! with Kafka down it waits at its position, the files are the buffer.
@@ -37,7 +39,7 @@ use tokio::sync::mpsc;
 
 use super::{Batch, Item, Position};
 use crate::checkpoint::{
-    FileCheckpoint, FileIdentity, DONE_KEPT, FINGERPRINT_BYTES, MIN_FINGERPRINT,
+    DoneFile, FileCheckpoint, FileIdentity, DONE_KEPT, FINGERPRINT_BYTES, MIN_FINGERPRINT,
 };
 use crate::event::{Enricher, RawLine};
 use crate::event_id::EventId;
@@ -61,6 +63,10 @@ pub struct TailOptions {
     pub max_line: usize,
     pub poll_interval: Duration,
     pub checkpoint: Option<FileCheckpoint>,
+    /// Without a checkpoint (first start): the rotated files already there
+    /// ([`history`]), never shipped. The shipping loop starts its finished
+    /// list with the same ones, so its checkpoints keep them.
+    pub history: Vec<DoneFile>,
     /// When the checkpoint was last written (successors are newer).
     pub checkpoint_time: Option<SystemTime>,
     /// Where the checkpoint lives (for the mark of the very first start).
@@ -124,17 +130,27 @@ pub fn spawn(
     counters: Arc<Counters>,
 ) -> io::Result<std::thread::JoinHandle<()>> {
     let mut known: VecDeque<Known> = VecDeque::new();
-    if let Some(cp) = &opts.checkpoint {
-        known.extend(cp.done.iter().map(|d| Known {
-            ident: d.file.clone(),
-            size: Some(d.size),
-        }));
-    }
-    let successors_after = opts
-        .checkpoint_time
-        .unwrap_or_else(SystemTime::now)
-        .checked_sub(SUCCESSOR_SLACK)
-        .unwrap_or(SystemTime::UNIX_EPOCH);
+    let done = opts
+        .checkpoint
+        .as_ref()
+        .map_or(&opts.history, |cp| &cp.done);
+    known.extend(done.iter().map(|d| Known {
+        ident: d.file.clone(),
+        size: Some(d.size),
+    }));
+    // The bound saved with the checkpointed generation; a checkpoint from
+    // before it was saved falls back on its own write time.
+    let saved_bound = opts
+        .checkpoint
+        .as_ref()
+        .and_then(|cp| cp.file.successors_after)
+        .map(|ns| SystemTime::UNIX_EPOCH + Duration::from_nanos(ns));
+    let successors_after = saved_bound.unwrap_or_else(|| {
+        opts.checkpoint_time
+            .unwrap_or_else(SystemTime::now)
+            .checked_sub(SUCCESSOR_SLACK)
+            .unwrap_or(SystemTime::UNIX_EPOCH)
+    });
     let seen: VecDeque<FileIdentity> = fs::read(&opts.seen_path)
         .ok()
         .and_then(|b| serde_json::from_slice(&b).ok())
@@ -157,6 +173,26 @@ pub fn spawn(
         .spawn(move || tailer.run())
 }
 
+/// The rotated files of `path`'s family (the path's own file left out) as they
+/// are now, oldest first, the newest [`DONE_KEPT`]: on a first start, history
+/// that is never shipped.
+pub fn history(path: &Path) -> Vec<DoneFile> {
+    let mut files: Vec<(SystemTime, DoneFile)> = rotated_family(path)
+        .into_iter()
+        .filter(|(p, _, _)| p != path)
+        .filter_map(|(_, f, meta)| {
+            let done = DoneFile {
+                file: FileIdentity::of(&f).ok()?,
+                size: meta.len(),
+            };
+            Some((meta.modified().unwrap_or(SystemTime::UNIX_EPOCH), done))
+        })
+        .collect();
+    files.sort_by_key(|(mtime, _)| *mtime);
+    let excess = files.len().saturating_sub(DONE_KEPT);
+    files.drain(excess..).map(|(_, d)| d).collect()
+}
+
 enum Change {
     Same,
     /// The path now names another file (or none): this generation is complete.
@@ -169,6 +205,10 @@ impl Tailer {
     fn run(mut self) {
         let mut buf = vec![0u8; READ_BYTES];
         let mut cur = self.open_initial();
+        if let Some(c) = cur.as_mut().filter(|c| c.ident.successors_after.is_none()) {
+            // Resumed from a checkpoint saved before the bound was: keep it from now on.
+            self.bind_successors(c);
+        }
         while !self.stop.load(Ordering::Relaxed) {
             let Some(c) = cur.as_mut() else {
                 cur = self.next_generation();
@@ -253,6 +293,7 @@ impl Tailer {
             let new_head = c.ident.head.is_none() && id.head.is_some();
             id.head = c.ident.head.or(id.head);
             id.id_source = c.ident.id_source;
+            id.successors_after = c.ident.successors_after;
             c.ident = Arc::new(id);
             if new_head {
                 self.first_line_known(c);
@@ -510,9 +551,24 @@ impl Tailer {
             );
         }
         let _ = meta;
-        let c = current(file, &path, 0, self.opts.max_line, None)?;
+        let mut c = current(file, &path, 0, self.opts.max_line, None)?;
+        self.bind_successors(&mut c);
         self.mark_start(&c);
         Some(c)
+    }
+
+    /// Records the successor bound in force on the generation just opened: it
+    /// reaches the checkpoint with the generation's positions.
+    fn bind_successors(&self, c: &mut Current) {
+        let ns = self
+            .successors_after
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .ok()
+            .and_then(|d| u64::try_from(d.as_nanos()).ok())
+            .unwrap_or(0);
+        let mut id = (*c.ident).clone();
+        id.successors_after = Some(ns);
+        c.ident = Arc::new(id);
     }
 
     /// Without a checkpoint yet, the first generation opened is written down at
@@ -532,7 +588,7 @@ impl Tailer {
             done: self
                 .known
                 .iter()
-                .map(|k| crate::checkpoint::DoneFile {
+                .map(|k| DoneFile {
                     file: k.ident.clone(),
                     size: k.size.unwrap_or(0),
                 })
@@ -546,20 +602,12 @@ impl Tailer {
     fn open_initial(&mut self) -> Option<Current> {
         let Some(cp) = self.opts.checkpoint.take() else {
             // First start: the file at the path, from its start. Rotated files
-            // already there are history: never shipped, now or after a restart.
+            // already there are history (`TailOptions::history`, in `known`):
+            // never shipped, now or after a restart.
             self.successors_after = SystemTime::now();
-            for (p, f, meta) in rotated_family(&self.opts.path) {
-                if p != self.opts.path {
-                    if let Ok(ident) = FileIdentity::of(&f) {
-                        self.known.push_back(Known {
-                            ident,
-                            size: Some(meta.len()),
-                        });
-                    }
-                }
-            }
             let f = File::open(&self.opts.path).ok()?;
-            let c = current(f, &self.opts.path, 0, self.opts.max_line, None)?;
+            let mut c = current(f, &self.opts.path, 0, self.opts.max_line, None)?;
+            self.bind_successors(&mut c);
             self.mark_start(&c);
             return Some(c);
         };
@@ -642,6 +690,7 @@ fn current(
         if r.head.is_some() || r.id_source.is_some() {
             ident.id_source = Some(r.event_source());
         }
+        ident.successors_after = r.successors_after;
     }
     file.seek(SeekFrom::Start(offset)).ok()?;
     Some(Current {
