@@ -155,6 +155,7 @@ pub async fn run(
                 path: path.clone(),
                 max_line: config.max_line_bytes,
                 poll_interval: config.poll_interval,
+                rotation_grace: input::file::ROTATION_GRACE,
                 checkpoint,
                 history,
                 checkpoint_time,

@@ -671,3 +671,71 @@ async fn a_late_restart_ships_generations_rotated_while_behind() {
     assert_eq!(stop(tx, handle).await, 0);
     assert_all_arrived(&records, 20);
 }
+
+/// logrotate's `create` then a HUP: the writer keeps appending to the renamed
+/// file until it reopens. Those lines, and a last line completed late, arrive
+/// once each; nothing is shipped as a line without newline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lines_written_to_the_renamed_file_after_rotation_arrive() {
+    let broker = testkit::kafka().await;
+    let (logs, hb) = topics(&broker, "tail-lazy-reopen", 1).await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("order.log");
+    let data = dir.path().join("data");
+    // The application's handle, kept across the rename.
+    let mut app = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .unwrap();
+    for n in 0..5 {
+        writeln!(app, "{}", numbered_line(n, 1)).unwrap();
+    }
+    let mut args = vec![
+        "--file",
+        path.to_str().unwrap(),
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--poll",
+        "10ms",
+        "--stats",
+        "0ms",
+    ];
+    args.extend(kafka_args(&broker, &logs, &hb));
+    let shipper = Shipper::spawn(&args);
+    testkit::read_topic(&broker, &logs, Duration::from_secs(30), has_all_below(5)).await;
+
+    // Rotation: rename, create the new file; the app has not reopened yet.
+    fs::rename(&path, path.with_extension("log.1")).unwrap();
+    write_lines(&path, 10..12);
+    shipper
+        .wait_stderr(Duration::from_secs(20), "the rotation noticed", 1, |l| {
+            l.contains("was rotated")
+        })
+        .await;
+    // The tail has seen the rename and read the renamed file to its end; the
+    // app writes on, the last line in two pieces, then reopens.
+    for n in 5..9 {
+        writeln!(app, "{}", numbered_line(n, 1)).unwrap();
+    }
+    let last = numbered_line(9, 1);
+    let (head, tail) = last.split_at(last.len() / 2);
+    app.write_all(head.as_bytes()).unwrap();
+    app.flush().unwrap();
+    writeln!(app, "{tail}").unwrap();
+    drop(app);
+
+    testkit::read_topic(&broker, &logs, Duration::from_secs(30), has_all_below(12)).await;
+    shipper.signal(nix::sys::signal::Signal::SIGTERM);
+    let out = shipper.wait(Duration::from_secs(20)).await;
+    assert_eq!(out.code, Some(0), "{:?}", out.stderr);
+    let records = read_all(&broker, &logs, Duration::from_secs(30)).await;
+    let dups = assert_all_arrived(&records, 12);
+    assert_eq!(dups, 0, "each line once");
+    assert!(
+        !records
+            .iter()
+            .any(|r| String::from_utf8_lossy(&r.payload).contains("no_final_newline")),
+        "no line shipped without its newline"
+    );
+}

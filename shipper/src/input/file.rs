@@ -6,7 +6,11 @@
 //!   taken from the bytes as read. It counts as recognisable by content only
 //!   from [`MIN_FINGERPRINT`] bytes on.
 //! - Rename rotation: at end of file, if the path names another file, the old
-//!   one is read to its end through the open handle. The next generation is
+//!   one is read through the open handle until it has not grown for
+//!   [`ROTATION_GRACE`] (a writer that reopens lazily, as after logrotate's
+//!   `create` and a HUP, still appends to it; a partial last line is held
+//!   until then). A path that cannot be looked at for another reason than
+//!   its absence is no rotation. The next generation is
 //!   the oldest file of the rotated family (`order.log`, `order.log.1`,
 //!   `order.log-2026…`, not compressed ones) that is neither shipped already
 //!   nor a copy of one, and was written no earlier than the finished one
@@ -33,7 +37,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::mpsc;
 
@@ -53,6 +57,8 @@ const BATCH_BYTES: usize = 512 << 10;
 /// A rotated file last written this long before the generation finished
 /// before it is not taken as its successor (unless it is unknown and new).
 const SUCCESSOR_SLACK: Duration = Duration::from_secs(60);
+/// How long a renamed generation must stop growing before it is finished.
+pub const ROTATION_GRACE: Duration = Duration::from_secs(2);
 /// Names of rotated files that cannot be read as text.
 const COMPRESSED: [&str; 7] = [".gz", ".bz2", ".xz", ".zst", ".lz4", ".zip", ".z"];
 
@@ -62,6 +68,9 @@ pub struct TailOptions {
     pub path: PathBuf,
     pub max_line: usize,
     pub poll_interval: Duration,
+    /// How long a renamed generation must stop growing before it is finished
+    /// (its last line without newline shipped) and the next one read.
+    pub rotation_grace: Duration,
     pub checkpoint: Option<FileCheckpoint>,
     /// Without a checkpoint (first start): the rotated files already there
     /// ([`history`]), never shipped. The shipping loop starts its finished
@@ -89,6 +98,10 @@ struct Current {
     /// Next byte to read.
     offset: u64,
     framer: LineFramer,
+    /// Once the path names another file: when this one last grew. A writer
+    /// that reopens lazily (logrotate `create` then a HUP) still appends to
+    /// it; it is finished only after [`TailOptions::rotation_grace`] of quiet.
+    replaced_growth: Option<Instant>,
 }
 
 impl Current {
@@ -242,7 +255,26 @@ impl Tailer {
                             cur = self.next_generation();
                         }
                         Change::Replaced => {
-                            // Finish the old file (the writer has moved on), then the next.
+                            // The writer may still append to the renamed file
+                            // (it reopens lazily): keep reading it until it has
+                            // been quiet for the grace, a partial last line
+                            // held, then finish it and go on with the next.
+                            let now = Instant::now();
+                            let Some(grew) = c.replaced_growth else {
+                                crate::diag::info(
+                                    &format!(
+                                        "{} was rotated; reading it until it has not grown for {:?}",
+                                        c.path_str, self.opts.rotation_grace
+                                    ),
+                                    &[],
+                                );
+                                c.replaced_growth = Some(now);
+                                continue;
+                            };
+                            if now.duration_since(grew) < self.opts.rotation_grace {
+                                std::thread::sleep(self.opts.poll_interval);
+                                continue;
+                            }
                             if !self.drain_to_end(c, &mut buf) {
                                 return;
                             }
@@ -265,6 +297,9 @@ impl Tailer {
                         continue;
                     }
                     self.consume(c, n, &buf);
+                    if c.replaced_growth.is_some() {
+                        c.replaced_growth = Some(Instant::now());
+                    }
                     if self.batch_full() && !self.flush() {
                         return;
                     }
@@ -457,7 +492,11 @@ impl Tailer {
         }
         match fs::metadata(&self.opts.path) {
             Ok(m) if m.dev() == c.ident.dev && m.ino() == c.ident.ino => Change::Same,
-            _ => Change::Replaced,
+            Ok(_) => Change::Replaced,
+            Err(e) if e.kind() == ErrorKind::NotFound => Change::Replaced,
+            // A transient failure to look (EACCES, EIO …) says nothing about
+            // rotation: never finish a live file on it.
+            Err(_) => Change::Same,
         }
     }
 
@@ -700,6 +739,7 @@ fn current(
         path_str: path.display().to_string(),
         offset,
         framer: LineFramer::new(max_line, offset),
+        replaced_growth: None,
     })
 }
 
