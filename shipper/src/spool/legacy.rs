@@ -3,35 +3,53 @@
 //! traceparent, payload` frames and a `segment offset` position file): its
 //! unacknowledged records are carried over into the current format once, on
 //! the first start after an upgrade, so an upgrade loses nothing.
+//!
+//! While a carry-over is under way [`PENDING`] holds the old position: a
+//! crash (or a carry-over that did not fit) before it completes leaves the
+//! marker, and the next start carries over again from the old segments, which
+//! are deleted only once the new position is saved and the marker removed.
 
 use std::fs;
 use std::io;
 use std::path::Path;
 
 use super::{segment, Saved, SpoolPos};
+use crate::checkpoint::write_atomic;
 use crate::event::Record;
 use crate::route::{Destination, Key, Traceparent};
 
 const EXTENSION: &str = "seg";
+/// The marker of a carry-over not yet complete: `segment offset` of the old format.
+pub(super) const PENDING: &str = "legacy.pending";
 /// The old format's bound on one frame.
 const MAX_FRAME: usize = 64 << 20;
 
 /// The records of legacy segments not yet acknowledged, in order. Empty when
 /// there are none (or when the position file shows the carry-over finished:
-/// then the old segments are only left to delete).
+/// then the old segments are only left to delete). Otherwise [`PENDING`] is
+/// written (fsynced) before anything else, until [`complete`].
 pub(super) fn take(dir: &Path, saved: &Saved) -> io::Result<Vec<Record>> {
     let segments = segment::list(dir, EXTENSION)?;
+    let pending = pending(dir);
     if segments.is_empty() {
+        if pending.is_some() {
+            fs::remove_file(dir.join(PENDING))?;
+        }
         return Ok(Vec::new());
     }
-    let from = match saved {
-        Saved::Current { .. } => {
+    let from = match (pending, saved) {
+        (Some(pos), _) => pos,
+        (None, Saved::Current { .. }) => {
             remove(dir)?;
             return Ok(Vec::new());
         }
-        Saved::Legacy(pos) => *pos,
-        Saved::None => SpoolPos::default(),
+        (None, Saved::Legacy(pos)) => *pos,
+        (None, Saved::None) => SpoolPos::default(),
     };
+    write_atomic(
+        &dir.join(PENDING),
+        format!("{} {}\n", from.segment, from.offset).as_bytes(),
+    )?;
     let mut out = Vec::new();
     for (&id, _) in segments.range(from.segment..) {
         let bytes = fs::read(dir.join(format!("{id:020}.{EXTENSION}")))?;
@@ -55,7 +73,31 @@ pub(super) fn take(dir: &Path, saved: &Saved) -> io::Result<Vec<Record>> {
             );
         }
     }
+    if out.is_empty() {
+        // Nothing left to carry: done already.
+        complete(dir)?;
+    }
     Ok(out)
+}
+
+/// The old position of a carry-over not yet complete.
+pub(super) fn pending(dir: &Path) -> Option<SpoolPos> {
+    let text = fs::read_to_string(dir.join(PENDING)).ok()?;
+    let mut parts = text.split_whitespace().map(str::parse::<u64>);
+    match (parts.next(), parts.next()) {
+        (Some(Ok(segment)), Some(Ok(offset))) => Some(SpoolPos { segment, offset }),
+        _ => Some(SpoolPos::default()),
+    }
+}
+
+/// The carry-over is complete (the new position saved): the marker goes,
+/// then the old segments.
+pub(super) fn complete(dir: &Path) -> io::Result<()> {
+    fs::remove_file(dir.join(PENDING))?;
+    if let Ok(d) = fs::File::open(dir) {
+        d.sync_all()?;
+    }
+    remove(dir)
 }
 
 /// Deletes the legacy segments.

@@ -170,12 +170,16 @@ impl Spool {
         let saved = read_position(&dir.join(POSITION_FILE));
         let legacy = legacy::take(dir, &saved).map_err(io_err)?;
         let (committed, reserved) = match saved {
+            // Sequence numbers reserved by an unfinished carry-over stay used.
+            Saved::Current { reserved, .. } if !legacy.is_empty() => {
+                (SpoolPos::default(), reserved)
+            }
             Saved::Current { pos, reserved } => (pos, reserved),
             _ => (SpoolPos::default(), 0),
         };
         let mut segments = segment::list(dir, segment::EXTENSION).map_err(io_err)?;
-        if matches!(saved, Saved::Legacy(_)) {
-            // A migration that did not finish: it starts over.
+        if !legacy.is_empty() {
+            // A carry-over to do; what an unfinished one wrote starts over.
             for id in std::mem::take(&mut segments).into_keys() {
                 let _ = fs::remove_file(segment::path(dir, id));
             }
@@ -473,7 +477,7 @@ impl Spool {
         }
         self.sync_now();
         self.lock().save_position(&self.dir)?;
-        legacy::remove(&self.dir)?;
+        legacy::complete(&self.dir)?;
         crate::diag::info(
             &format!("spool: {n} records of the previous format carried over"),
             &[],

@@ -309,6 +309,35 @@ async fn a_spool_of_the_format_before_checksums_is_carried_over() {
 }
 
 #[tokio::test]
+async fn a_carry_over_cut_short_is_done_again_on_the_next_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut old = Vec::new();
+    for i in 0..6 {
+        legacy::encode(&rec(i), &mut old);
+    }
+    fs::write(dir.path().join(format!("{:020}.seg", 3)), &old).unwrap();
+    fs::write(dir.path().join(POSITION_FILE), "3 0\n").unwrap();
+    // The new spool is too small for the old records: the carry-over stops
+    // half-way, as a crash in the middle of it would.
+    assert!(Spool::open(dir.path(), opts(300, 300)).is_err());
+    assert!(dir.path().join(legacy::PENDING).exists());
+    assert_eq!(segment::list(dir.path(), "seg").unwrap().len(), 1);
+
+    let spool = open(dir.path(), 1 << 20, 1 << 20);
+    spool.add_writer();
+    spool.writer_done();
+    let (got, incidents) = read_all(&spool).await;
+    assert!(incidents.is_empty());
+    assert_eq!(
+        got.iter().map(|(r, _)| n_of(r)).collect::<Vec<_>>(),
+        (0..6).collect::<Vec<_>>(),
+        "every old record carried over once"
+    );
+    assert!(segment::list(dir.path(), "seg").unwrap().is_empty());
+    assert!(!dir.path().join(legacy::PENDING).exists());
+}
+
+#[tokio::test]
 async fn reader_waits_for_the_writer() {
     let dir = tempfile::tempdir().unwrap();
     let spool = Arc::new(open(dir.path(), 1 << 20, 1 << 20));
