@@ -154,6 +154,13 @@ struct State {
     unsynced: Vec<Arc<File>>,
     writer_dirty: bool,
     dir_dirty: bool,
+    /// Appends written so far, and how many of them an fsync has completed
+    /// for: an `Always` append returns only once its own number is covered,
+    /// however the fsyncs of concurrent appenders interleave.
+    appended: u64,
+    synced: u64,
+    /// fsyncs of segment files done (for tests of the policy).
+    fsyncs: u64,
     /// The start of a damaged stretch being skipped (reported where it ends).
     damage: Option<SpoolPos>,
 }
@@ -249,6 +256,9 @@ impl Spool {
                 unsynced: Vec::new(),
                 writer_dirty: false,
                 dir_dirty: false,
+                appended: 0,
+                synced: 0,
+                fsyncs: 0,
                 damage: None,
             }),
             readable: Notify::new(),
@@ -291,18 +301,30 @@ impl Spool {
 
     /// Forces everything appended so far to disk.
     pub fn sync_now(&self) {
-        let (files, dir) = {
+        self.sync_upto(None);
+    }
+
+    /// Forces appends to disk; with `Some(n)`, until append `n` is covered
+    /// even when another caller took the dirty files first (its fsync may not
+    /// have finished): then the writer is fsynced again here.
+    fn sync_upto(&self, own: Option<u64>) {
+        let (files, dir, upto) = {
             let mut st = self.lock();
             let mut files = std::mem::take(&mut st.unsynced);
-            if std::mem::take(&mut st.writer_dirty) {
+            let dirty = std::mem::take(&mut st.writer_dirty);
+            let behind = own.is_some_and(|n| st.synced < n);
+            if dirty || behind {
                 if let Some(w) = &st.writer {
                     files.push(w.file.clone());
                 }
             }
-            (files, std::mem::take(&mut st.dir_dirty))
+            (files, std::mem::take(&mut st.dir_dirty), st.appended)
         };
+        let mut ok = true;
+        let n = u64_of(files.len());
         for f in files {
             if let Err(e) = f.sync_data() {
+                ok = false;
                 crate::diag::error(&format!("fsync of the spool failed: {e}"), &[]);
             }
         }
@@ -311,6 +333,18 @@ impl Spool {
                 crate::diag::error(&format!("fsync of {} failed: {e}", self.dir.display()), &[]);
             }
         }
+        let mut st = self.lock();
+        st.fsyncs += n;
+        if ok {
+            st.synced = st.synced.max(upto);
+        }
+    }
+
+    /// Appends written and appends covered by a completed fsync, and fsyncs done.
+    #[cfg(test)]
+    fn sync_counts(&self) -> (u64, u64, u64) {
+        let st = self.lock();
+        (st.appended, st.synced, st.fsyncs)
     }
 
     /// Registers a writer; the spool reports its end only after every writer is done.
@@ -383,12 +417,10 @@ impl Spool {
             st.dropped += u64_of(dropped);
             st.last_drop = Some(Instant::now());
         }
-        let sync =
-            (self.fsync == FsyncPolicy::Always).then(|| st.writer.as_ref().map(|w| w.file.clone()));
+        let own = st.appended;
         drop(st);
-        if let Some(file) = sync.flatten() {
-            self.sync_now();
-            drop(file);
+        if self.fsync == FsyncPolicy::Always {
+            self.sync_upto(Some(own));
         }
         self.readable.notify_one();
         dropped
@@ -576,6 +608,7 @@ impl State {
             return Err(e);
         }
         self.writer_dirty = true;
+        self.appended += 1;
         *self.segments.entry(id).or_insert(0) += u64_of(buf.len());
         self.total_bytes += u64_of(buf.len());
         Ok(())

@@ -357,23 +357,43 @@ async fn reader_waits_for_the_writer() {
 }
 
 #[tokio::test]
-async fn always_fsync_and_the_syncer_keep_working() {
+async fn always_fsync_covers_every_append_and_the_syncer_too() {
     let dir = tempfile::tempdir().unwrap();
     let mut o = opts(1 << 20, 200);
     o.fsync = FsyncPolicy::Always;
     let spool = Arc::new(Spool::open(dir.path(), o).unwrap());
     spool.start_syncer().unwrap();
     spool.add_writer();
-    for i in 0..20 {
-        assert_eq!(spool.append(&[rec(i)]), 0);
+    // Two appenders at once (stdout and stderr readers): every append returns
+    // only once an fsync that completed covers it.
+    let appenders: Vec<_> = (0..2)
+        .map(|t| {
+            let spool = spool.clone();
+            std::thread::spawn(move || {
+                for i in 0..50 {
+                    assert_eq!(spool.append(&[rec(t * 100 + i)]), 0);
+                    let (appended, synced, _) = spool.sync_counts();
+                    assert!(synced >= 1 && appended >= synced);
+                }
+            })
+        })
+        .collect();
+    for a in appenders {
+        a.join().unwrap();
     }
+    let (appended, synced, fsyncs) = spool.sync_counts();
+    assert_eq!((appended, synced), (100, 100), "every append fsynced");
+    assert!(fsyncs >= 1);
     spool.writer_done();
-    assert_eq!(read_all(&spool).await.0.len(), 20);
+    assert_eq!(read_all(&spool).await.0.len(), 100);
+
+    // The interval policy: the syncer (or sync_now) covers appends.
     let dir = tempfile::tempdir().unwrap();
     let every = Arc::new(open(dir.path(), 1 << 20, 200));
     every.start_syncer().unwrap();
     assert_eq!(every.append(&[rec(1)]), 0);
     every.sync_now();
+    assert_eq!(every.sync_counts().1, 1);
 }
 
 proptest! {
