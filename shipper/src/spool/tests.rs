@@ -420,14 +420,35 @@ proptest! {
             let path = segment::path(dir.path(), 1);
             let mut f = OpenOptions::new().read(true).write(true).open(&path).unwrap();
             let len = f.metadata().unwrap().len();
+            // Where each record's frame lies: [start, end) in the segment.
+            let mut frames = Vec::new();
+            let mut start = 0usize;
+            for i in 0..n {
+                let end = start + frame::encoded_len(&rec(i)).unwrap();
+                frames.push((start, end));
+                start = end;
+            }
+            prop_assert_eq!(start as u64, len);
+            let mut damaged = vec![false; n];
             for (at, span, byte) in &hits {
                 let pos = at.index(usize::try_from(len).unwrap());
                 f.seek(io::SeekFrom::Start(pos as u64)).unwrap();
                 let junk = vec![*byte | 1; (*span).min(usize::try_from(len).unwrap() - pos)];
                 f.write_all(&junk).unwrap();
+                for (k, (s, e)) in frames.iter().enumerate() {
+                    if pos < *e && pos + junk.len() > *s {
+                        damaged[k] = true;
+                    }
+                }
             }
             if let Some(cut) = cut {
-                f.set_len(cut.index(usize::try_from(len).unwrap() + 1) as u64).unwrap();
+                let at = cut.index(usize::try_from(len).unwrap() + 1);
+                f.set_len(at as u64).unwrap();
+                for (k, (_, e)) in frames.iter().enumerate() {
+                    if *e > at {
+                        damaged[k] = true;
+                    }
+                }
             }
             drop(f);
             let spool = open(dir.path(), 1 << 20, 1 << 20);
@@ -446,6 +467,16 @@ proptest! {
             if hits.is_empty() && cut.is_none() {
                 prop_assert_eq!(ns.len(), n);
             }
+            // Whatever was reported, every frame the damage did not touch is delivered.
+            let untouched_missing: Vec<usize> = (0..n)
+                .filter(|k| !damaged[*k] && !ns.contains(&(*k as u64)))
+                .collect();
+            prop_assert!(
+                untouched_missing.is_empty(),
+                "untouched frames not delivered: {:?} (incidents {:?})",
+                untouched_missing,
+                incidents
+            );
             Ok(())
         })?;
     }
