@@ -80,7 +80,9 @@ pub fn lock(dir: &Path, host_name: &str) -> Result<DataDirLock, DataDirError> {
 }
 
 /// The directory's agent id, created (random, 128 bits) on first use and kept
-/// for good: records spooled under it keep their `event.id` across restarts.
+/// for good: records spooled under it keep their `event.id` across restarts
+/// (the spool stores sequence numbers, not the id: should the id file be
+/// damaged and a new id made, records still spooled get new ids).
 pub fn agent_id(dir: &Path) -> Result<AgentId, DataDirError> {
     let path = dir.join(AGENT_ID_FILE);
     let io_err = |source| DataDirError::Io {
@@ -92,11 +94,17 @@ pub fn agent_id(dir: &Path) -> Result<AgentId, DataDirError> {
             if let Some(id) = AgentId::parse(text.trim()) {
                 return Ok(id);
             }
-            // A torn or foreign file: a new id only changes the ids of records
-            // spooled from now on, never collides with older ones.
+            // A torn or foreign file: a new id never collides with older
+            // ones, but the spool does not store the id its records were
+            // written under: records still in it (not yet acknowledged) are
+            // read back with ids from the new one, so a record already sent
+            // once before the restart may be indexed twice. Storing the id
+            // per segment would fix that at the price of a format change;
+            // this case needs a damaged data directory, so it is reported.
             crate::diag::warn(
                 &format!(
-                    "{} is not a valid agent id; a new one is made",
+                    "{} is not a valid agent id; a new one is made: records still in the spool \
+                     get new event.ids, and one sent before this start may be indexed twice",
                     path.display()
                 ),
                 &[],
