@@ -416,6 +416,14 @@ async fn kafka_cut_through_three_rotations_loses_nothing_and_keeps_order() {
     // A small window: the tail stops early in the first generation.
     cfg.window_records = 1_000;
     let (tx, handle) = start(cfg);
+    // The tail has opened the first generation (its first-start mark is
+    // written) before the writes and rotations: files rotated before the
+    // first start would be history, never shipped.
+    let mark = data.join(meshwatch_shipper::CHECKPOINT_FILE);
+    testkit::wait_for(Duration::from_secs(30), "the first-start mark", || {
+        mark.exists().then_some(())
+    })
+    .await;
     broker.cut().await;
     // Three rotations while Kafka is away: rename, copytruncate, rename.
     for n in 0..TOTAL {
