@@ -22,11 +22,26 @@ if [ ! -s "$PGDATA/PG_VERSION" ]; then
         --auth-local=trust --auth-host=scram-sha-256 --encoding=UTF8 --locale=C.UTF-8 >/dev/null
     rm -f "$pwfile"
     echo "host all all all scram-sha-256" >>"$PGDATA/pg_hba.conf"
+    # As the official image does: a server on its socket only (so a TCP health
+    # check fails until this is done), POSTGRES_DB, then every *.sql (psql,
+    # stop on the first error) and *.sh of /docker-entrypoint-initdb.d in name
+    # order, then the real server.
+    as_postgres pg_ctl -D "$PGDATA" -o "-c listen_addresses=''" -w start >/dev/null
     if [ "$db" != postgres ]; then
-        as_postgres pg_ctl -D "$PGDATA" -o "-c listen_addresses=''" -w start >/dev/null
         as_postgres createdb --username="$user" --owner="$user" -- "$db"
-        as_postgres pg_ctl -D "$PGDATA" -m fast -w stop >/dev/null
     fi
+    for f in /docker-entrypoint-initdb.d/*; do
+        [ -e "$f" ] || continue
+        case "$f" in
+            *.sql) echo "postgres-entrypoint: running $f"
+                   as_postgres psql -v ON_ERROR_STOP=1 --no-psqlrc --quiet \
+                       --username="$user" --dbname="$db" -f "$f" ;;
+            *.sh)  echo "postgres-entrypoint: running $f"
+                   bash "$f" ;;
+            *)     echo "postgres-entrypoint: ignoring $f" ;;
+        esac
+    done
+    as_postgres pg_ctl -D "$PGDATA" -m fast -w stop >/dev/null
     echo "postgres-entrypoint: initialised $PGDATA (user $user, database $db)"
 fi
 
