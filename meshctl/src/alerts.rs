@@ -18,8 +18,8 @@ pub struct AlertsArgs {
     /// Only alerts of this service.
     #[arg(long, default_value = "")]
     pub service: String,
-    /// Only alerts of these kinds (repeatable): error_rate, latency, status_change.
-    #[arg(long = "kind", value_parser = ["error_rate", "latency", "status_change"])]
+    /// Only alerts of these kinds (repeatable): error_rate, latency, status_change, capacity.
+    #[arg(long = "kind", value_parser = ["error_rate", "latency", "status_change", "capacity"])]
     pub kinds: Vec<String>,
     /// Exit after this many alerts (after the filters).
     #[arg(long)]
@@ -34,6 +34,7 @@ fn kind_name(kind: i32) -> &'static str {
         Ok(pb::AlertKind::AnomalyErrorRate) => "error_rate",
         Ok(pb::AlertKind::AnomalyLatency) => "latency",
         Ok(pb::AlertKind::StatusChange) => "status_change",
+        Ok(pb::AlertKind::Capacity) => "capacity",
         _ => "unknown",
     }
 }
@@ -105,5 +106,41 @@ pub(crate) async fn run(args: AlertsArgs, json: bool, style: Style) -> Result<Ex
             )?;
         }
         out.flush()?;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_alert_kind_has_a_name_the_kind_filter_takes() {
+        use clap::CommandFactory;
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            args: AlertsArgs,
+        }
+        let cmd = Cli::command();
+        let arg = cmd
+            .get_arguments()
+            .find(|a| a.get_id() == "kinds")
+            .expect("--kind");
+        let accepted: Vec<String> = arg
+            .get_possible_values()
+            .iter()
+            .map(|v| v.get_name().to_owned())
+            .collect();
+        for kind in [
+            pb::AlertKind::AnomalyErrorRate,
+            pb::AlertKind::AnomalyLatency,
+            pb::AlertKind::StatusChange,
+            pb::AlertKind::Capacity,
+        ] {
+            let name = kind_name(kind as i32);
+            assert_ne!(name, "unknown", "{kind:?}");
+            assert!(accepted.iter().any(|a| a == name), "{name} not in --kind");
+        }
+        assert_eq!(kind_name(pb::AlertKind::Unspecified as i32), "unknown");
     }
 }
