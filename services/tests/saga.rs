@@ -358,7 +358,25 @@ async fn same_key_twice_and_concurrently_gives_one_order_and_one_charge(backend:
         .collect();
     let mut ids = std::collections::HashSet::new();
     for t in tasks {
-        let o = t.await.unwrap();
+        let mut o = t.await.unwrap();
+        // On a loaded machine a commit can stay ambiguous past the caller's
+        // deadline; the order is then answered PENDING and the recovery pass
+        // completes it. Wait (bounded) for that outcome.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while o.status() == pb::OrderStatus::Pending && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            o = m
+                .order
+                .clone()
+                .get_order(pb::GetOrderRequest {
+                    order_id: o.order_id.clone(),
+                })
+                .await
+                .unwrap()
+                .into_inner()
+                .order
+                .unwrap();
+        }
         assert_eq!(o.status(), pb::OrderStatus::Confirmed, "{o:?}");
         ids.insert(o.order_id);
     }
