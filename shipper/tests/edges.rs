@@ -18,13 +18,6 @@ use serde_json::Value;
 
 const WAIT: Duration = Duration::from_secs(60);
 
-fn tags(v: &Value) -> Vec<&str> {
-    v["tags"]
-        .as_array()
-        .map(|a| a.iter().filter_map(Value::as_str).collect())
-        .unwrap_or_default()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_shipper_on_the_same_data_dir_exits_73_naming_the_holder() {
     let broker = testkit::kafka().await;

@@ -18,13 +18,6 @@ use serde_json::Value;
 
 const WAIT: Duration = Duration::from_secs(30);
 
-fn tags(v: &Value) -> Vec<&str> {
-    v["tags"]
-        .as_array()
-        .map(|a| a.iter().filter_map(Value::as_str).collect())
-        .unwrap_or_default()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrap_passes_output_through_forwards_sigterm_and_returns_the_exit_code() {
     let broker = testkit::kafka().await;

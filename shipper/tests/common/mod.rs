@@ -411,3 +411,11 @@ pub async fn read_all(bootstrap: &str, topic: &str, timeout: Duration) -> Vec<Re
         .filter(|r| r.payload != SENTINEL.as_bytes())
         .collect()
 }
+
+/// The `tags` of a shipped record.
+pub fn tags(v: &serde_json::Value) -> Vec<&str> {
+    v["tags"]
+        .as_array()
+        .map(|a| a.iter().filter_map(serde_json::Value::as_str).collect())
+        .unwrap_or_default()
+}
