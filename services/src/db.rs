@@ -9,9 +9,12 @@
 //! SQLite runs in WAL mode with `synchronous = NORMAL`: a commit is durable
 //! against a crash of the process (it is in the WAL file), and a power loss
 //! can lose the last commits but never corrupts the file. One connection per
-//! process (SQLite writes one transaction at a time anyway), with write
-//! transactions opened by `BEGIN IMMEDIATE` so writers from other processes
-//! wait (busy timeout) instead of failing on a lock upgrade.
+//! process does the repositories' work (SQLite writes one transaction at a
+//! time anyway), held by the process behind a mutex rather than taken from a
+//! pool for every statement (a pool's acquire and release cost several times
+//! the statement itself); write transactions open with `BEGIN IMMEDIATE` so
+//! writers from other processes wait (busy timeout) instead of failing on a
+//! lock upgrade. Repositories reach it through [`with_conn!`].
 
 use std::borrow::Cow;
 use std::path::{Path, PathBuf};
@@ -104,12 +107,40 @@ impl<'s> MigrationSource<'s> for Migrations {
     }
 }
 
-/// A pool of either kind. Repositories match on it with [`with_pool!`];
-/// both arms run the same SQL (`$n` placeholders work in both).
+/// A pool of either kind (migrations, shutdown, the tests' own queries).
+/// Repositories do not use it: they take a [`Conn`] with [`with_conn!`].
 #[derive(Clone, Debug)]
 pub enum Pool {
     Sqlite(SqlitePool),
     Postgres(PgPool),
+}
+
+/// The connection one repository call runs on: the process's SQLite
+/// connection (held until the call ends; calls take turns) or one from the
+/// PostgreSQL pool (back to the pool when the call ends).
+pub enum Conn {
+    Sqlite(tokio::sync::OwnedMutexGuard<sqlx::SqliteConnection>),
+    Postgres(sqlx::pool::PoolConnection<sqlx::Postgres>),
+}
+
+/// Runs `$body` with `$p` bound to `&mut` the concrete connection of
+/// `$db` (a [`Database`]); both arms run the same SQL (`$n` placeholders
+/// work in both). Fails the enclosing function with [`DbError`] when no
+/// connection comes within [`ACQUIRE_TIMEOUT`]. Statements take `&mut *$p`.
+#[macro_export]
+macro_rules! with_conn {
+    ($db:expr, $p:ident => $body:expr) => {
+        match $db.connection().await? {
+            $crate::db::Conn::Sqlite(mut guard) => {
+                let $p: &mut ::sqlx::SqliteConnection = &mut guard;
+                $body
+            }
+            $crate::db::Conn::Postgres(mut conn) => {
+                let $p: &mut ::sqlx::PgConnection = &mut conn;
+                $body
+            }
+        }
+    };
 }
 
 /// Runs `$body` with `$p` bound to the concrete pool.
@@ -123,15 +154,19 @@ macro_rules! with_pool {
     };
 }
 
-/// Opens a write transaction: `BEGIN IMMEDIATE` on SQLite, `BEGIN` on PostgreSQL.
+/// Opens a write transaction on connection `$p` (from [`with_conn!`]):
+/// `BEGIN IMMEDIATE` on SQLite, `BEGIN` on PostgreSQL.
 #[macro_export]
 macro_rules! begin_write {
     ($db:expr, $p:ident) => {
-        $db.bounded($p.begin_with(if $db.is_sqlite() {
-            "BEGIN IMMEDIATE"
-        } else {
-            "BEGIN"
-        }))
+        $db.bounded(::sqlx::Connection::begin_with(
+            &mut *$p,
+            if $db.is_sqlite() {
+                "BEGIN IMMEDIATE"
+            } else {
+                "BEGIN"
+            },
+        ))
         .await
     };
 }
@@ -151,6 +186,8 @@ struct Status {
 #[derive(Clone)]
 pub struct Database {
     pool: Pool,
+    /// SQLite: the connection the repositories use (see [`Conn`]).
+    sqlite: Option<Arc<tokio::sync::Mutex<sqlx::SqliteConnection>>>,
     target: Arc<str>,
     status: Arc<Status>,
     readiness: meshwatch_runtime::Readiness,
@@ -226,11 +263,11 @@ impl Database {
                     source,
                 })?;
                 let file = data_dir.join(format!("{service}.db"));
-                let pool = open_sqlite(&file).await.map_err(|e| OpenError::Sqlite {
+                let opened = open_sqlite(&file).await.map_err(|e| OpenError::Sqlite {
                     file: file.display().to_string(),
                     reason: e.to_string(),
                 })?;
-                (Pool::Sqlite(pool), format!("sqlite {}", file.display()))
+                (Pool::Sqlite(opened), format!("sqlite {}", file.display()))
             }
             DbTarget::Postgres {
                 url,
@@ -252,8 +289,9 @@ impl Database {
                 (Pool::Postgres(pool), display_url(url))
             }
         };
-        let db = Self {
+        let mut db = Self {
             pool,
+            sqlite: None,
             target: name.into(),
             status: Arc::new(Status {
                 up: AtomicBool::new(false),
@@ -272,6 +310,17 @@ impl Database {
                 })
             }
             Err(e) => db.mark_down(&e.to_string()),
+        }
+        if let Pool::Sqlite(pool) = &db.pool {
+            // Opened after the migrations, with the pool's settings.
+            use sqlx::Connection;
+            let conn = sqlx::SqliteConnection::connect_with(&pool.connect_options())
+                .await
+                .map_err(|e| OpenError::Sqlite {
+                    file: db.target.to_string(),
+                    reason: e.to_string(),
+                })?;
+            db.sqlite = Some(Arc::new(tokio::sync::Mutex::new(conn)));
         }
         Ok(db)
     }
@@ -393,9 +442,27 @@ impl Database {
         }
     }
 
-    /// The pool, for repositories.
+    /// The pool (migrations, shutdown, tests); repositories use
+    /// [`Self::connection`] through [`with_conn!`].
     pub fn pool(&self) -> &Pool {
         &self.pool
+    }
+
+    /// A connection for one repository call, within [`ACQUIRE_TIMEOUT`].
+    pub async fn connection(&self) -> Result<Conn, DbError> {
+        match (&self.pool, &self.sqlite) {
+            (_, Some(conn)) => tokio::time::timeout(ACQUIRE_TIMEOUT, conn.clone().lock_owned())
+                .await
+                .map(Conn::Sqlite)
+                .map_err(|_| {
+                    self.unavailable(format!(
+                        "the connection stayed busy for {ACQUIRE_TIMEOUT:?}; retry later"
+                    ))
+                }),
+            (Pool::Postgres(pool), None) => self.bounded(pool.acquire()).await.map(Conn::Postgres),
+            // Only before `open` returns.
+            (Pool::Sqlite(_), None) => Err(self.unavailable("not opened yet".to_owned())),
+        }
     }
 
     /// The database's name for messages (no password).
@@ -678,6 +745,33 @@ mod tests {
         assert!(e.to_string().contains(db.target()), "{e}");
     }
 
+    #[tokio::test]
+    async fn calls_take_turns_on_the_sqlite_connection_and_a_stuck_one_makes_the_next_unavailable()
+    {
+        let (db, _dir) = test_sqlite("order", crate::order::MIGRATIONS).await;
+        // Two calls in a row on the one connection; each sees the other's commit.
+        async fn count(db: &Database) -> Result<i64, DbError> {
+            Ok(with_conn!(db, p => db.bounded(
+                sqlx::query_scalar("SELECT COUNT(*) FROM orders").fetch_one(&mut *p),
+            ).await?))
+        }
+        assert_eq!(count(&db).await.unwrap(), 0);
+        let held = db.connection().await.unwrap();
+        tokio::time::pause();
+        let started = tokio::time::Instant::now();
+        let e = count(&db).await.unwrap_err();
+        let waited = started.elapsed();
+        assert!(
+            waited >= ACQUIRE_TIMEOUT && waited < ACQUIRE_TIMEOUT * 2,
+            "{waited:?}"
+        );
+        assert!(matches!(e, DbError::Unavailable { .. }), "{e:?}");
+        assert!(e.to_string().contains(db.target()), "{e}");
+        assert!(e.to_string().contains("busy"), "{e}");
+        drop(held);
+        tokio::time::resume();
+        assert_eq!(count(&db).await.unwrap(), 0);
+    }
     /// On the PostgreSQL server of `MESHWATCH_TEST_POSTGRES` when set.
     #[tokio::test]
     async fn postgres_sessions_carry_statement_and_idle_transaction_timeouts() {

@@ -15,7 +15,7 @@ use super::catalog::CatalogItem;
 use crate::db::{Clock, Database, DbError, RETENTION_BATCH};
 use crate::limits::{has_control, MAX_ID_LEN, MAX_ITEMS, MAX_SKU_LEN};
 use crate::money::Money;
-use crate::{begin_write, with_pool};
+use crate::{begin_write, with_conn};
 
 /// Default time a reservation may stay uncommitted.
 pub const DEFAULT_RESERVATION_TTL: Duration = Duration::from_secs(30);
@@ -270,7 +270,7 @@ impl Inventory {
             return Ok(());
         }
         self.db.check()?;
-        with_pool!(self.db.pool(), p => {
+        with_conn!(self.db, p => {
             let mut tx = begin_write!(self.db, p)?;
             for item in self.catalog.iter() {
                 self.db.bounded(
@@ -373,7 +373,7 @@ impl Inventory {
         // for the same order made first (the unique index refused ours).
         for _ in 0..2 {
             let now = self.clock.now_ms();
-            let made: Option<Reservation> = with_pool!(self.db.pool(), p => {
+            let made: Option<Reservation> = with_conn!(self.db, p => {
                 let mut tx = begin_write!(self.db, p)?;
                 let existing = self.db.bounded(
                     sqlx::query(
@@ -503,7 +503,7 @@ impl Inventory {
         Self::check_id(id)?;
         self.ready().await?;
         let now = self.clock.now_ms();
-        with_pool!(self.db.pool(), p => {
+        with_conn!(self.db, p => {
             let mut tx = begin_write!(self.db, p)?;
             let row = self.db.bounded(
                 sqlx::query(
@@ -560,7 +560,7 @@ impl Inventory {
         Self::check_id(id)?;
         self.ready().await?;
         let now = self.clock.now_ms();
-        with_pool!(self.db.pool(), p => {
+        with_conn!(self.db, p => {
             let mut tx = begin_write!(self.db, p)?;
             let row = self.db.bounded(
                 sqlx::query(
@@ -606,10 +606,10 @@ impl Inventory {
         self.ready().await?;
         const COLUMNS: &str =
             "SELECT sku, name, currency, price_minor, available, reserved FROM items";
-        with_pool!(self.db.pool(), p => {
+        with_conn!(self.db, p => {
             let rows = if skus.is_empty() {
                 self.db.bounded(
-                    sqlx::query(&format!("{COLUMNS} ORDER BY sku")).fetch_all(p),
+                    sqlx::query(&format!("{COLUMNS} ORDER BY sku")).fetch_all(&mut *p),
                 ).await?
             } else {
                 let mut rows = Vec::with_capacity(skus.len());
@@ -617,7 +617,7 @@ impl Inventory {
                     let row = self.db.bounded(
                         sqlx::query(&format!("{COLUMNS} WHERE sku = $1"))
                             .bind(sku)
-                            .fetch_optional(p)
+                            .fetch_optional(&mut *p)
                             ,
                     ).await?;
                     rows.push(row.ok_or_else(|| InventoryError::UnknownSku(sku.clone()))?);
@@ -647,7 +647,7 @@ impl Inventory {
     pub async fn expire_due(&self) -> Result<Vec<(String, String)>, InventoryError> {
         self.ready().await?;
         let now = self.clock.now_ms();
-        with_pool!(self.db.pool(), p => {
+        with_conn!(self.db, p => {
             let due: Vec<String> = self.db.bounded(
                 sqlx::query_scalar(
                     "SELECT id FROM reservations WHERE state = 'held' AND deadline_ms <= $1 \
@@ -655,7 +655,7 @@ impl Inventory {
                 )
                 .bind(now)
                 .bind(EXPIRY_BATCH)
-                .fetch_all(p)
+                .fetch_all(&mut *p)
                 ,
             ).await?;
             let mut expired = Vec::with_capacity(due.len());
@@ -674,9 +674,9 @@ impl Inventory {
     /// When the next held reservation expires (ms), if any.
     pub async fn next_expiry_ms(&self) -> Result<Option<i64>, InventoryError> {
         self.db.check()?;
-        let next: Option<i64> = with_pool!(self.db.pool(), p => self.db.bounded(
+        let next: Option<i64> = with_conn!(self.db, p => self.db.bounded(
             sqlx::query_scalar("SELECT MIN(deadline_ms) FROM reservations WHERE state = 'held'")
-                .fetch_one(p)
+                .fetch_one(&mut *p)
                 ,
         ).await?);
         Ok(next)
@@ -685,14 +685,14 @@ impl Inventory {
     /// Deletes one batch of reservations finished before `cutoff_ms`.
     pub async fn delete_finished_before(&self, cutoff_ms: i64) -> Result<u64, DbError> {
         self.db.check()?;
-        with_pool!(self.db.pool(), p => self.db.bounded(
+        with_conn!(self.db, p => self.db.bounded(
             sqlx::query(
                 "DELETE FROM reservations WHERE id IN (SELECT id FROM reservations \
                  WHERE finished_ms IS NOT NULL AND finished_ms < $1 LIMIT $2)",
             )
             .bind(cutoff_ms)
             .bind(RETENTION_BATCH)
-            .execute(p)
+            .execute(&mut *p)
             ,
         ).await.map(|r| r.rows_affected()))
     }

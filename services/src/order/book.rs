@@ -30,7 +30,7 @@ use super::ports::CallError;
 use crate::db::{Clock, Database, DbError, RETENTION_BATCH};
 use crate::limits::{has_control, MAX_ID_LEN, MAX_ITEMS, MAX_SKU_LEN, MAX_TOKEN_LEN};
 use crate::money::{is_currency_code, Money};
-use crate::with_pool;
+use crate::with_conn;
 
 /// Sagas one process runs at once at most; one more is refused with
 /// RESOURCE_EXHAUSTED (the server's concurrency limit is far lower: this is
@@ -427,7 +427,7 @@ impl OrderBook {
                  $8, $8, $9, {} + $11) ON CONFLICT (idempotency_key) DO NOTHING",
                 self.now_sql(10)
             );
-            let inserted = with_pool!(self.db.pool(), p => self.db.bounded(
+            let inserted = with_conn!(self.db, p => self.db.bounded(
                 sqlx::query(&sql)
                 .bind(&order.order_id)
                 .bind(key)
@@ -440,7 +440,7 @@ impl OrderBook {
                 .bind(&*self.owner)
                 .bind(self.now_param())
                 .bind(crate::db::ms(self.lease))
-                .execute(p)
+                .execute(&mut *p)
                 ,
             ).await.map(|r| r.rows_affected()));
             let inserted = match inserted {
@@ -518,14 +518,14 @@ impl OrderBook {
              owner = $2, lease_until_ms = {now} + $4, updated_ms = $5 WHERE order_id = $1 AND {}",
             condition.replace("{now}", &now)
         );
-        let taken = with_pool!(self.db.pool(), p => self.db.bounded(
+        let taken = with_conn!(self.db, p => self.db.bounded(
             sqlx::query(&sql)
                 .bind(order_id)
                 .bind(&*self.owner)
                 .bind(self.now_param())
                 .bind(crate::db::ms(self.lease))
                 .bind(self.clock.now_ms())
-                .execute(p)
+                .execute(&mut *p)
                 ,
         ).await.map(|r| r.rows_affected()));
         match taken {
@@ -563,8 +563,8 @@ impl OrderBook {
     }
 
     async fn read(&self, sql: &str, value: &str) -> Result<Option<StoredOrder>, OrderError> {
-        let stored = with_pool!(self.db.pool(), p => {
-            let row = self.db.bounded(sqlx::query(sql).bind(value).fetch_optional(p)).await?;
+        let stored = with_conn!(self.db, p => {
+            let row = self.db.bounded(sqlx::query(sql).bind(value).fetch_optional(&mut *p)).await?;
             match row {
                 None => None,
                 Some(r) => {
@@ -643,7 +643,7 @@ impl OrderBook {
              WHERE order_id = $1 AND status = 'pending' AND owner = $10",
             self.now_sql(11)
         );
-        let written = with_pool!(self.db.pool(), p => self.db.bounded(
+        let written = with_conn!(self.db, p => self.db.bounded(
             sqlx::query(&sql)
             .bind(&order.order_id)
             .bind(status.as_str())
@@ -657,7 +657,7 @@ impl OrderBook {
             .bind(&*self.owner)
             .bind(self.now_param())
             .bind(lease.map(crate::db::ms))
-            .execute(p)
+            .execute(&mut *p)
             ,
         ).await.map(|r| r.rows_affected()))?;
         if written != 1 {
@@ -752,10 +752,10 @@ impl OrderBook {
              ORDER BY lease_until_ms LIMIT 16",
             self.now_sql(1)
         );
-        let candidates: Vec<String> = with_pool!(self.db.pool(), p => self.db.bounded(
+        let candidates: Vec<String> = with_conn!(self.db, p => self.db.bounded(
             sqlx::query_scalar(&sql)
             .bind(self.now_param())
-            .fetch_all(p)
+            .fetch_all(&mut *p)
             ,
         ).await?);
         for order_id in candidates {
@@ -789,13 +789,13 @@ impl OrderBook {
              WHERE order_id = $1 AND status = 'pending' AND owner = $4",
             self.now_sql(2)
         );
-        let r = with_pool!(self.db.pool(), p => self.db.bounded(
+        let r = with_conn!(self.db, p => self.db.bounded(
             sqlx::query(&sql)
                 .bind(order_id)
                 .bind(self.now_param())
                 .bind(crate::db::ms(after))
                 .bind(&*self.owner)
-                .execute(p)
+                .execute(&mut *p)
                 ,
         ).await.map(drop));
         self.release(
@@ -810,14 +810,14 @@ impl OrderBook {
     /// Deletes one batch of orders (with their keys) finished before `cutoff_ms`.
     pub async fn delete_finished_before(&self, cutoff_ms: i64) -> Result<u64, DbError> {
         self.db.check()?;
-        with_pool!(self.db.pool(), p => self.db.bounded(
+        with_conn!(self.db, p => self.db.bounded(
             sqlx::query(
                 "DELETE FROM orders WHERE order_id IN (SELECT order_id FROM orders \
                  WHERE status <> 'pending' AND updated_ms < $1 LIMIT $2)",
             )
             .bind(cutoff_ms)
             .bind(RETENTION_BATCH)
-            .execute(p)
+            .execute(&mut *p)
             ,
         ).await.map(|r| r.rows_affected()))
     }

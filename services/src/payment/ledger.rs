@@ -11,7 +11,7 @@ use sqlx::Row;
 use crate::db::{Clock, Database, DbError, RETENTION_BATCH};
 use crate::limits::{has_control, truncate, MAX_ID_LEN, MAX_REASON_LEN, MAX_TOKEN_LEN};
 use crate::money::Money;
-use crate::with_pool;
+use crate::with_conn;
 
 /// Tokens starting with this are always declined (demos and tests).
 pub const DECLINE_TOKEN_PREFIX: &str = "tok_decline";
@@ -126,8 +126,8 @@ impl Ledger {
     }
 
     async fn read(&self, order_id: &str) -> Result<Option<Payment>, PaymentError> {
-        let row = with_pool!(self.db.pool(), p => {
-            let row = self.db.bounded(sqlx::query(COLUMNS).bind(order_id).fetch_optional(p)).await?;
+        let row = with_conn!(self.db, p => {
+            let row = self.db.bounded(sqlx::query(COLUMNS).bind(order_id).fetch_optional(&mut *p)).await?;
             match row {
                 None => None,
                 Some(r) => {
@@ -214,7 +214,7 @@ impl Ledger {
             refund_reason: None,
             created_at: UNIX_EPOCH + Duration::from_millis(u64::try_from(now).unwrap_or(0)),
         };
-        let inserted = with_pool!(self.db.pool(), p => self.db.bounded(
+        let inserted = with_conn!(self.db, p => self.db.bounded(
             sqlx::query(
                 "INSERT INTO payments (order_id, payment_id, customer_id, currency, amount_minor, \
                  status, charge_count, decline_reason, created_ms, updated_ms) \
@@ -232,7 +232,7 @@ impl Ledger {
             .bind(i64::from(payment.charge_count))
             .bind(&payment.decline_reason)
             .bind(now)
-            .execute(p)
+            .execute(&mut *p)
             ,
         ).await?.rows_affected());
         if inserted == 1 {
@@ -279,7 +279,7 @@ impl Ledger {
         // Tombstone first, then reverse a charge: whichever of the charge's
         // insert and ours lands first, the row is final once both ran, and
         // a charge that won is turned into a refund below.
-        with_pool!(self.db.pool(), p => self.db.bounded(
+        with_conn!(self.db, p => self.db.bounded(
             sqlx::query(
                 "INSERT INTO payments (order_id, payment_id, customer_id, currency, amount_minor, \
                  status, charge_count, refund_reason, created_ms, updated_ms) \
@@ -291,10 +291,10 @@ impl Ledger {
             .bind(TOMBSTONE_CURRENCY)
             .bind(reason)
             .bind(now)
-            .execute(p)
+            .execute(&mut *p)
             ,
         ).await.map(drop))?;
-        let changed = with_pool!(self.db.pool(), p => self.db.bounded(
+        let changed = with_conn!(self.db, p => self.db.bounded(
             sqlx::query(
                 "UPDATE payments SET status = 'refunded', refund_reason = $2, updated_ms = $3 \
                  WHERE order_id = $1 AND status = 'charged'",
@@ -302,7 +302,7 @@ impl Ledger {
             .bind(order_id)
             .bind(reason)
             .bind(now)
-            .execute(p)
+            .execute(&mut *p)
             ,
         ).await?.rows_affected());
         let p = self.read(order_id).await?.ok_or_else(|| {
@@ -333,14 +333,14 @@ impl Ledger {
     /// Deletes one batch of payments last changed before `cutoff_ms`.
     pub async fn delete_before(&self, cutoff_ms: i64) -> Result<u64, DbError> {
         self.db.check()?;
-        with_pool!(self.db.pool(), p => self.db.bounded(
+        with_conn!(self.db, p => self.db.bounded(
             sqlx::query(
                 "DELETE FROM payments WHERE order_id IN (SELECT order_id FROM payments \
                  WHERE updated_ms < $1 LIMIT $2)",
             )
             .bind(cutoff_ms)
             .bind(RETENTION_BATCH)
-            .execute(p)
+            .execute(&mut *p)
             ,
         ).await.map(|r| r.rows_affected()))
     }

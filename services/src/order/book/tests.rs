@@ -1,5 +1,6 @@
 use super::*;
 use crate::order::ports::CallFailure;
+use crate::with_pool;
 
 fn new_order(key: &str, qty: u32) -> NewOrder {
     NewOrder::validate(
