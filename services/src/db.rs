@@ -119,7 +119,9 @@ pub enum Pool {
 /// connection (held until the call ends; calls take turns) or one from the
 /// PostgreSQL pool (back to the pool when the call ends).
 pub enum Conn {
-    Sqlite(tokio::sync::OwnedMutexGuard<sqlx::SqliteConnection>),
+    Sqlite(
+        tokio::sync::OwnedMappedMutexGuard<Option<sqlx::SqliteConnection>, sqlx::SqliteConnection>,
+    ),
     Postgres(sqlx::pool::PoolConnection<sqlx::Postgres>),
 }
 
@@ -187,7 +189,8 @@ struct Status {
 pub struct Database {
     pool: Pool,
     /// SQLite: the connection the repositories use (see [`Conn`]).
-    sqlite: Option<Arc<tokio::sync::Mutex<sqlx::SqliteConnection>>>,
+    /// `None` inside once [`Self::close`] closed it.
+    sqlite: Option<Arc<tokio::sync::Mutex<Option<sqlx::SqliteConnection>>>>,
     target: Arc<str>,
     status: Arc<Status>,
     readiness: meshwatch_runtime::Readiness,
@@ -320,7 +323,7 @@ impl Database {
                     file: db.target.to_string(),
                     reason: e.to_string(),
                 })?;
-            db.sqlite = Some(Arc::new(tokio::sync::Mutex::new(conn)));
+            db.sqlite = Some(Arc::new(tokio::sync::Mutex::new(Some(conn))));
         }
         Ok(db)
     }
@@ -451,14 +454,18 @@ impl Database {
     /// A connection for one repository call, within [`ACQUIRE_TIMEOUT`].
     pub async fn connection(&self) -> Result<Conn, DbError> {
         match (&self.pool, &self.sqlite) {
-            (_, Some(conn)) => tokio::time::timeout(ACQUIRE_TIMEOUT, conn.clone().lock_owned())
-                .await
-                .map(Conn::Sqlite)
-                .map_err(|_| {
-                    self.unavailable(format!(
-                        "the connection stayed busy for {ACQUIRE_TIMEOUT:?}; retry later"
-                    ))
-                }),
+            (_, Some(conn)) => {
+                let guard = tokio::time::timeout(ACQUIRE_TIMEOUT, conn.clone().lock_owned())
+                    .await
+                    .map_err(|_| {
+                        self.unavailable(format!(
+                            "the connection stayed busy for {ACQUIRE_TIMEOUT:?}; retry later"
+                        ))
+                    })?;
+                tokio::sync::OwnedMutexGuard::try_map(guard, Option::as_mut)
+                    .map(Conn::Sqlite)
+                    .map_err(|_| self.unavailable("closed: the service is stopping".to_owned()))
+            }
             (Pool::Postgres(pool), None) => self.bounded(pool.acquire()).await.map(Conn::Postgres),
             // Only before `open` returns.
             (Pool::Sqlite(_), None) => Err(self.unavailable("not opened yet".to_owned())),
@@ -563,8 +570,18 @@ impl Database {
         }
     }
 
-    /// Closes the pool (at shutdown).
+    /// Closes the connection and the pool (at shutdown); later calls are UNAVAILABLE.
     pub async fn close(&self) {
+        if let Some(conn) = &self.sqlite {
+            // Waits for the call in progress; a clean close folds the WAL
+            // into the database file.
+            if let Some(conn) = conn.lock().await.take() {
+                use sqlx::Connection;
+                if let Err(e) = conn.close().await {
+                    tracing::warn!(meshwatch.database = %self.target, error.message = %e, "closing the database connection failed; the next start recovers from the WAL");
+                }
+            }
+        }
         with_pool!(&self.pool, p => p.close().await);
     }
 }
@@ -771,6 +788,10 @@ mod tests {
         drop(held);
         tokio::time::resume();
         assert_eq!(count(&db).await.unwrap(), 0);
+        // Closed (shutdown): calls fail at once, saying so.
+        db.close().await;
+        let e = count(&db).await.unwrap_err();
+        assert!(e.to_string().contains("stopping"), "{e}");
     }
     /// On the PostgreSQL server of `MESHWATCH_TEST_POSTGRES` when set.
     #[tokio::test]

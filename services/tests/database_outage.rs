@@ -216,6 +216,15 @@ async fn a_database_killed_under_load_is_survived_without_pending_orders_or_doub
 
     // Load: eight clients placing orders with keys of their own until told.
     let stop = Arc::new(AtomicBool::new(false));
+    // A failed assertion below stops the load too (else the clients would
+    // spin against dead services and the runtime never shut down).
+    struct StopOnDrop(Arc<AtomicBool>);
+    impl Drop for StopOnDrop {
+        fn drop(&mut self) {
+            self.0.store(true, Ordering::SeqCst);
+        }
+    }
+    let _stop_on_drop = StopOnDrop(Arc::clone(&stop));
     let (ok, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
     let load: Vec<_> = (0..8)
         .map(|w| {
