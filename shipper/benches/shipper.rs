@@ -12,6 +12,8 @@
 //! #             included, against this broker instead, e.g. noida-db's Kafka,
 //! #             which answers fetches on arrival where tansu holds them)
 //! #           BENCH_PHASES=tail,steady,wrap (default: all three)
+//! #           BENCH_SHIPPER_PREFIX="valgrind --tool=callgrind" (run the tailing
+//! #             shipper under a tool; its CPU figure is then the tool's)
 //! ```
 //!
 //! In one run, on the same broker, for the same file of realistic ECS lines:
@@ -228,7 +230,19 @@ fn shipper_tail(bootstrap: &str, topic: &str, hb: &str, file: &Path) -> (Duratio
     let len = std::fs::metadata(file).unwrap().len();
     let cp_path = data.path().join(meshwatch_shipper::CHECKPOINT_FILE);
     let started = Instant::now();
-    let child = Command::new(env!("CARGO_BIN_EXE_shipper"))
+    // BENCH_SHIPPER_PREFIX: a command to run the shipper under (e.g. valgrind).
+    let prefix: Vec<String> = std::env::var("BENCH_SHIPPER_PREFIX")
+        .map(|v| v.split_whitespace().map(str::to_owned).collect())
+        .unwrap_or_default();
+    let mut cmd = match prefix.split_first() {
+        Some((program, args)) => {
+            let mut c = Command::new(program);
+            c.args(args).arg(env!("CARGO_BIN_EXE_shipper"));
+            c
+        }
+        None => Command::new(env!("CARGO_BIN_EXE_shipper")),
+    };
+    let child = cmd
         .args(shipper_args(bootstrap, topic, hb, data.path()))
         .args(["--file", file.to_str().unwrap()])
         .args(extra_shipper_args())
