@@ -6,7 +6,7 @@
 //! export MESHWATCH_TEST_KAFKA=$(scripts/broker start /tmp/shipper-bench-broker)
 //! cargo bench -p meshwatch-shipper --bench shipper
 //! # optional: BENCH_LINES=1000000 (default) BENCH_ROUNDS=2 (default)
-//! #           BENCH_SHIPPER_ARGS="--window-bytes 16777216" (extra flags, tail runs)
+//! #           BENCH_SHIPPER_ARGS="--window-bytes 16777216" (extra flags, tail and steady runs)
 //! #           BENCH_TRACE=1 (print the tailing shipper's stats lines)
 //! #           BENCH_STEADY_KAFKA=127.0.0.1:PORT (the steady-state phase, baseline
 //! #             included, against this broker instead, e.g. noida-db's Kafka,
@@ -198,7 +198,7 @@ fn cpu_time(pid: &str) -> Duration {
     Duration::from_millis(ticks * 10)
 }
 
-/// `BENCH_SHIPPER_ARGS`: extra flags for the tailing shipper (e.g. a window size).
+/// `BENCH_SHIPPER_ARGS`: extra flags for the shippers of the tail and steady phases (e.g. a window size).
 fn extra_shipper_args() -> Vec<String> {
     std::env::var("BENCH_SHIPPER_ARGS")
         .map(|v| v.split_whitespace().map(str::to_owned).collect())
@@ -368,7 +368,8 @@ fn steady(bootstrap: &str, rate: u64, secs: u64, path_kind: Path_) -> Steady {
         Path_::Bare => None,
         Path_::Tail | Path_::Pipe => {
             let mut cmd = Command::new(env!("CARGO_BIN_EXE_shipper"));
-            cmd.args(shipper_args(bootstrap, &topic, &hb, &data));
+            cmd.args(shipper_args(bootstrap, &topic, &hb, &data))
+                .args(extra_shipper_args());
             if path_kind == Path_::Tail {
                 cmd.args(["--file", path.to_str().unwrap(), "--poll", "5ms"]);
             } else {
