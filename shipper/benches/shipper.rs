@@ -6,8 +6,14 @@
 //! export MESHWATCH_TEST_KAFKA=$(scripts/broker start /tmp/shipper-bench-broker)
 //! cargo bench -p meshwatch-shipper --bench shipper
 //! # optional: BENCH_LINES=1000000 (default) BENCH_ROUNDS=2 (default)
-//! #           BENCH_SHIPPER_ARGS="--window-bytes 16777216" (extra flags, tail runs)
+//! #           BENCH_SHIPPER_ARGS="--window-bytes 16777216" (extra flags, tail and steady runs)
 //! #           BENCH_TRACE=1 (print the tailing shipper's stats lines)
+//! #           BENCH_STEADY_KAFKA=127.0.0.1:PORT (the steady-state phase, baseline
+//! #             included, against this broker instead, e.g. noida-db's Kafka,
+//! #             which answers fetches on arrival where tansu holds them)
+//! #           BENCH_PHASES=tail,steady,wrap (default: all three)
+//! #           BENCH_SHIPPER_PREFIX="valgrind --tool=callgrind" (run the tailing
+//! #             shipper under a tool; its CPU figure is then the tool's)
 //! ```
 //!
 //! In one run, on the same broker, for the same file of realistic ECS lines:
@@ -192,7 +198,7 @@ fn cpu_time(pid: &str) -> Duration {
     Duration::from_millis(ticks * 10)
 }
 
-/// `BENCH_SHIPPER_ARGS`: extra flags for the tailing shipper (e.g. a window size).
+/// `BENCH_SHIPPER_ARGS`: extra flags for the shippers of the tail and steady phases (e.g. a window size).
 fn extra_shipper_args() -> Vec<String> {
     std::env::var("BENCH_SHIPPER_ARGS")
         .map(|v| v.split_whitespace().map(str::to_owned).collect())
@@ -224,7 +230,19 @@ fn shipper_tail(bootstrap: &str, topic: &str, hb: &str, file: &Path) -> (Duratio
     let len = std::fs::metadata(file).unwrap().len();
     let cp_path = data.path().join(meshwatch_shipper::CHECKPOINT_FILE);
     let started = Instant::now();
-    let child = Command::new(env!("CARGO_BIN_EXE_shipper"))
+    // BENCH_SHIPPER_PREFIX: a command to run the shipper under (e.g. valgrind).
+    let prefix: Vec<String> = std::env::var("BENCH_SHIPPER_PREFIX")
+        .map(|v| v.split_whitespace().map(str::to_owned).collect())
+        .unwrap_or_default();
+    let mut cmd = match prefix.split_first() {
+        Some((program, args)) => {
+            let mut c = Command::new(program);
+            c.args(args).arg(env!("CARGO_BIN_EXE_shipper"));
+            c
+        }
+        None => Command::new(env!("CARGO_BIN_EXE_shipper")),
+    };
+    let child = cmd
         .args(shipper_args(bootstrap, topic, hb, data.path()))
         .args(["--file", file.to_str().unwrap()])
         .args(extra_shipper_args())
@@ -315,6 +333,8 @@ struct Steady {
     rss_kib: u64,
     peak_rss_kib: u64,
     missing: u64,
+    /// From the first warm-up line written to the first one readable.
+    startup: Duration,
 }
 
 /// How lines reach Kafka in the steady-state run.
@@ -348,18 +368,21 @@ fn steady(bootstrap: &str, rate: u64, secs: u64, path_kind: Path_) -> Steady {
         Path_::Bare => None,
         Path_::Tail | Path_::Pipe => {
             let mut cmd = Command::new(env!("CARGO_BIN_EXE_shipper"));
-            cmd.args(shipper_args(bootstrap, &topic, &hb, &data));
+            cmd.args(shipper_args(bootstrap, &topic, &hb, &data))
+                .args(extra_shipper_args());
             if path_kind == Path_::Tail {
                 cmd.args(["--file", path.to_str().unwrap(), "--poll", "5ms"]);
             } else {
                 cmd.arg("--stdin").stdin(Stdio::piped());
             }
-            Some(
-                cmd.stdout(Stdio::null())
-                    .stderr(Stdio::null())
-                    .spawn()
-                    .unwrap(),
-            )
+            // BENCH_STEADY_DUMP: the shipper's stats lines (every 100 ms) beside the latencies.
+            let stderr = match std::env::var("BENCH_STEADY_DUMP") {
+                Ok(dump) => {
+                    Stdio::from(File::create(format!("{dump}.{path_kind:?}.stderr")).unwrap())
+                }
+                Err(_) => Stdio::null(),
+            };
+            Some(cmd.stdout(Stdio::null()).stderr(stderr).spawn().unwrap())
         }
     };
     enum Out {
@@ -398,9 +421,31 @@ fn steady(bootstrap: &str, rate: u64, secs: u64, path_kind: Path_) -> Steady {
     consumer.assign(&tpl).unwrap();
 
     let written: Arc<Vec<AtomicU64>> = Arc::new((0..total).map(|_| AtomicU64::new(0)).collect());
+    // Warm-up: lines numbered from `total` on, one every 20 ms, until the
+    // consumer has read one. Without it the first second of the timed lines
+    // waits for start-up (the shipper process, the producer's connection and
+    // producer id, the consumer's first fetch), which is 1 % of a 10 s run
+    // and so *is* the p99.
+    let ready = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let epoch = Instant::now();
     let w = written.clone();
+    let r = ready.clone();
     let writer = std::thread::spawn(move || {
+        let mut warmup = total;
+        let warmup_deadline = Instant::now() + Duration::from_secs(60);
+        while !r.load(Ordering::Relaxed) {
+            assert!(
+                Instant::now() < warmup_deadline,
+                "warm-up line never readable"
+            );
+            let line = format!(
+                "{},\"bench.n\":{warmup}}}\n",
+                ecs_line(0).trim_end_matches('}')
+            );
+            warmup += 1;
+            write_line(&mut out, &line);
+            std::thread::sleep(Duration::from_millis(20));
+        }
         let start = Instant::now();
         for n in 0..total {
             let due = start + Duration::from_nanos(n * 1_000_000_000 / rate);
@@ -410,27 +455,32 @@ fn steady(bootstrap: &str, rate: u64, secs: u64, path_kind: Path_) -> Steady {
             }
             let line = format!("{},\"bench.n\":{n}}}\n", ecs_line(n).trim_end_matches('}'));
             w[n as usize].store(epoch.elapsed().as_micros() as u64, Ordering::Relaxed);
-            match &mut out {
-                Out::File(f) => f.write_all(line.as_bytes()).unwrap(),
-                Out::Pipe(p) => p.write_all(line.as_bytes()).unwrap(),
-                Out::Bare(p, topic) => {
-                    let mut record =
-                        BaseRecord::<(), [u8]>::to(topic).payload(line.trim_end().as_bytes());
-                    while let Err((_, r)) = p.send(record) {
-                        record = r;
-                        std::thread::sleep(Duration::from_micros(200));
-                    }
-                }
-            }
+            write_line(&mut out, &line);
         }
         out
     });
+    fn write_line(out: &mut Out, line: &str) {
+        match out {
+            Out::File(f) => f.write_all(line.as_bytes()).unwrap(),
+            Out::Pipe(p) => p.write_all(line.as_bytes()).unwrap(),
+            Out::Bare(p, topic) => {
+                let mut record =
+                    BaseRecord::<(), [u8]>::to(topic).payload(line.trim_end().as_bytes());
+                while let Err((_, r)) = p.send(record) {
+                    record = r;
+                    std::thread::sleep(Duration::from_micros(200));
+                }
+            }
+        }
+    }
 
     let mut histogram = hdrhistogram::Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).unwrap();
     let mut seen = vec![false; total as usize];
+    let mut latencies = vec![0u64; total as usize];
     let mut count = 0;
     let mut rss = 0;
-    let deadline = Instant::now() + Duration::from_secs(secs + 60);
+    let mut startup = Duration::ZERO;
+    let deadline = Instant::now() + Duration::from_secs(secs + 120);
     while count < total && Instant::now() < deadline {
         let Some(Ok(m)) = consumer.poll(Duration::from_millis(50)) else {
             continue;
@@ -440,11 +490,15 @@ fn steady(bootstrap: &str, rate: u64, secs: u64, path_kind: Path_) -> Steady {
             .payload()
             .and_then(|p| serde_json::from_slice::<serde_json::Value>(p).ok())
             .and_then(|v| v["bench.n"].as_u64());
+        if n.is_some_and(|n| n >= total) && !ready.swap(true, Ordering::Relaxed) {
+            startup = epoch.elapsed();
+        }
         if let Some(n) = n.filter(|n| *n < total) {
             if !std::mem::replace(&mut seen[n as usize], true) {
                 count += 1;
                 let sent = written[n as usize].load(Ordering::Relaxed);
                 histogram.saturating_record(arrived.saturating_sub(sent).max(1));
+                latencies[n as usize] = arrived.saturating_sub(sent);
                 if count == total / 2 {
                     // Steady state, mid-run.
                     rss = child.as_ref().map_or(0, |c| rss_kib(c.id()));
@@ -453,6 +507,14 @@ fn steady(bootstrap: &str, rate: u64, secs: u64, path_kind: Path_) -> Steady {
         }
     }
     drop(writer.join().unwrap());
+    if let Ok(dump) = std::env::var("BENCH_STEADY_DUMP") {
+        // One line per timed line: n, written (µs since start), latency (µs).
+        let mut f = BufWriter::new(File::create(format!("{dump}.{path_kind:?}")).unwrap());
+        for (n, at) in latencies.iter().enumerate() {
+            let sent = written[n].load(Ordering::Relaxed);
+            writeln!(f, "{n} {sent} {at}").unwrap();
+        }
+    }
     let peak = child.as_ref().map_or(0, |c| peak_rss_kib(c.id()));
     let _ = consumer.unassign();
     if let Some(child) = child {
@@ -463,6 +525,7 @@ fn steady(bootstrap: &str, rate: u64, secs: u64, path_kind: Path_) -> Steady {
         rss_kib: rss,
         peak_rss_kib: peak,
         missing: total - count,
+        startup,
     }
 }
 
@@ -547,6 +610,11 @@ fn rate(lines: u64, bytes: u64, d: Duration) -> (f64, f64) {
     (lines as f64 / s, bytes as f64 / MIB / s)
 }
 
+/// Whether `phase` is among `BENCH_PHASES` (a comma list; all when unset).
+fn phase(name: &str) -> bool {
+    std::env::var("BENCH_PHASES").map_or(true, |v| v.split(',').any(|p| p.trim() == name))
+}
+
 fn main() {
     let lines = env_u64("BENCH_LINES", 1_000_000);
     let rounds = env_u64("BENCH_ROUNDS", 2);
@@ -573,6 +641,7 @@ fn main() {
             std::thread::available_parallelism().map_or(0, usize::from)
         );
 
+        let rounds = if phase("tail") { rounds } else { 0 };
         let mut best_base = Duration::MAX;
         let mut best_ship = Duration::MAX;
         let mut max_rss = 0;
@@ -627,6 +696,7 @@ fn main() {
         }
         let (bl, bm) = rate(lines, bytes, best_base);
         let (sl, sm) = rate(lines, bytes, best_ship);
+        if rounds > 0 {
         println!("best of {rounds}: baseline (bare rdkafka producer) {bl:.0} lines/s, {bm:.1} MiB/s");
         println!("best of {rounds}: shipper --file                   {sl:.0} lines/s, {sm:.1} MiB/s");
         println!("ratio shipper / baseline: {:.2}", sl / bl);
@@ -642,12 +712,23 @@ fn main() {
             best_ship_cpu.as_secs_f64() * 1e6 / lines as f64
         );
         println!("shipper peak RSS tailing: {:.1} MiB", max_rss as f64 / 1024.0);
+        }
 
         let rate_per_s = env_u64("BENCH_STEADY_RATE", 10_000);
         let secs = env_u64("BENCH_STEADY_SECS", 10);
+        let steady_kafka = std::env::var("BENCH_STEADY_KAFKA")
+            .ok()
+            .filter(|v| !v.trim().is_empty())
+            .map_or_else(|| bootstrap.clone(), |v| v.trim().to_owned());
+        let steady_kinds: &[Path_] = if phase("steady") {
+            println!("steady state against broker {steady_kafka}");
+            &[Path_::Bare, Path_::Tail, Path_::Pipe]
+        } else {
+            &[]
+        };
         let mut p99s = Vec::new();
-        for kind in [Path_::Bare, Path_::Tail, Path_::Pipe] {
-            let b = bootstrap.clone();
+        for &kind in steady_kinds {
+            let b = steady_kafka.clone();
             let st = tokio::task::spawn_blocking(move || steady(&b, rate_per_s, secs, kind))
                 .await
                 .unwrap();
@@ -660,10 +741,12 @@ fn main() {
                 Path_::Pipe => "shipper --stdin (wrap path)",
             };
             println!(
-                "steady {rate_per_s} lines/s for {secs} s, {label}: write -> readable in Kafka p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms{}{}",
+                "steady {rate_per_s} lines/s for {secs} s, {label}: write -> readable in Kafka p50 {:.1} ms, p99 {:.1} ms, p99.9 {:.1} ms, max {:.1} ms (after a warm-up of {:.2} s){}{}",
                 ms(0.5),
                 ms(0.99),
+                ms(0.999),
                 st.histogram.max() as f64 / 1000.0,
+                st.startup.as_secs_f64(),
                 if kind == Path_::Bare { String::new() } else {
                     format!("; p99 ratio to the baseline {:.2}", ms(0.99) / p99s[0].max(0.001))
                 },
@@ -677,6 +760,9 @@ fn main() {
             );
         }
 
+        if !phase("wrap") {
+            return;
+        }
         // Baseline of the wrap run: the same `cat` writing to nowhere.
         let cat_started = Instant::now();
         Command::new("cat")

@@ -313,8 +313,14 @@ impl Enricher {
     fn key_for(&mut self, instance_id: Option<&str>) -> Key {
         match instance_id {
             Some(id) => {
-                if self.last_instance_id.as_deref() != Some(id) {
-                    self.last_instance_id = Some(id.to_owned());
+                // Kept in one buffer: instances may alternate line by line.
+                match &mut self.last_instance_id {
+                    Some(last) if last == id => {}
+                    Some(last) => {
+                        last.clear();
+                        last.push_str(id);
+                    }
+                    None => self.last_instance_id = Some(id.to_owned()),
                 }
                 Key::from(&id.as_bytes()[..id.len().min(MAX_KEY_BYTES)])
             }
@@ -889,6 +895,18 @@ mod tests {
         );
         let r = e.encode(&RawLine::plain(b"oops"), NOW);
         assert_eq!(r.key, b"order-9");
+        // Instances taking turns (the last one kept in one reused buffer).
+        for id in ["order-10", "order-1", "order-1", "order-123456"] {
+            let line = format!(r#"{{"service.instance.id":"{id}"}}"#);
+            assert_eq!(
+                &e.encode(&RawLine::plain(line.as_bytes()), NOW).key[..],
+                id.as_bytes()
+            );
+            assert_eq!(
+                &e.encode(&RawLine::plain(b"oops"), NOW).key[..],
+                id.as_bytes()
+            );
+        }
     }
 
     #[test]

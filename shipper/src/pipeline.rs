@@ -118,6 +118,12 @@ pub(crate) struct Core {
     /// Generations finished and acknowledged, oldest first (the checkpoint's `done`).
     done_files: Vec<DoneFile>,
     file_dirty: bool,
+    /// The checkpoint save in progress: its fsyncs run on a blocking thread,
+    /// not on the loop, which keeps sending and taking acks meanwhile (a busy
+    /// disk can take hundreds of ms).
+    saving: Option<tokio::task::JoinHandle<()>>,
+    /// Set by a background save that failed: the checkpoint is dirty again.
+    save_failed: Arc<AtomicBool>,
     shipped: Shipped,
     identity: ServiceIdentity,
     agent: Agent,
@@ -161,6 +167,8 @@ impl Core {
             committed_file: resumed_file.map(|(ident, offset)| (Arc::new(ident), offset)),
             done_files,
             file_dirty: false,
+            saving: None,
+            save_failed: Arc::new(AtomicBool::new(false)),
             shipped: Shipped::default(),
             identity,
             agent,
@@ -247,7 +255,7 @@ impl Core {
                 _ = ticker.tick() => {
                     let now = Instant::now();
                     if now >= next_checkpoint {
-                        self.persist(&source);
+                        self.persist_in_background(&source);
                         next_checkpoint = now + self.config.checkpoint_interval;
                     }
                     if let (Some(due), Some(interval)) = (next_heartbeat, self.config.heartbeat_interval) {
@@ -281,6 +289,12 @@ impl Core {
                     break;
                 }
             }
+        }
+        if let Some(saving) = self.saving.take() {
+            let _ = saving.await;
+        }
+        if self.save_failed.swap(false, Ordering::Relaxed) {
+            self.file_dirty = true;
         }
         self.persist(&source);
         if let Some(spool) = &self.spool {
@@ -631,27 +645,60 @@ impl Core {
         }
     }
 
-    /// Saves the tail checkpoint / spool position if they moved.
-    fn persist(&mut self, source: &Source) {
-        if let (
+    /// The tail checkpoint to save, if it moved since the last save.
+    fn checkpoint_due(&self, source: &Source) -> Option<(PathBuf, FileCheckpoint)> {
+        let (
             Source::File {
                 path, checkpoint, ..
             },
             Some((ident, offset)),
             true,
         ) = (source, &self.committed_file, self.file_dirty)
-        {
-            let cp = FileCheckpoint {
-                path: path.clone(),
-                file: (**ident).clone(),
-                offset: *offset,
-                done: self.done_files.clone(),
-            };
-            match checkpoint::save(checkpoint, &cp) {
-                Ok(()) => self.file_dirty = false,
-                Err(e) => crate::diag::error(&format!("saving the checkpoint failed: {e}"), &[]),
+        else {
+            return None;
+        };
+        let cp = FileCheckpoint {
+            path: path.clone(),
+            file: (**ident).clone(),
+            offset: *offset,
+            done: self.done_files.clone(),
+        };
+        Some((checkpoint.clone(), cp))
+    }
+
+    /// The periodic save: the checkpoint on a blocking thread (one save at a
+    /// time; a failed one leaves the checkpoint dirty for the next tick), the
+    /// spool position here.
+    fn persist_in_background(&mut self, source: &Source) {
+        if self.saving.as_ref().is_some_and(|h| !h.is_finished()) {
+            return self.persist_spool();
+        }
+        if self.save_failed.swap(false, Ordering::Relaxed) {
+            self.file_dirty = true;
+        }
+        if let Some((path, cp)) = self.checkpoint_due(source) {
+            self.file_dirty = false;
+            let failed = self.save_failed.clone();
+            self.saving = Some(tokio::task::spawn_blocking(move || {
+                if save_checkpoint(&path, &cp) {
+                    failed.store(true, Ordering::Relaxed);
+                }
+            }));
+        }
+        self.persist_spool();
+    }
+
+    /// Saves the tail checkpoint / spool position if they moved (here, blocking).
+    fn persist(&mut self, source: &Source) {
+        if let Some((path, cp)) = self.checkpoint_due(source) {
+            if !save_checkpoint(&path, &cp) {
+                self.file_dirty = false;
             }
         }
+        self.persist_spool();
+    }
+
+    fn persist_spool(&self) {
         if let Some(spool) = &self.spool {
             if let Err(e) = spool.persist() {
                 crate::diag::error(&format!("saving the spool position failed: {e}"), &[]);
@@ -756,6 +803,17 @@ impl Core {
             lag_bytes,
             spool_bytes,
             dropped,
+        }
+    }
+}
+
+/// Saves a checkpoint; true when it failed (reported).
+fn save_checkpoint(path: &std::path::Path, cp: &FileCheckpoint) -> bool {
+    match checkpoint::save(path, cp) {
+        Ok(()) => false,
+        Err(e) => {
+            crate::diag::error(&format!("saving the checkpoint failed: {e}"), &[]);
+            true
         }
     }
 }

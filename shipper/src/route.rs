@@ -59,6 +59,12 @@ impl Traceparent {
         // Only ever built from validated lowercase hex and ASCII dashes.
         std::str::from_utf8(&self.0).unwrap_or_default()
     }
+
+    /// The value as bytes, without the UTF-8 check of [`Self::as_str`]
+    /// (the header of every record).
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
 }
 
 impl std::ops::Deref for Traceparent {
@@ -206,6 +212,7 @@ mod tests {
         let s = "b7ad6b7169203331";
         let tp = traceparent(Some(t), Some(s)).unwrap();
         assert_eq!(Traceparent::from_bytes(tp.as_bytes()), Some(tp));
+        assert_eq!(tp.as_bytes(), tp.as_str().as_bytes());
         assert_eq!(format!("{tp:?}"), format!("\"00-{t}-{s}-01\""));
         assert_eq!(Traceparent::from_bytes(b"00-abc-01"), None);
         assert_eq!(

@@ -117,6 +117,11 @@ pub enum SpoolItem {
 pub struct Spool {
     dir: PathBuf,
     state: Mutex<State>,
+    /// Held while the position file is written (taken before `state`, never
+    /// after): a save's fsync does not hold `state`, so appends and reads go on
+    /// meanwhile, and saves land in order (a reservation is never overwritten
+    /// by an older one).
+    saving: Mutex<()>,
     readable: Notify,
     fsync: FsyncPolicy,
     id_source: u64,
@@ -262,6 +267,7 @@ impl Spool {
                 damage: None,
             }),
             readable: Notify::new(),
+            saving: Mutex::new(()),
             fsync: opts.fsync,
             id_source: opts.id_source,
         };
@@ -368,6 +374,15 @@ impl Spool {
             return 0;
         }
         let mut st = self.lock();
+        // A new reservation writes the position file: take `saving` first.
+        let _saving = if st.needs_reservation(u64_of(records.len())) {
+            drop(st);
+            let saving = self.saving_lock();
+            st = self.lock();
+            Some(saving)
+        } else {
+            None
+        };
         let mut buf = Vec::with_capacity(records.iter().map(|r| r.payload.len() + 96).sum());
         let mut dropped = 0;
         let mut kept = 0u64;
@@ -470,19 +485,31 @@ impl Spool {
     }
 
     /// Saves the committed position (atomically) if it moved.
+    /// The file is written with `state` released (see `saving`).
     pub fn persist(&self) -> Result<(), SpoolError> {
-        let mut st = self.lock();
-        let now = (st.committed, st.reserved_seq);
-        if st.persisted == Some(now) {
-            return Ok(());
-        }
-        st.save_position(&self.dir)
-            .map_err(|source| SpoolError::Io {
+        let _saving = self.saving_lock();
+        let (now, line) = {
+            let st = self.lock();
+            let now = (st.committed, st.reserved_seq);
+            if st.persisted == Some(now) {
+                return Ok(());
+            }
+            (now, st.position_line())
+        };
+        write_atomic(&self.dir.join(POSITION_FILE), line.as_bytes()).map_err(|source| {
+            SpoolError::Io {
                 path: self.dir.join(POSITION_FILE),
                 source,
-            })?;
-        st.persisted = Some(now);
+            }
+        })?;
+        self.lock().persisted = Some(now);
         Ok(())
+    }
+
+    fn saving_lock(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.saving
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Bytes on disk not yet acknowledged (approximately: whole segments).
@@ -508,6 +535,7 @@ impl Spool {
             }
         }
         self.sync_now();
+        let _saving = self.saving_lock();
         self.lock().save_position(&self.dir)?;
         legacy::complete(&self.dir)?;
         crate::diag::info(
@@ -554,8 +582,14 @@ impl Incident {
 
 impl State {
     /// Makes sure `n` more sequence numbers are reserved on disk.
+    /// Whether appending `n` records needs a new reservation (a save).
+    fn needs_reservation(&self, n: u64) -> bool {
+        self.next_seq.saturating_add(n) > self.reserved_seq || self.persisted.is_none()
+    }
+
+    /// Callers that append hold `Spool::saving`.
     fn reserve(&mut self, dir: &Path, n: u64) -> io::Result<()> {
-        if self.next_seq.saturating_add(n) <= self.reserved_seq && self.persisted.is_some() {
+        if !self.needs_reservation(n) {
             return Ok(());
         }
         self.reserved_seq = self
@@ -568,11 +602,12 @@ impl State {
     }
 
     fn save_position(&self, dir: &Path) -> io::Result<()> {
+        write_atomic(&dir.join(POSITION_FILE), self.position_line().as_bytes())
+    }
+
+    fn position_line(&self) -> String {
         let pos = self.committed;
-        write_atomic(
-            &dir.join(POSITION_FILE),
-            format!("v2 {} {} {}\n", pos.segment, pos.offset, self.reserved_seq).as_bytes(),
-        )
+        format!("v2 {} {} {}\n", pos.segment, pos.offset, self.reserved_seq)
     }
 
     fn write(&mut self, dir: &Path, buf: &[u8]) -> io::Result<()> {
