@@ -742,6 +742,13 @@ mod tests {
         assert!(parse_postgres_url("postgres://u:p@127.0.0.1:5432/order").is_ok());
     }
 
+    /// `e` came after `bound` (and before twice it), as UNAVAILABLE naming `db`.
+    fn assert_unavailable_after(db: &Database, e: &DbError, waited: Duration, bound: Duration) {
+        assert!(waited >= bound && waited < bound * 2, "{waited:?}");
+        assert!(matches!(e, DbError::Unavailable { .. }), "{e:?}");
+        assert!(e.to_string().contains(db.target()), "{e}");
+    }
+
     #[tokio::test]
     async fn a_call_the_database_never_answers_fails_as_unavailable_naming_it() {
         let (db, _dir) = test_sqlite("order", crate::order::MIGRATIONS).await;
@@ -753,13 +760,7 @@ mod tests {
             .bounded(std::future::pending::<Result<(), sqlx::Error>>())
             .await
             .unwrap_err();
-        let waited = started.elapsed();
-        assert!(
-            waited >= CALL_TIMEOUT && waited < CALL_TIMEOUT * 2,
-            "{waited:?}"
-        );
-        assert!(matches!(e, DbError::Unavailable { .. }), "{e:?}");
-        assert!(e.to_string().contains(db.target()), "{e}");
+        assert_unavailable_after(&db, &e, started.elapsed(), CALL_TIMEOUT);
     }
 
     #[tokio::test]
@@ -777,13 +778,7 @@ mod tests {
         tokio::time::pause();
         let started = tokio::time::Instant::now();
         let e = count(&db).await.unwrap_err();
-        let waited = started.elapsed();
-        assert!(
-            waited >= ACQUIRE_TIMEOUT && waited < ACQUIRE_TIMEOUT * 2,
-            "{waited:?}"
-        );
-        assert!(matches!(e, DbError::Unavailable { .. }), "{e:?}");
-        assert!(e.to_string().contains(db.target()), "{e}");
+        assert_unavailable_after(&db, &e, started.elapsed(), ACQUIRE_TIMEOUT);
         assert!(e.to_string().contains("busy"), "{e}");
         drop(held);
         tokio::time::resume();

@@ -247,6 +247,19 @@ impl Mesh {
         (items[0].available, items[0].reserved)
     }
 
+    async fn order_of(&self, order_id: &str) -> Result<pb::Order, tonic::Status> {
+        Ok(self
+            .order
+            .clone()
+            .get_order(pb::GetOrderRequest {
+                order_id: order_id.into(),
+            })
+            .await?
+            .into_inner()
+            .order
+            .unwrap())
+    }
+
     async fn payment_of(&self, order_id: &str) -> Result<pay::Payment, tonic::Status> {
         Ok(self
             .payment
@@ -290,17 +303,7 @@ async fn happy_path_confirms_decrements_stock_and_charges_once(backend: Backend)
     );
     assert_eq!(p.payment_id, order.payment_id);
 
-    let got = m
-        .order
-        .clone()
-        .get_order(pb::GetOrderRequest {
-            order_id: order.order_id.clone(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .order
-        .unwrap();
+    let got = m.order_of(&order.order_id).await.unwrap();
     assert_eq!(got, order);
 }
 
@@ -365,17 +368,7 @@ async fn same_key_twice_and_concurrently_gives_one_order_and_one_charge(backend:
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
         while o.status() == pb::OrderStatus::Pending && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(100)).await;
-            o = m
-                .order
-                .clone()
-                .get_order(pb::GetOrderRequest {
-                    order_id: o.order_id.clone(),
-                })
-                .await
-                .unwrap()
-                .into_inner()
-                .order
-                .unwrap();
+            o = m.order_of(&o.order_id).await.unwrap();
         }
         assert_eq!(o.status(), pb::OrderStatus::Confirmed, "{o:?}");
         ids.insert(o.order_id);
@@ -565,17 +558,7 @@ async fn a_caller_without_a_deadline_is_answered_within_the_budget_while_compens
         m.stock("sku-espresso").await == before
     })
     .await;
-    let got = m
-        .order
-        .clone()
-        .get_order(pb::GetOrderRequest {
-            order_id: order.order_id.clone(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .order
-        .unwrap();
+    let got = m.order_of(&order.order_id).await.unwrap();
     assert_eq!(got.status(), pb::OrderStatus::Pending, "{got:?}");
 }
 
@@ -695,14 +678,7 @@ async fn invalid_input_is_refused_with_a_useful_message_and_no_state_change(back
         assert!(e.message().contains(text), "{req:?} → {e:?}");
     }
     assert_eq!(m.stock("sku-espresso").await, before);
-    let e = m
-        .order
-        .clone()
-        .get_order(pb::GetOrderRequest {
-            order_id: "ord-missing".into(),
-        })
-        .await
-        .unwrap_err();
+    let e = m.order_of("ord-missing").await.unwrap_err();
     assert_eq!(e.code(), Code::NotFound);
 }
 
