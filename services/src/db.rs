@@ -10,11 +10,13 @@
 //! against a crash of the process (it is in the WAL file), and a power loss
 //! can lose the last commits but never corrupts the file. One connection per
 //! process does the repositories' work (SQLite writes one transaction at a
-//! time anyway), held by the process behind a mutex rather than taken from a
-//! pool for every statement (a pool's acquire and release cost several times
-//! the statement itself); write transactions open with `BEGIN IMMEDIATE` so
-//! writers from other processes wait (busy timeout) instead of failing on a
-//! lock upgrade. Repositories reach it through [`with_conn!`].
+//! time anyway), held by the process behind a mutex; its statements run on
+//! the calling thread through rusqlite ([`sql`]), not on a driver thread of
+//! their own. Write transactions open with `BEGIN IMMEDIATE` so writers from
+//! other processes wait (busy timeout) instead of failing on a lock upgrade.
+//! Repositories reach it through [`with_conn!`] and write statements once,
+//! for both databases, with [`query`]. sqlx stays for PostgreSQL and for the
+//! migrations of both.
 
 use std::borrow::Cow;
 use std::path::{Path, PathBuf};
@@ -30,6 +32,9 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 use tokio_util::sync::CancellationToken;
+
+mod sql;
+pub use sql::{query, Arg, Column, Exec, Query, Row, SqlError, Tx};
 
 /// How often the connection is checked, and retried while it is down.
 pub const DEFAULT_CHECK_INTERVAL: Duration = Duration::from_secs(1);
@@ -119,30 +124,20 @@ pub enum Pool {
 /// connection (held until the call ends; calls take turns) or one from the
 /// PostgreSQL pool (back to the pool when the call ends).
 pub enum Conn {
-    Sqlite(
-        tokio::sync::OwnedMappedMutexGuard<Option<sqlx::SqliteConnection>, sqlx::SqliteConnection>,
-    ),
+    Sqlite(tokio::sync::OwnedMappedMutexGuard<Option<rusqlite::Connection>, rusqlite::Connection>),
     Postgres(sqlx::pool::PoolConnection<sqlx::Postgres>),
 }
 
-/// Runs `$body` with `$p` bound to `&mut` the concrete connection of
-/// `$db` (a [`Database`]); both arms run the same SQL (`$n` placeholders
-/// work in both). Fails the enclosing function with [`DbError`] when no
+/// Runs `$body` with `$p` bound to `&mut` a [`Conn`] of `$db` (a
+/// [`Database`]). Fails the enclosing function with [`DbError`] when no
 /// connection comes within [`ACQUIRE_TIMEOUT`]. Statements take `&mut *$p`.
 #[macro_export]
 macro_rules! with_conn {
-    ($db:expr, $p:ident => $body:expr) => {
-        match $db.connection().await? {
-            $crate::db::Conn::Sqlite(mut guard) => {
-                let $p: &mut ::sqlx::SqliteConnection = &mut guard;
-                $body
-            }
-            $crate::db::Conn::Postgres(mut conn) => {
-                let $p: &mut ::sqlx::PgConnection = &mut conn;
-                $body
-            }
-        }
-    };
+    ($db:expr, $p:ident => $body:expr) => {{
+        let mut conn = $db.connection().await?;
+        let $p: &mut $crate::db::Conn = &mut conn;
+        $body
+    }};
 }
 
 /// Runs `$body` with `$p` bound to the concrete pool.
@@ -161,15 +156,7 @@ macro_rules! with_pool {
 #[macro_export]
 macro_rules! begin_write {
     ($db:expr, $p:ident) => {
-        $db.bounded(::sqlx::Connection::begin_with(
-            &mut *$p,
-            if $db.is_sqlite() {
-                "BEGIN IMMEDIATE"
-            } else {
-                "BEGIN"
-            },
-        ))
-        .await
+        $db.bounded($crate::db::Tx::begin(&mut *$p)).await
     };
 }
 
@@ -190,7 +177,7 @@ pub struct Database {
     pool: Pool,
     /// SQLite: the connection the repositories use (see [`Conn`]).
     /// `None` inside once [`Self::close`] closed it.
-    sqlite: Option<Arc<tokio::sync::Mutex<Option<sqlx::SqliteConnection>>>>,
+    sqlite: Option<Arc<tokio::sync::Mutex<Option<rusqlite::Connection>>>>,
     target: Arc<str>,
     status: Arc<Status>,
     readiness: meshwatch_runtime::Readiness,
@@ -314,15 +301,13 @@ impl Database {
             }
             Err(e) => db.mark_down(&e.to_string()),
         }
-        if let Pool::Sqlite(pool) = &db.pool {
-            // Opened after the migrations, with the pool's settings.
-            use sqlx::Connection;
-            let conn = sqlx::SqliteConnection::connect_with(&pool.connect_options())
-                .await
-                .map_err(|e| OpenError::Sqlite {
-                    file: db.target.to_string(),
-                    reason: e.to_string(),
-                })?;
+        if let DbTarget::Sqlite { data_dir } = target {
+            // Opened after the migrations.
+            let file = data_dir.join(format!("{service}.db"));
+            let conn = open_rusqlite(&file).map_err(|e| OpenError::Sqlite {
+                file: file.display().to_string(),
+                reason: e.to_string(),
+            })?;
             db.sqlite = Some(Arc::new(tokio::sync::Mutex::new(Some(conn))));
         }
         Ok(db)
@@ -334,7 +319,7 @@ impl Database {
             .map_err(|e| self.query_error(e.to_string()))?;
         let result = with_pool!(&self.pool, p => migrator.run(p).await);
         result.map_err(|e| match e {
-            sqlx::migrate::MigrateError::Execute(e) => self.classify(&e),
+            sqlx::migrate::MigrateError::Execute(e) => self.classify(&e.into()),
             other => self.query_error(other.to_string()),
         })
     }
@@ -494,8 +479,25 @@ impl Database {
     /// Maps a driver error. A lost connection marks the database down at
     /// once (the checker brings it back); a busy database (no connection
     /// free in time, locked) is UNAVAILABLE for this request only.
-    pub fn classify(&self, e: &sqlx::Error) -> DbError {
+    pub fn classify(&self, e: &SqlError) -> DbError {
         use sqlx::Error as E;
+        let e = match e {
+            SqlError::Postgres(e) => e,
+            SqlError::Sqlite(rusqlite::Error::SqliteFailure(f, _)) => {
+                use rusqlite::ErrorCode as C;
+                return match f.code {
+                    // Locked by another process past the busy timeout, or
+                    // the disk failing or full: retry later.
+                    C::DatabaseBusy
+                    | C::DatabaseLocked
+                    | C::SystemIoFailure
+                    | C::DiskFull
+                    | C::CannotOpen => self.unavailable(e.to_string()),
+                    _ => self.query_error(e.to_string()),
+                };
+            }
+            other => return self.query_error(other.to_string()),
+        };
         let (unavailable, down) = match e {
             E::Io(_) | E::Tls(_) | E::PoolClosed | E::WorkerCrashed | E::Protocol(_) => {
                 (true, true)
@@ -526,27 +528,30 @@ impl Database {
     /// dropped (its connection goes back to the pool to be reset) and the
     /// request fails with [`DbError::Unavailable`] naming the database.
     /// Errors are classified as by [`Self::track`].
-    pub async fn bounded<T>(
+    pub async fn bounded<T, E: Into<SqlError>>(
         &self,
-        call: impl std::future::Future<Output = Result<T, sqlx::Error>>,
+        call: impl std::future::Future<Output = Result<T, E>>,
     ) -> Result<T, DbError> {
         self.track(self.within(call).await?)
     }
 
     /// [`Self::bounded`] leaving the driver's error to the caller (to tell
     /// a unique violation from a failure).
-    pub async fn within<T>(
+    pub async fn within<T, E: Into<SqlError>>(
         &self,
-        call: impl std::future::Future<Output = Result<T, sqlx::Error>>,
-    ) -> Result<Result<T, sqlx::Error>, DbError> {
-        tokio::time::timeout(CALL_TIMEOUT, call).await.map_err(|_| {
-            self.unavailable(format!("no answer within {CALL_TIMEOUT:?}; retry later"))
-        })
+        call: impl std::future::Future<Output = Result<T, E>>,
+    ) -> Result<Result<T, SqlError>, DbError> {
+        match tokio::time::timeout(CALL_TIMEOUT, call).await {
+            Ok(r) => Ok(r.map_err(Into::into)),
+            Err(_) => {
+                Err(self.unavailable(format!("no answer within {CALL_TIMEOUT:?}; retry later")))
+            }
+        }
     }
 
     /// `Ok` or the classified error.
-    pub fn track<T>(&self, r: Result<T, sqlx::Error>) -> Result<T, DbError> {
-        r.map_err(|e| self.classify(&e))
+    pub fn track<T, E: Into<SqlError>>(&self, r: Result<T, E>) -> Result<T, DbError> {
+        r.map_err(|e| self.classify(&e.into()))
     }
 
     pub fn unavailable(&self, reason: String) -> DbError {
@@ -576,14 +581,23 @@ impl Database {
             // Waits for the call in progress; a clean close folds the WAL
             // into the database file.
             if let Some(conn) = conn.lock().await.take() {
-                use sqlx::Connection;
-                if let Err(e) = conn.close().await {
+                if let Err((_, e)) = conn.close() {
                     tracing::warn!(meshwatch.database = %self.target, error.message = %e, "closing the database connection failed; the next start recovers from the WAL");
                 }
             }
         }
         with_pool!(&self.pool, p => p.close().await);
     }
+}
+
+/// The repositories' connection: the settings of [`open_sqlite`] (WAL is a
+/// property of the file, set there).
+fn open_rusqlite(file: &Path) -> Result<rusqlite::Connection, rusqlite::Error> {
+    let conn = rusqlite::Connection::open(file)?;
+    conn.busy_timeout(SQLITE_BUSY_TIMEOUT)?;
+    conn.execute_batch("PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;")?;
+    conn.set_prepared_statement_cache_capacity(64);
+    Ok(conn)
 }
 
 async fn open_sqlite(file: &Path) -> Result<SqlitePool, sqlx::Error> {
@@ -769,9 +783,10 @@ mod tests {
         let (db, _dir) = test_sqlite("order", crate::order::MIGRATIONS).await;
         // Two calls in a row on the one connection; each sees the other's commit.
         async fn count(db: &Database) -> Result<i64, DbError> {
-            Ok(with_conn!(db, p => db.bounded(
-                sqlx::query_scalar("SELECT COUNT(*) FROM orders").fetch_one(&mut *p),
-            ).await?))
+            let rows = with_conn!(db, p => db.bounded(
+                query("SELECT COUNT(*) AS n FROM orders").fetch_all(&mut *p),
+            ).await?);
+            db.track(rows[0].try_get("n"))
         }
         assert_eq!(count(&db).await.unwrap(), 0);
         let held = db.connection().await.unwrap();

@@ -8,11 +8,10 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
-use sqlx::Row;
 use tokio_util::sync::CancellationToken;
 
 use super::catalog::CatalogItem;
-use crate::db::{Clock, Database, DbError, RETENTION_BATCH};
+use crate::db::{query, Clock, Database, DbError, RETENTION_BATCH};
 use crate::limits::{has_control, MAX_ID_LEN, MAX_ITEMS, MAX_SKU_LEN};
 use crate::money::Money;
 use crate::{begin_write, with_conn};
@@ -163,12 +162,12 @@ macro_rules! return_units {
     ($db:expr, $tx:expr, $lines:expr) => {
         for l in $lines {
             $db.bounded(
-                sqlx::query(
+                query(
                     "UPDATE items SET available = available + $1, reserved = reserved - $1 WHERE sku = $2",
                 )
                 .bind(i64::from(l.quantity))
                 .bind(&l.sku)
-                .execute(&mut *$tx)
+                .execute(&mut $tx)
                 ,
             ).await?;
         }
@@ -182,20 +181,20 @@ macro_rules! expire_in_tx {
         let row = $self
             .db
             .bounded(
-                sqlx::query(
+                query(
                     "UPDATE reservations SET state = 'expired', finished_ms = $2 \
                  WHERE id = $1 AND state = 'held' RETURNING order_id, lines",
                 )
                 .bind($id)
                 .bind($now)
-                .fetch_optional(&mut *$tx),
+                .fetch_optional(&mut $tx),
             )
             .await?;
         match row {
             Some(row) => {
-                let lines = $self.lines($self.db.track(row.try_get::<String, _>("lines"))?)?;
+                let lines = $self.lines($self.db.track(row.try_get::<String>("lines"))?)?;
                 return_units!($self.db, $tx, &lines);
-                Some($self.db.track(row.try_get::<String, _>("order_id"))?)
+                Some($self.db.track(row.try_get::<String>("order_id"))?)
             }
             None => None,
         }
@@ -209,9 +208,9 @@ macro_rules! state_in_tx {
         let row = $self
             .db
             .bounded(
-                sqlx::query("SELECT state, order_id FROM reservations WHERE id = $1")
+                query("SELECT state, order_id FROM reservations WHERE id = $1")
                     .bind($id)
-                    .fetch_optional(&mut *$tx),
+                    .fetch_optional(&mut $tx),
             )
             .await?;
         let Some(row) = row else {
@@ -227,7 +226,7 @@ macro_rules! state_in_tx {
                 .db
                 .corrupt(format!("reservation {} state {state:?}", $id))
         })?;
-        (state, $self.db.track(row.try_get::<String, _>("order_id"))?)
+        (state, $self.db.track(row.try_get::<String>("order_id"))?)
     }};
 }
 
@@ -274,7 +273,7 @@ impl Inventory {
             let mut tx = begin_write!(self.db, p)?;
             for item in self.catalog.iter() {
                 self.db.bounded(
-                    sqlx::query(
+                    query(
                         "INSERT INTO items (sku, name, currency, price_minor, available, reserved) \
                          VALUES ($1, $2, $3, $4, $5, 0) \
                          ON CONFLICT (sku) DO UPDATE SET name = excluded.name, \
@@ -285,7 +284,7 @@ impl Inventory {
                     .bind(item.unit_price.currency())
                     .bind(item.unit_price.minor())
                     .bind(i64::from(item.stock))
-                    .execute(&mut *tx)
+                    .execute(&mut tx)
                     ,
                 ).await?;
             }
@@ -376,12 +375,12 @@ impl Inventory {
             let made: Option<Reservation> = with_conn!(self.db, p => {
                 let mut tx = begin_write!(self.db, p)?;
                 let existing = self.db.bounded(
-                    sqlx::query(
+                    query(
                         "SELECT id, state, lines, deadline_ms FROM reservations \
                          WHERE order_id = $1 AND state IN ('held', 'committed')",
                     )
                     .bind(order_id)
-                    .fetch_optional(&mut *tx)
+                    .fetch_optional(&mut tx)
                     ,
                 ).await?;
                 if let Some(row) = existing {
@@ -392,7 +391,7 @@ impl Inventory {
                         // Checked on use: expired, though the sweeper has not got to it.
                         expire_in_tx!(self, tx, &id, now);
                     } else {
-                        let lines = self.lines(self.db.track(row.try_get::<String, _>("lines"))?)?;
+                        let lines = self.lines(self.db.track(row.try_get::<String>("lines"))?)?;
                         self.db.bounded(tx.commit()).await?;
                         return Ok(Reservation {
                             id,
@@ -406,20 +405,20 @@ impl Inventory {
                 let mut stored = Vec::with_capacity(sorted.len());
                 for (sku, qty) in &sorted {
                     let taken = self.db.bounded(
-                        sqlx::query(
+                        query(
                             "UPDATE items SET available = available - $1, reserved = reserved + $1 \
                              WHERE sku = $2 AND available >= $1 RETURNING price_minor, currency",
                         )
                         .bind(i64::from(*qty))
                         .bind(sku)
-                        .fetch_optional(&mut *tx)
+                        .fetch_optional(&mut tx)
                         ,
                     ).await?;
                     let Some(row) = taken else {
                         let level = self.db.bounded(
-                            sqlx::query("SELECT available FROM items WHERE sku = $1")
+                            query("SELECT available FROM items WHERE sku = $1")
                                 .bind(sku)
-                                .fetch_optional(&mut *tx)
+                                .fetch_optional(&mut tx)
                                 ,
                         ).await?;
                         let err = match level {
@@ -427,7 +426,7 @@ impl Inventory {
                             Some(r) => InventoryError::Insufficient {
                                 sku: sku.clone(),
                                 requested: *qty,
-                                available: to_u32(self.db.track(r.try_get::<i64, _>("available"))?),
+                                available: to_u32(self.db.track(r.try_get::<i64>("available"))?),
                             },
                         };
                         bail!(self.db, tx, err);
@@ -443,7 +442,7 @@ impl Inventory {
                 let deadline = now.saturating_add(crate::db::ms(self.ttl));
                 let json = serde_json::to_string(&stored)
                     .map_err(|e| self.db.corrupt(e.to_string()))?;
-                let inserted = sqlx::query(
+                let inserted = query(
                     "INSERT INTO reservations (id, order_id, state, lines, deadline_ms, created_ms) \
                      VALUES ($1, $2, 'held', $3, $4, $5)",
                 )
@@ -452,10 +451,10 @@ impl Inventory {
                 .bind(&json)
                 .bind(deadline)
                 .bind(now)
-                .execute(&mut *tx);
+                .execute(&mut tx);
                 let inserted = self.db.within(inserted).await?;
                 match inserted {
-                    Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+                    Err(e) if e.is_unique_violation() => {
                         let _ = tokio::time::timeout(crate::db::CALL_TIMEOUT, tx.rollback()).await;
                         None
                     }
@@ -506,23 +505,23 @@ impl Inventory {
         with_conn!(self.db, p => {
             let mut tx = begin_write!(self.db, p)?;
             let row = self.db.bounded(
-                sqlx::query(
+                query(
                     "UPDATE reservations SET state = 'committed', finished_ms = $2 \
                      WHERE id = $1 AND state = 'held' AND deadline_ms > $2 RETURNING order_id, lines",
                 )
                 .bind(id)
                 .bind(now)
-                .fetch_optional(&mut *tx)
+                .fetch_optional(&mut tx)
                 ,
             ).await?;
             if let Some(row) = row {
                 let order_id: String = self.db.track(row.try_get("order_id"))?;
-                for l in self.lines(self.db.track(row.try_get::<String, _>("lines"))?)? {
+                for l in self.lines(self.db.track(row.try_get::<String>("lines"))?)? {
                     self.db.bounded(
-                        sqlx::query("UPDATE items SET reserved = reserved - $1 WHERE sku = $2")
+                        query("UPDATE items SET reserved = reserved - $1 WHERE sku = $2")
                             .bind(i64::from(l.quantity))
                             .bind(&l.sku)
-                            .execute(&mut *tx)
+                            .execute(&mut tx)
                             ,
                     ).await?;
                 }
@@ -563,18 +562,18 @@ impl Inventory {
         with_conn!(self.db, p => {
             let mut tx = begin_write!(self.db, p)?;
             let row = self.db.bounded(
-                sqlx::query(
+                query(
                     "UPDATE reservations SET state = 'released', finished_ms = $2 \
                      WHERE id = $1 AND state = 'held' RETURNING order_id, lines",
                 )
                 .bind(id)
                 .bind(now)
-                .fetch_optional(&mut *tx)
+                .fetch_optional(&mut tx)
                 ,
             ).await?;
             if let Some(row) = row {
                 let order_id: String = self.db.track(row.try_get("order_id"))?;
-                let lines = self.lines(self.db.track(row.try_get::<String, _>("lines"))?)?;
+                let lines = self.lines(self.db.track(row.try_get::<String>("lines"))?)?;
                 return_units!(self.db, tx, &lines);
                 self.db.bounded(tx.commit()).await?;
                 return Ok((ReservationState::Released, order_id));
@@ -604,18 +603,24 @@ impl Inventory {
             });
         }
         self.ready().await?;
-        const COLUMNS: &str =
-            "SELECT sku, name, currency, price_minor, available, reserved FROM items";
+        macro_rules! columns {
+            ($rest:literal) => {
+                concat!(
+                    "SELECT sku, name, currency, price_minor, available, reserved FROM items ",
+                    $rest
+                )
+            };
+        }
         with_conn!(self.db, p => {
             let rows = if skus.is_empty() {
                 self.db.bounded(
-                    sqlx::query(&format!("{COLUMNS} ORDER BY sku")).fetch_all(&mut *p),
+                    query(columns!("ORDER BY sku")).fetch_all(&mut *p),
                 ).await?
             } else {
                 let mut rows = Vec::with_capacity(skus.len());
                 for sku in skus {
                     let row = self.db.bounded(
-                        sqlx::query(&format!("{COLUMNS} WHERE sku = $1"))
+                        query(columns!("WHERE sku = $1"))
                             .bind(sku)
                             .fetch_optional(&mut *p)
                             ,
@@ -648,16 +653,19 @@ impl Inventory {
         self.ready().await?;
         let now = self.clock.now_ms();
         with_conn!(self.db, p => {
-            let due: Vec<String> = self.db.bounded(
-                sqlx::query_scalar(
+            let due = self.db.bounded(
+                query(
                     "SELECT id FROM reservations WHERE state = 'held' AND deadline_ms <= $1 \
                      ORDER BY deadline_ms LIMIT $2",
                 )
                 .bind(now)
                 .bind(EXPIRY_BATCH)
-                .fetch_all(&mut *p)
-                ,
+                .fetch_all(&mut *p),
             ).await?;
+            let due = due
+                .iter()
+                .map(|r| self.db.track(r.try_get::<String>("id")))
+                .collect::<Result<Vec<_>, _>>()?;
             let mut expired = Vec::with_capacity(due.len());
             for id in due {
                 let mut tx = begin_write!(self.db, p)?;
@@ -674,11 +682,14 @@ impl Inventory {
     /// When the next held reservation expires (ms), if any.
     pub async fn next_expiry_ms(&self) -> Result<Option<i64>, InventoryError> {
         self.db.check()?;
-        let next: Option<i64> = with_conn!(self.db, p => self.db.bounded(
-            sqlx::query_scalar("SELECT MIN(deadline_ms) FROM reservations WHERE state = 'held'")
-                .fetch_one(&mut *p)
-                ,
+        let row = with_conn!(self.db, p => self.db.bounded(
+            query("SELECT MIN(deadline_ms) AS next FROM reservations WHERE state = 'held'")
+                .fetch_optional(&mut *p),
         ).await?);
+        let next = match row {
+            Some(r) => self.db.track(r.try_get::<Option<i64>>("next"))?,
+            None => None,
+        };
         Ok(next)
     }
 
@@ -686,7 +697,7 @@ impl Inventory {
     pub async fn delete_finished_before(&self, cutoff_ms: i64) -> Result<u64, DbError> {
         self.db.check()?;
         with_conn!(self.db, p => self.db.bounded(
-            sqlx::query(
+            query(
                 "DELETE FROM reservations WHERE id IN (SELECT id FROM reservations \
                  WHERE finished_ms IS NOT NULL AND finished_ms < $1 LIMIT $2)",
             )
@@ -694,7 +705,7 @@ impl Inventory {
             .bind(RETENTION_BATCH)
             .execute(&mut *p)
             ,
-        ).await.map(|r| r.rows_affected()))
+        ).await)
     }
 }
 

@@ -23,11 +23,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
-use sqlx::Row;
 use tokio::sync::watch;
 
 use super::ports::CallError;
-use crate::db::{Clock, Database, DbError, RETENTION_BATCH};
+use crate::db::{query, Clock, Database, DbError, RETENTION_BATCH};
 use crate::limits::{has_control, MAX_ID_LEN, MAX_ITEMS, MAX_SKU_LEN, MAX_TOKEN_LEN};
 use crate::money::{is_currency_code, Money};
 use crate::with_conn;
@@ -428,7 +427,7 @@ impl OrderBook {
                 self.now_sql(10)
             );
             let inserted = with_conn!(self.db, p => self.db.bounded(
-                sqlx::query(&sql)
+                query(&sql)
                 .bind(&order.order_id)
                 .bind(key)
                 .bind(&fingerprint)
@@ -442,7 +441,7 @@ impl OrderBook {
                 .bind(crate::db::ms(self.lease))
                 .execute(&mut *p)
                 ,
-            ).await.map(|r| r.rows_affected()));
+            ).await);
             let inserted = match inserted {
                 Ok(n) => n == 1,
                 Err(e) => {
@@ -519,7 +518,7 @@ impl OrderBook {
             condition.replace("{now}", &now)
         );
         let taken = with_conn!(self.db, p => self.db.bounded(
-            sqlx::query(&sql)
+            query(&sql)
                 .bind(order_id)
                 .bind(&*self.owner)
                 .bind(self.now_param())
@@ -527,7 +526,7 @@ impl OrderBook {
                 .bind(self.clock.now_ms())
                 .execute(&mut *p)
                 ,
-        ).await.map(|r| r.rows_affected()));
+        ).await);
         match taken {
             Ok(1) => {
                 slot.keep();
@@ -564,7 +563,7 @@ impl OrderBook {
 
     async fn read(&self, sql: &str, value: &str) -> Result<Option<StoredOrder>, OrderError> {
         let stored = with_conn!(self.db, p => {
-            let row = self.db.bounded(sqlx::query(sql).bind(value).fetch_optional(&mut *p)).await?;
+            let row = self.db.bounded(query(sql).bind(value).fetch_optional(&mut *p)).await?;
             match row {
                 None => None,
                 Some(r) => {
@@ -644,7 +643,7 @@ impl OrderBook {
             self.now_sql(11)
         );
         let written = with_conn!(self.db, p => self.db.bounded(
-            sqlx::query(&sql)
+            query(&sql)
             .bind(&order.order_id)
             .bind(status.as_str())
             .bind(i64::from(retryable))
@@ -659,7 +658,7 @@ impl OrderBook {
             .bind(lease.map(crate::db::ms))
             .execute(&mut *p)
             ,
-        ).await.map(|r| r.rows_affected()))?;
+        ).await)?;
         if written != 1 {
             return Err(OrderError::LeaseLost(order.order_id.clone()));
         }
@@ -752,12 +751,13 @@ impl OrderBook {
              ORDER BY lease_until_ms LIMIT 16",
             self.now_sql(1)
         );
-        let candidates: Vec<String> = with_conn!(self.db, p => self.db.bounded(
-            sqlx::query_scalar(&sql)
-            .bind(self.now_param())
-            .fetch_all(&mut *p)
-            ,
+        let rows = with_conn!(self.db, p => self.db.bounded(
+            query(&sql).bind(self.now_param()).fetch_all(&mut *p),
         ).await?);
+        let candidates = rows
+            .iter()
+            .map(|r| self.db.track(r.try_get::<String>("order_id")))
+            .collect::<Result<Vec<_>, _>>()?;
         for order_id in candidates {
             let Some(stored) = self
                 .read(&format!("{COLUMNS} WHERE order_id = $1"), &order_id)
@@ -790,7 +790,7 @@ impl OrderBook {
             self.now_sql(2)
         );
         let r = with_conn!(self.db, p => self.db.bounded(
-            sqlx::query(&sql)
+            query(&sql)
                 .bind(order_id)
                 .bind(self.now_param())
                 .bind(crate::db::ms(after))
@@ -811,7 +811,7 @@ impl OrderBook {
     pub async fn delete_finished_before(&self, cutoff_ms: i64) -> Result<u64, DbError> {
         self.db.check()?;
         with_conn!(self.db, p => self.db.bounded(
-            sqlx::query(
+            query(
                 "DELETE FROM orders WHERE order_id IN (SELECT order_id FROM orders \
                  WHERE status <> 'pending' AND updated_ms < $1 LIMIT $2)",
             )
@@ -819,7 +819,7 @@ impl OrderBook {
             .bind(RETENTION_BATCH)
             .execute(&mut *p)
             ,
-        ).await.map(|r| r.rows_affected()))
+        ).await)
     }
 }
 

@@ -6,9 +6,7 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use sqlx::Row;
-
-use crate::db::{Clock, Database, DbError, RETENTION_BATCH};
+use crate::db::{query, Clock, Database, DbError, RETENTION_BATCH};
 use crate::limits::{has_control, truncate, MAX_ID_LEN, MAX_REASON_LEN, MAX_TOKEN_LEN};
 use crate::money::Money;
 use crate::with_conn;
@@ -127,7 +125,7 @@ impl Ledger {
 
     async fn read(&self, order_id: &str) -> Result<Option<Payment>, PaymentError> {
         let row = with_conn!(self.db, p => {
-            let row = self.db.bounded(sqlx::query(COLUMNS).bind(order_id).fetch_optional(&mut *p)).await?;
+            let row = self.db.bounded(query(COLUMNS).bind(order_id).fetch_optional(&mut *p)).await?;
             match row {
                 None => None,
                 Some(r) => {
@@ -215,7 +213,7 @@ impl Ledger {
             created_at: UNIX_EPOCH + Duration::from_millis(u64::try_from(now).unwrap_or(0)),
         };
         let inserted = with_conn!(self.db, p => self.db.bounded(
-            sqlx::query(
+            query(
                 "INSERT INTO payments (order_id, payment_id, customer_id, currency, amount_minor, \
                  status, charge_count, decline_reason, created_ms, updated_ms) \
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9) ON CONFLICT (order_id) DO NOTHING",
@@ -234,7 +232,7 @@ impl Ledger {
             .bind(now)
             .execute(&mut *p)
             ,
-        ).await?.rows_affected());
+        ).await?);
         if inserted == 1 {
             return Ok((payment, true));
         }
@@ -280,7 +278,7 @@ impl Ledger {
         // insert and ours lands first, the row is final once both ran, and
         // a charge that won is turned into a refund below.
         with_conn!(self.db, p => self.db.bounded(
-            sqlx::query(
+            query(
                 "INSERT INTO payments (order_id, payment_id, customer_id, currency, amount_minor, \
                  status, charge_count, refund_reason, created_ms, updated_ms) \
                  VALUES ($1, $2, '', $3, 0, 'refunded', 0, $4, $5, $5) \
@@ -295,7 +293,7 @@ impl Ledger {
             ,
         ).await.map(drop))?;
         let changed = with_conn!(self.db, p => self.db.bounded(
-            sqlx::query(
+            query(
                 "UPDATE payments SET status = 'refunded', refund_reason = $2, updated_ms = $3 \
                  WHERE order_id = $1 AND status = 'charged'",
             )
@@ -304,7 +302,7 @@ impl Ledger {
             .bind(now)
             .execute(&mut *p)
             ,
-        ).await?.rows_affected());
+        ).await?);
         let p = self.read(order_id).await?.ok_or_else(|| {
             self.db.query_error(format!(
                 "refund of order {order_id}: the payment was neither found nor written; retry"
@@ -334,7 +332,7 @@ impl Ledger {
     pub async fn delete_before(&self, cutoff_ms: i64) -> Result<u64, DbError> {
         self.db.check()?;
         with_conn!(self.db, p => self.db.bounded(
-            sqlx::query(
+            query(
                 "DELETE FROM payments WHERE order_id IN (SELECT order_id FROM payments \
                  WHERE updated_ms < $1 LIMIT $2)",
             )
@@ -342,7 +340,7 @@ impl Ledger {
             .bind(RETENTION_BATCH)
             .execute(&mut *p)
             ,
-        ).await.map(|r| r.rows_affected()))
+        ).await)
     }
 }
 

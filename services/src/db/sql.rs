@@ -1,0 +1,490 @@
+//! One statement API over both databases, so that every repository is
+//! written once. [`query`] builds a statement with `$1`, `$2`, … arguments;
+//! it runs on a [`Conn`] or a [`Tx`] (anything [`Exec`]).
+//!
+//! - PostgreSQL: through sqlx, as before.
+//! - SQLite: through rusqlite, on the calling thread, with the statement
+//!   prepared once and cached. A statement costs SQLite's own few
+//!   microseconds and nothing more. sqlx's SQLite driver, by contrast, sends
+//!   every statement to a worker thread of its own and waits for the answer:
+//!   two thread wake-ups per statement. That hand-off, not SQLite, was most
+//!   of the services' CPU per order (docs/benchmarks.md).
+//!
+//! Nothing here waits on SQLite for long: commits do not fsync
+//! (`synchronous = NORMAL` in WAL mode), and the WAL is folded into the
+//! database file by a checkpointer thread off the request path (see
+//! [`super::Database`]). Another process holding the write lock (two
+//! processes on one data dir, which the services do not do) would make a
+//! writer wait up to the busy timeout on the calling thread.
+
+use std::borrow::Cow;
+
+use rusqlite::types::{Value, ValueRef};
+use sqlx::postgres::{PgArguments, PgRow};
+use sqlx::Row as _;
+
+/// A driver error from either database.
+#[derive(Debug)]
+pub enum SqlError {
+    Postgres(sqlx::Error),
+    Sqlite(rusqlite::Error),
+    /// A column missing or of another type than asked for.
+    Column(String),
+}
+
+impl std::fmt::Display for SqlError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Postgres(e) => e.fmt(f),
+            Self::Sqlite(e) => e.fmt(f),
+            Self::Column(e) => f.write_str(e),
+        }
+    }
+}
+
+impl From<sqlx::Error> for SqlError {
+    fn from(e: sqlx::Error) -> Self {
+        Self::Postgres(e)
+    }
+}
+
+impl From<rusqlite::Error> for SqlError {
+    fn from(e: rusqlite::Error) -> Self {
+        Self::Sqlite(e)
+    }
+}
+
+impl SqlError {
+    /// A unique index refused the row.
+    pub fn is_unique_violation(&self) -> bool {
+        match self {
+            Self::Postgres(sqlx::Error::Database(d)) => d.is_unique_violation(),
+            Self::Sqlite(rusqlite::Error::SqliteFailure(e, _)) => matches!(
+                e.extended_code,
+                rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE
+                    | rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY
+            ),
+            _ => false,
+        }
+    }
+}
+
+/// One argument of a statement.
+#[derive(Debug, Clone)]
+pub enum Arg<'q> {
+    Int(Option<i64>),
+    Text(Option<Cow<'q, str>>),
+}
+
+impl From<i64> for Arg<'_> {
+    fn from(v: i64) -> Self {
+        Self::Int(Some(v))
+    }
+}
+
+impl From<Option<i64>> for Arg<'_> {
+    fn from(v: Option<i64>) -> Self {
+        Self::Int(v)
+    }
+}
+
+impl<'q> From<&'q str> for Arg<'q> {
+    fn from(v: &'q str) -> Self {
+        Self::Text(Some(Cow::Borrowed(v)))
+    }
+}
+
+impl<'q> From<&'q String> for Arg<'q> {
+    fn from(v: &'q String) -> Self {
+        Self::Text(Some(Cow::Borrowed(v)))
+    }
+}
+
+impl From<String> for Arg<'_> {
+    fn from(v: String) -> Self {
+        Self::Text(Some(Cow::Owned(v)))
+    }
+}
+
+impl<'q> From<&'q Option<String>> for Arg<'q> {
+    fn from(v: &'q Option<String>) -> Self {
+        Self::Text(v.as_deref().map(Cow::Borrowed))
+    }
+}
+
+impl<'q> From<Option<&'q str>> for Arg<'q> {
+    fn from(v: Option<&'q str>) -> Self {
+        Self::Text(v.map(Cow::Borrowed))
+    }
+}
+
+/// A statement and its arguments (`$1` is the first [`Query::bind`]).
+#[derive(Debug, Clone)]
+#[must_use = "a query does nothing until it is executed or fetched"]
+pub struct Query<'q> {
+    sql: Cow<'q, str>,
+    args: Vec<Arg<'q>>,
+}
+
+/// A statement with `$n` arguments, on either database.
+pub fn query<'q>(sql: impl Into<Cow<'q, str>>) -> Query<'q> {
+    Query {
+        sql: sql.into(),
+        args: Vec::new(),
+    }
+}
+
+/// `$1` … `$16`: SQLite's names of the numbered arguments.
+const NAMES: [&str; 16] = [
+    "$1", "$2", "$3", "$4", "$5", "$6", "$7", "$8", "$9", "$10", "$11", "$12", "$13", "$14", "$15",
+    "$16",
+];
+
+impl<'q> Query<'q> {
+    pub fn bind(mut self, v: impl Into<Arg<'q>>) -> Self {
+        self.args.push(v.into());
+        self
+    }
+
+    /// Runs the statement; the rows it changed.
+    pub async fn execute(self, on: &mut impl Exec) -> Result<u64, SqlError> {
+        match on.target() {
+            Target::Sqlite(c) => self
+                .sqlite(c, |stmt| {
+                    let mut rows = stmt.raw_query();
+                    while rows.next()?.is_some() {}
+                    Ok(())
+                })
+                .map(|((), changed)| changed),
+            Target::Postgres(c) => Ok(self.postgres().execute(c).await?.rows_affected()),
+        }
+    }
+
+    /// The first row, if any (the statement runs to its end).
+    pub async fn fetch_optional(self, on: &mut impl Exec) -> Result<Option<Row>, SqlError> {
+        Ok(self.fetch_all(on).await?.into_iter().next())
+    }
+
+    /// Every row.
+    pub async fn fetch_all(self, on: &mut impl Exec) -> Result<Vec<Row>, SqlError> {
+        match on.target() {
+            Target::Sqlite(c) => self
+                .sqlite(c, |stmt| {
+                    let names: std::sync::Arc<[String]> =
+                        stmt.column_names().into_iter().map(str::to_owned).collect();
+                    let width = names.len();
+                    let mut out = Vec::new();
+                    let mut rows = stmt.raw_query();
+                    while let Some(row) = rows.next()? {
+                        let mut values = Vec::with_capacity(width);
+                        for i in 0..width {
+                            values.push(Value::from(row.get_ref(i)?));
+                        }
+                        out.push(Row(Inner::Sqlite {
+                            names: names.clone(),
+                            values,
+                        }));
+                    }
+                    Ok(out)
+                })
+                .map(|(rows, _)| rows),
+            Target::Postgres(c) => Ok(self
+                .postgres()
+                .fetch_all(c)
+                .await?
+                .into_iter()
+                .map(|r| Row(Inner::Postgres(r)))
+                .collect()),
+        }
+    }
+
+    fn postgres(&self) -> sqlx::query::Query<'_, sqlx::Postgres, PgArguments> {
+        let mut q = sqlx::query(&self.sql);
+        for a in &self.args {
+            q = match a {
+                Arg::Int(v) => q.bind(*v),
+                Arg::Text(v) => q.bind(v.as_deref()),
+            };
+        }
+        q
+    }
+
+    /// Prepares (cached), binds, runs `f`; also returns the rows changed.
+    fn sqlite<T>(
+        &self,
+        c: &mut rusqlite::Connection,
+        f: impl FnOnce(&mut rusqlite::CachedStatement<'_>) -> rusqlite::Result<T>,
+    ) -> Result<(T, u64), SqlError> {
+        let mut stmt = c.prepare_cached(&self.sql)?;
+        let wanted = stmt.parameter_count();
+        if wanted > self.args.len() || self.args.len() > NAMES.len() {
+            return Err(SqlError::Column(format!(
+                "statement takes {wanted} arguments, {} given: {}",
+                self.args.len(),
+                self.sql
+            )));
+        }
+        for (arg, name) in self.args.iter().zip(NAMES) {
+            // An argument the statement does not use is left out.
+            let Some(i) = stmt.parameter_index(name)? else {
+                continue;
+            };
+            match arg {
+                Arg::Int(v) => stmt.raw_bind_parameter(i, v)?,
+                Arg::Text(v) => stmt.raw_bind_parameter(i, v.as_deref())?,
+            }
+        }
+        let out = f(&mut stmt)?;
+        drop(stmt);
+        Ok((out, c.changes()))
+    }
+}
+
+/// Where a statement runs. SQLite is borrowed `&mut` (a shared borrow of a
+/// connection would make the request's future unable to move threads).
+pub enum Target<'a> {
+    Sqlite(&'a mut rusqlite::Connection),
+    Postgres(&'a mut sqlx::PgConnection),
+}
+
+/// A connection or transaction statements run on.
+pub trait Exec: Send {
+    fn target(&mut self) -> Target<'_>;
+}
+
+impl Exec for super::Conn {
+    fn target(&mut self) -> Target<'_> {
+        match self {
+            Self::Sqlite(c) => Target::Sqlite(c),
+            Self::Postgres(c) => Target::Postgres(c),
+        }
+    }
+}
+
+/// An open write transaction. Dropped without [`Tx::commit`], it rolls
+/// back. (`None` inside once it ended.)
+pub enum Tx<'c> {
+    Sqlite(Option<&'c mut rusqlite::Connection>),
+    Postgres(Option<sqlx::Transaction<'c, sqlx::Postgres>>),
+}
+
+impl<'c> Tx<'c> {
+    /// `BEGIN IMMEDIATE` on SQLite (writers of other processes wait the
+    /// busy timeout instead of failing on a lock upgrade), `BEGIN` on
+    /// PostgreSQL.
+    pub async fn begin(on: &'c mut super::Conn) -> Result<Self, SqlError> {
+        use sqlx::Connection as _;
+        match on {
+            super::Conn::Sqlite(c) => {
+                c.execute_batch("BEGIN IMMEDIATE")?;
+                Ok(Self::Sqlite(Some(&mut **c)))
+            }
+            super::Conn::Postgres(c) => Ok(Self::Postgres(Some(c.begin().await?))),
+        }
+    }
+
+    pub async fn commit(mut self) -> Result<(), SqlError> {
+        match &mut self {
+            Self::Sqlite(c) => {
+                if let Some(conn) = c.as_deref_mut() {
+                    // A failed COMMIT leaves the transaction open: the drop
+                    // then rolls it back.
+                    conn.execute_batch("COMMIT")?;
+                    *c = None;
+                }
+            }
+            Self::Postgres(t) => {
+                if let Some(t) = t.take() {
+                    t.commit().await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub async fn rollback(mut self) -> Result<(), SqlError> {
+        match &mut self {
+            Self::Sqlite(c) => {
+                if let Some(conn) = c.take() {
+                    conn.execute_batch("ROLLBACK")?;
+                }
+            }
+            Self::Postgres(t) => {
+                if let Some(t) = t.take() {
+                    t.rollback().await?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Tx<'_> {
+    fn drop(&mut self) {
+        // PostgreSQL: sqlx rolls an open transaction back when it drops.
+        if let Self::Sqlite(Some(conn)) = self {
+            if let Err(e) = conn.execute_batch("ROLLBACK") {
+                tracing::warn!(error.message = %e, "rolling back a SQLite transaction failed");
+            }
+        }
+    }
+}
+
+impl Exec for Tx<'_> {
+    fn target(&mut self) -> Target<'_> {
+        // `None` only after commit or rollback, which take the Tx by value.
+        match self {
+            Self::Sqlite(Some(c)) => Target::Sqlite(c),
+            Self::Postgres(Some(tx)) => Target::Postgres(tx),
+            Self::Sqlite(None) | Self::Postgres(None) => {
+                unreachable!("a transaction used after it ended")
+            }
+        }
+    }
+}
+
+/// One result row.
+#[derive(Debug)]
+pub struct Row(Inner);
+
+#[derive(Debug)]
+enum Inner {
+    Postgres(PgRow),
+    Sqlite {
+        names: std::sync::Arc<[String]>,
+        values: Vec<Value>,
+    },
+}
+
+impl Row {
+    /// Column `name` as `T`.
+    pub fn try_get<T: Column>(&self, name: &str) -> Result<T, SqlError> {
+        match &self.0 {
+            Inner::Postgres(r) => T::from_postgres(r, name),
+            Inner::Sqlite { names, values } => {
+                let i = names
+                    .iter()
+                    .position(|n| n == name)
+                    .ok_or_else(|| SqlError::Column(format!("no column {name:?}")))?;
+                T::from_sqlite(ValueRef::from(&values[i]))
+                    .map_err(|e| SqlError::Column(format!("column {name:?}: {e}")))
+            }
+        }
+    }
+}
+
+/// A column type both databases read.
+pub trait Column: Sized {
+    fn from_postgres(row: &PgRow, name: &str) -> Result<Self, SqlError>;
+    fn from_sqlite(v: ValueRef<'_>) -> Result<Self, String>;
+}
+
+impl Column for i64 {
+    fn from_postgres(row: &PgRow, name: &str) -> Result<Self, SqlError> {
+        Ok(row.try_get(name)?)
+    }
+    fn from_sqlite(v: ValueRef<'_>) -> Result<Self, String> {
+        v.as_i64().map_err(|e| e.to_string())
+    }
+}
+
+impl Column for String {
+    fn from_postgres(row: &PgRow, name: &str) -> Result<Self, SqlError> {
+        Ok(row.try_get(name)?)
+    }
+    fn from_sqlite(v: ValueRef<'_>) -> Result<Self, String> {
+        v.as_str().map(str::to_owned).map_err(|e| e.to_string())
+    }
+}
+
+impl<T: Column> Column for Option<T>
+where
+    for<'r> Option<T>: sqlx::Decode<'r, sqlx::Postgres> + sqlx::Type<sqlx::Postgres>,
+{
+    fn from_postgres(row: &PgRow, name: &str) -> Result<Self, SqlError> {
+        Ok(row.try_get(name)?)
+    }
+    fn from_sqlite(v: ValueRef<'_>) -> Result<Self, String> {
+        match v {
+            ValueRef::Null => Ok(None),
+            v => T::from_sqlite(v).map(Some),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn sqlite() -> (super::super::Database, tempfile::TempDir) {
+        super::super::test_sqlite("order", crate::order::MIGRATIONS).await
+    }
+
+    #[tokio::test]
+    async fn arguments_bind_by_number_whatever_their_order_in_the_statement() {
+        let (db, _dir) = sqlite().await;
+        let mut c = db.connection().await.unwrap();
+        // $2 comes first in the text: bound by name, not by position.
+        let row = query("SELECT $2 AS b, $1 AS a, $2 || $1 AS ba, $3 AS n")
+            .bind("one")
+            .bind(String::from("two"))
+            .bind(None::<i64>)
+            .fetch_optional(&mut c)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(row.try_get::<String>("a").unwrap(), "one");
+        assert_eq!(row.try_get::<String>("b").unwrap(), "two");
+        assert_eq!(row.try_get::<String>("ba").unwrap(), "twoone");
+        assert_eq!(row.try_get::<Option<i64>>("n").unwrap(), None);
+        // Wrong type and missing column say which column.
+        let e = row.try_get::<i64>("a").unwrap_err().to_string();
+        assert!(e.contains("\"a\""), "{e}");
+        let e = row.try_get::<i64>("zz").unwrap_err().to_string();
+        assert!(e.contains("zz"), "{e}");
+        // Too few arguments is an error naming the statement, not NULLs.
+        let e = query("SELECT $1 AS a, $2 AS b")
+            .bind(1)
+            .fetch_all(&mut c)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("2 arguments, 1 given"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn a_transaction_dropped_without_commit_rolls_back_and_the_connection_goes_on() {
+        let (db, _dir) = sqlite().await;
+        let mut c = db.connection().await.unwrap();
+        let insert = |id: &'static str| {
+            query(
+                "INSERT INTO orders (order_id, idempotency_key, fingerprint, customer_id, \
+                 request_items, items, currency, status, trace_id, created_ms, updated_ms, \
+                 owner, lease_until_ms) VALUES ($1, $1, '', 'c', '[]', '[]', 'EUR', 'pending', \
+                 '', 0, 0, 'me', 0)",
+            )
+            .bind(id)
+        };
+        let count = "SELECT COUNT(*) AS n FROM orders";
+        {
+            let mut tx = Tx::begin(&mut c).await.unwrap();
+            assert_eq!(insert("a").execute(&mut tx).await.unwrap(), 1);
+            // Dropped: rolled back.
+        }
+        {
+            let mut tx = Tx::begin(&mut c).await.unwrap();
+            insert("b").execute(&mut tx).await.unwrap();
+            // A unique violation is told apart from other failures.
+            let e = insert("b").execute(&mut tx).await.unwrap_err();
+            assert!(e.is_unique_violation(), "{e}");
+            tx.commit().await.unwrap();
+        }
+        let rows = query(count).fetch_all(&mut c).await.unwrap();
+        assert_eq!(rows[0].try_get::<i64>("n").unwrap(), 1);
+        let mut tx = Tx::begin(&mut c).await.unwrap();
+        insert("c").execute(&mut tx).await.unwrap();
+        tx.rollback().await.unwrap();
+        let rows = query(count).fetch_all(&mut c).await.unwrap();
+        assert_eq!(rows[0].try_get::<i64>("n").unwrap(), 1);
+    }
+}
