@@ -62,6 +62,11 @@ pub const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 pub const DEFAULT_MAX_CONNECTIONS: u32 = 16;
 /// How long a SQLite writer waits for another process's write lock.
 const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+/// How often the checkpointer folds SQLite's WAL into the database file.
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(250);
+/// WAL pages past which a commit checkpoints by itself, on the request
+/// path: only when the checkpointer thread fell this far behind (64 MiB).
+const WAL_AUTOCHECKPOINT_PAGES: u32 = 16_384;
 
 /// Why a database operation failed.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -178,6 +183,7 @@ pub struct Database {
     /// SQLite: the connection the repositories use (see [`Conn`]).
     /// `None` inside once [`Self::close`] closed it.
     sqlite: Option<Arc<tokio::sync::Mutex<Option<rusqlite::Connection>>>>,
+    checkpointer: Option<Arc<Checkpointer>>,
     target: Arc<str>,
     status: Arc<Status>,
     readiness: meshwatch_runtime::Readiness,
@@ -282,6 +288,7 @@ impl Database {
         let mut db = Self {
             pool,
             sqlite: None,
+            checkpointer: None,
             target: name.into(),
             status: Arc::new(Status {
                 up: AtomicBool::new(false),
@@ -304,10 +311,21 @@ impl Database {
         if let DbTarget::Sqlite { data_dir } = target {
             // Opened after the migrations.
             let file = data_dir.join(format!("{service}.db"));
-            let conn = open_rusqlite(&file).map_err(|e| OpenError::Sqlite {
+            let failed = |e: rusqlite::Error| OpenError::Sqlite {
                 file: file.display().to_string(),
                 reason: e.to_string(),
-            })?;
+            };
+            let conn = open_rusqlite(&file).map_err(failed)?;
+            // Checkpoints (two fsyncs each) are the checkpointer's, off the
+            // request path; a commit does one only as a fallback.
+            conn.pragma_update(None, "wal_autocheckpoint", WAL_AUTOCHECKPOINT_PAGES)
+                .map_err(failed)?;
+            let checkpoints = open_rusqlite(&file).map_err(failed)?;
+            db.checkpointer = Some(Arc::new(Checkpointer::start(
+                checkpoints,
+                CHECKPOINT_EVERY,
+                db.target.clone(),
+            )));
             db.sqlite = Some(Arc::new(tokio::sync::Mutex::new(Some(conn))));
         }
         Ok(db)
@@ -577,6 +595,9 @@ impl Database {
 
     /// Closes the connection and the pool (at shutdown); later calls are UNAVAILABLE.
     pub async fn close(&self) {
+        if let Some(checkpointer) = &self.checkpointer {
+            checkpointer.stop().await;
+        }
         if let Some(conn) = &self.sqlite {
             // Waits for the call in progress; a clean close folds the WAL
             // into the database file.
@@ -587,6 +608,78 @@ impl Database {
             }
         }
         with_pool!(&self.pool, p => p.close().await);
+    }
+}
+
+/// A thread with a SQLite connection of its own that folds the WAL into the
+/// database file every interval (`wal_checkpoint(PASSIVE)`: writers go on
+/// meanwhile). Stops when told or when the last [`Database`] clone drops.
+struct Checkpointer {
+    stop: Mutex<Option<std::sync::mpsc::Sender<()>>>,
+    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// Checkpoints that found frames in the WAL and folded in all of them.
+    #[cfg_attr(not(test), expect(dead_code, reason = "the tests watch it"))]
+    complete: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl Checkpointer {
+    fn start(conn: rusqlite::Connection, every: Duration, target: Arc<str>) -> Self {
+        let (stop, stopped) = std::sync::mpsc::channel::<()>();
+        let complete = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let done = complete.clone();
+        let thread = std::thread::Builder::new()
+            .name("sqlite-checkpoint".to_owned())
+            .spawn(move || {
+                let mut failing = false;
+                while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
+                    stopped.recv_timeout(every)
+                {
+                    // (busy, WAL frames, frames folded in)
+                    let r = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
+                        Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?))
+                    });
+                    match r {
+                        Ok((_, log, folded)) => {
+                            failing = false;
+                            if log > 0 && log == folded {
+                                done.fetch_add(1, Ordering::SeqCst);
+                            }
+                        }
+                        Err(e) if !failing => {
+                            failing = true;
+                            tracing::warn!(meshwatch.database = %target, error.message = %e, "checkpointing the WAL failed; trying again (commits checkpoint by themselves past 64 MiB)");
+                        }
+                        Err(_) => {}
+                    }
+                }
+            })
+            .ok();
+        if thread.is_none() {
+            tracing::warn!("no checkpointer thread could be started; commits checkpoint by themselves past 64 MiB");
+        }
+        Self {
+            stop: Mutex::new(Some(stop)),
+            thread: Mutex::new(thread),
+            complete,
+        }
+    }
+
+    /// Stops the thread and waits for it (a checkpoint in progress ends).
+    async fn stop(&self) {
+        drop(
+            self.stop
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .take(),
+        );
+        let thread = self
+            .thread
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        if let Some(thread) = thread {
+            let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+        }
     }
 }
 
@@ -803,6 +896,56 @@ mod tests {
         let e = count(&db).await.unwrap_err();
         assert!(e.to_string().contains("stopping"), "{e}");
     }
+    #[tokio::test]
+    async fn the_checkpointer_folds_the_wal_in_off_the_request_path_and_stops_at_close() {
+        let (db, dir) = test_sqlite("order", crate::order::MIGRATIONS).await;
+        let checkpoints = || {
+            db.checkpointer
+                .as_ref()
+                .map(|c| c.complete.load(Ordering::SeqCst))
+                .unwrap()
+        };
+        {
+            let mut c = db.connection().await.unwrap();
+            let Conn::Sqlite(conn) = &mut c else { panic!() };
+            let every: i64 = conn
+                .query_row("PRAGMA wal_autocheckpoint", [], |r| r.get(0))
+                .unwrap();
+            assert_eq!(every, i64::from(WAL_AUTOCHECKPOINT_PAGES));
+            conn.execute_batch(
+                "CREATE TABLE filler (x TEXT); \
+                 WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 200) \
+                 INSERT INTO filler SELECT hex(randomblob(2000)) FROM n;",
+            )
+            .unwrap();
+        }
+        // The commit above left ~200 pages in the WAL, below the fallback:
+        // only the checkpointer folds them in (a checkpoint that folds in
+        // every frame of a non-empty WAL counts). Bounded wait on that.
+        let before = checkpoints();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while checkpoints() <= before {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no checkpoint within 10 s"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let wal = dir.path().join("order.db-wal");
+        db.close().await;
+        let thread = db
+            .checkpointer
+            .as_ref()
+            .unwrap()
+            .thread
+            .lock()
+            .unwrap()
+            .is_some();
+        assert!(!thread, "the checkpointer thread is joined at close");
+        // The last connection's close folded in and removed the WAL.
+        assert!(!wal.exists() || std::fs::metadata(&wal).unwrap().len() == 0);
+    }
+
     /// On the PostgreSQL server of `MESHWATCH_TEST_POSTGRES` when set.
     #[tokio::test]
     async fn postgres_sessions_carry_statement_and_idle_transaction_timeouts() {
