@@ -19,7 +19,9 @@
 //! configuration's first phase. RSS of each service (VmRSS) after each phase.
 //!
 //! Environment: SOAK_ORDERS (per configuration, default 500000),
-//! SOAK_PHASE_SECONDS (default 60), SOAK_CONCURRENCY (default 32).
+//! SOAK_PHASE_SECONDS (default 60), SOAK_CONCURRENCY (default 32);
+//! MESHWATCH_PG_OPTIONS is passed on to `scripts/postgres` (server options,
+//! e.g. `-c shared_buffers=1GB`).
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a benchmark fails loudly
 
 use std::path::{Path, PathBuf};
