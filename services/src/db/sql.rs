@@ -26,7 +26,8 @@ use sqlx::Row as _;
 /// A driver error from either database.
 #[derive(Debug)]
 pub enum SqlError {
-    Postgres(sqlx::Error),
+    /// From sqlx: PostgreSQL, or the migrations of either database.
+    Sqlx(sqlx::Error),
     Sqlite(rusqlite::Error),
     /// A column missing or of another type than asked for.
     Column(String),
@@ -35,7 +36,7 @@ pub enum SqlError {
 impl std::fmt::Display for SqlError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Self::Postgres(e) => e.fmt(f),
+            Self::Sqlx(e) => e.fmt(f),
             Self::Sqlite(e) => e.fmt(f),
             Self::Column(e) => f.write_str(e),
         }
@@ -44,7 +45,7 @@ impl std::fmt::Display for SqlError {
 
 impl From<sqlx::Error> for SqlError {
     fn from(e: sqlx::Error) -> Self {
-        Self::Postgres(e)
+        Self::Sqlx(e)
     }
 }
 
@@ -58,7 +59,7 @@ impl SqlError {
     /// A unique index refused the row.
     pub fn is_unique_violation(&self) -> bool {
         match self {
-            Self::Postgres(sqlx::Error::Database(d)) => d.is_unique_violation(),
+            Self::Sqlx(sqlx::Error::Database(d)) => d.is_unique_violation(),
             Self::Sqlite(rusqlite::Error::SqliteFailure(e, _)) => matches!(
                 e.extended_code,
                 rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE
@@ -177,8 +178,8 @@ impl<'q> Query<'q> {
                     let mut rows = stmt.raw_query();
                     while let Some(row) = rows.next()? {
                         let mut values = Vec::with_capacity(width);
-                        for i in 0..width {
-                            values.push(Value::from(row.get_ref(i)?));
+                        for (i, name) in names.iter().enumerate() {
+                            values.push(owned(row.get_ref(i)?, name)?);
                         }
                         out.push(Row(Inner::Sqlite {
                             names: names.clone(),
@@ -213,16 +214,28 @@ impl<'q> Query<'q> {
     fn sqlite<T>(
         &self,
         c: &mut rusqlite::Connection,
-        f: impl FnOnce(&mut rusqlite::CachedStatement<'_>) -> rusqlite::Result<T>,
+        f: impl FnOnce(&mut rusqlite::CachedStatement<'_>) -> Result<T, SqlError>,
     ) -> Result<(T, u64), SqlError> {
         let mut stmt = c.prepare_cached(&self.sql)?;
-        let wanted = stmt.parameter_count();
-        if wanted > self.args.len() || self.args.len() > NAMES.len() {
-            return Err(SqlError::Column(format!(
-                "statement takes {wanted} arguments, {} given: {}",
-                self.args.len(),
-                self.sql
-            )));
+        // Every `$n` of the statement has its argument (a missing one would
+        // be NULL), and at most as many as there are names.
+        let given = self.args.len();
+        for i in 1..=stmt.parameter_count() {
+            let n = stmt
+                .parameter_name(i)
+                .and_then(|name| name.strip_prefix('$'))
+                .and_then(|n| n.parse::<usize>().ok());
+            match n {
+                Some(n) if (1..=given.min(NAMES.len())).contains(&n) => {}
+                _ => {
+                    return Err(SqlError::Column(format!(
+                        "argument {:?} of the statement is not one of the {given} given \
+                         (write $1 … ${given}): {}",
+                        stmt.parameter_name(i).unwrap_or("?"),
+                        self.sql
+                    )))
+                }
+            }
         }
         for (arg, name) in self.args.iter().zip(NAMES) {
             // An argument the statement does not use is left out.
@@ -237,6 +250,19 @@ impl<'q> Query<'q> {
         let out = f(&mut stmt)?;
         drop(stmt);
         Ok((out, c.changes()))
+    }
+}
+
+/// An owned copy of a SQLite value; text that is not UTF-8 is an error
+/// naming the column (rusqlite's own conversion would panic).
+fn owned(v: ValueRef<'_>, column: &str) -> Result<Value, SqlError> {
+    match v {
+        ValueRef::Text(bytes) => std::str::from_utf8(bytes)
+            .map(|t| Value::Text(t.to_owned()))
+            .map_err(|e| {
+                SqlError::Column(format!("column {column:?}: text that is not UTF-8: {e}"))
+            }),
+        other => Ok(Value::from(other)),
     }
 }
 
@@ -442,14 +468,36 @@ mod tests {
         assert!(e.contains("\"a\""), "{e}");
         let e = row.try_get::<i64>("zz").unwrap_err().to_string();
         assert!(e.contains("zz"), "{e}");
-        // Too few arguments is an error naming the statement, not NULLs.
-        let e = query("SELECT $1 AS a, $2 AS b")
+        // A `$n` past the arguments given is an error naming it and the
+        // statement, not a NULL; so is a gap (`$1`, `$3` with two given).
+        for sql in ["SELECT $1 AS a, $2 AS b", "SELECT $1 AS a, $3 AS c"] {
+            let e = query(sql)
+                .bind(1)
+                .fetch_all(&mut c)
+                .await
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains("not one of the 1 given") && e.contains(sql),
+                "{e}"
+            );
+        }
+        let e = query("SELECT $1 AS a, $3 AS c")
             .bind(1)
+            .bind(2)
             .fetch_all(&mut c)
             .await
             .unwrap_err()
             .to_string();
-        assert!(e.contains("2 arguments, 1 given"), "{e}");
+        assert!(e.contains("\"$3\"") && e.contains("2 given"), "{e}");
+        // Text that is not UTF-8 is an error naming the column, no panic.
+        let e = query("SELECT CAST(x'ff' AS TEXT) AS bad")
+            .fetch_all(&mut c)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("\"bad\"") && e.contains("UTF-8"), "{e}");
+        assert!(query("SELECT 1 AS one").fetch_all(&mut c).await.is_ok());
     }
 
     #[tokio::test]
