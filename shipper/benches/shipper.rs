@@ -6,7 +6,8 @@
 //! export MESHWATCH_TEST_KAFKA=$(scripts/broker start /tmp/shipper-bench-broker)
 //! cargo bench -p meshwatch-shipper --bench shipper
 //! # optional: BENCH_LINES=1000000 (default) BENCH_ROUNDS=2 (default)
-//! #           BENCH_SHIPPER_ARGS="--window-bytes 16777216" (extra flags, tail and steady runs)
+//! #           BENCH_SHIPPER_ARGS="--window-bytes 16777216" (extra flags, tail and steady runs;
+//! #             its `--kafka-option K=V` pairs go to the bare producers too)
 //! #           BENCH_TRACE=1 (print the tailing shipper's stats lines)
 //! #           BENCH_STEADY_KAFKA=127.0.0.1:PORT (the steady-state phase, baseline
 //! #             included, against this broker instead, e.g. noida-db's Kafka,
@@ -98,7 +99,16 @@ struct Counting {
     failed: Arc<AtomicU64>,
 }
 
-impl ClientContext for Counting {}
+impl ClientContext for Counting {
+    /// librdkafka's debug lines (`debug` set through `BENCH_SHIPPER_ARGS`'s
+    /// `--kafka-option`s applies to the bare producer too) on stderr, timed.
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, message: &str) {
+        if matches!(level, rdkafka::config::RDKafkaLogLevel::Debug) {
+            let at = meshwatch_ecs::format_timestamp(std::time::SystemTime::now());
+            eprintln!("{at} bare librdkafka {fac}: {message}");
+        }
+    }
+}
 
 impl ProducerContext for Counting {
     type DeliveryOpaque = ();
@@ -114,6 +124,7 @@ impl ProducerContext for Counting {
 fn baseline(bootstrap: &str, topic: &str, file: &Path, lines: u64) -> (Duration, Duration) {
     let mut cfg = Config::new(Input::Stdin, bootstrap, std::env::temp_dir(), "bench");
     cfg.logs_topic = topic.to_owned();
+    cfg.kafka_options = extra_kafka_options();
     let counting = Counting::default();
     let producer: ThreadedProducer<Counting> = meshwatch_shipper::sink::producer_config(&cfg)
         .create_with_context(counting.clone())
@@ -203,6 +214,19 @@ fn extra_shipper_args() -> Vec<String> {
     std::env::var("BENCH_SHIPPER_ARGS")
         .map(|v| v.split_whitespace().map(str::to_owned).collect())
         .unwrap_or_default()
+}
+
+/// The `--kafka-option K=V` pairs among `BENCH_SHIPPER_ARGS`: the bare
+/// producers get them too, so that both sides keep the same producer settings
+/// (and `debug=…` shows both sides' librdkafka).
+fn extra_kafka_options() -> Vec<(String, String)> {
+    let args = extra_shipper_args();
+    args.iter()
+        .zip(args.iter().skip(1))
+        .filter(|(flag, _)| *flag == "--kafka-option")
+        .filter_map(|(_, kv)| kv.split_once('='))
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect()
 }
 
 fn peak_rss_kib(pid: u32) -> u64 {
@@ -401,6 +425,7 @@ fn steady(bootstrap: &str, rate: u64, secs: u64, path_kind: Path_) -> Steady {
         Path_::Bare => {
             let mut cfg = Config::new(Input::Stdin, bootstrap, std::env::temp_dir(), "bench");
             cfg.logs_topic = topic.clone();
+            cfg.kafka_options = extra_kafka_options();
             let p: ThreadedProducer<Counting> = meshwatch_shipper::sink::producer_config(&cfg)
                 .create_with_context(Counting::default())
                 .unwrap();

@@ -30,6 +30,11 @@ fn emit(level: &str, message: &str, fields: &[(&str, Value)]) {
     let _ = std::io::stderr().lock().write_all(&line);
 }
 
+/// Debug output asked for with `--kafka-option debug=…` (librdkafka's contexts).
+pub fn debug(message: &str, fields: &[(&str, Value)]) {
+    emit("debug", message, fields);
+}
+
 pub fn info(message: &str, fields: &[(&str, Value)]) {
     emit("info", message, fields);
 }

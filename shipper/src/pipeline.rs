@@ -666,26 +666,37 @@ impl Core {
         Some((checkpoint.clone(), cp))
     }
 
-    /// The periodic save: the checkpoint on a blocking thread (one save at a
-    /// time; a failed one leaves the checkpoint dirty for the next tick), the
-    /// spool position here.
+    /// The periodic save, on a blocking thread, one save at a time: the tail
+    /// checkpoint (a failed save leaves it dirty for the next tick) and the
+    /// spool position (with the deletion of acknowledged segments). Their
+    /// fsyncs never run on the loop, which keeps sending and taking acks
+    /// meanwhile: a busy disk can take a second for one fsync.
     fn persist_in_background(&mut self, source: &Source) {
         if self.saving.as_ref().is_some_and(|h| !h.is_finished()) {
-            return self.persist_spool();
+            return;
         }
         if self.save_failed.swap(false, Ordering::Relaxed) {
             self.file_dirty = true;
         }
-        if let Some((path, cp)) = self.checkpoint_due(source) {
+        let checkpoint = self.checkpoint_due(source);
+        if checkpoint.is_some() {
             self.file_dirty = false;
-            let failed = self.save_failed.clone();
-            self.saving = Some(tokio::task::spawn_blocking(move || {
+        }
+        let spool = self.spool.clone().filter(|s| s.persist_due());
+        if checkpoint.is_none() && spool.is_none() {
+            return;
+        }
+        let failed = self.save_failed.clone();
+        self.saving = Some(tokio::task::spawn_blocking(move || {
+            if let Some((path, cp)) = checkpoint {
                 if save_checkpoint(&path, &cp) {
                     failed.store(true, Ordering::Relaxed);
                 }
-            }));
-        }
-        self.persist_spool();
+            }
+            if let Some(spool) = spool {
+                persist_spool(&spool);
+            }
+        }));
     }
 
     /// Saves the tail checkpoint / spool position if they moved (here, blocking).
@@ -695,14 +706,8 @@ impl Core {
                 self.file_dirty = false;
             }
         }
-        self.persist_spool();
-    }
-
-    fn persist_spool(&self) {
         if let Some(spool) = &self.spool {
-            if let Err(e) = spool.persist() {
-                crate::diag::error(&format!("saving the spool position failed: {e}"), &[]);
-            }
+            persist_spool(spool);
         }
     }
 
@@ -815,6 +820,14 @@ fn save_checkpoint(path: &std::path::Path, cp: &FileCheckpoint) -> bool {
             crate::diag::error(&format!("saving the checkpoint failed: {e}"), &[]);
             true
         }
+    }
+}
+
+/// Saves the spool position if it moved (blocking); a failure is reported and
+/// retried on the next save.
+fn persist_spool(spool: &Spool) {
+    if let Err(e) = spool.persist() {
+        crate::diag::error(&format!("saving the spool position failed: {e}"), &[]);
     }
 }
 

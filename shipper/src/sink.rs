@@ -11,7 +11,7 @@
 
 use std::time::Duration;
 
-use rdkafka::config::ClientConfig;
+use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{
@@ -70,6 +70,19 @@ pub struct AckContext {
 }
 
 impl ClientContext for AckContext {
+    /// librdkafka's debug output (only there when asked for with
+    /// `--kafka-option debug=msg,broker,…`) as the shipper's own lines on
+    /// stderr; without this it went to the `log` crate, which nothing reads.
+    /// Its errors come through [`ClientContext::error`] below.
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
+        if matches!(level, RDKafkaLogLevel::Debug) {
+            crate::diag::debug(
+                &format!("librdkafka {fac}: {log_message}"),
+                &[("log.logger", serde_json::Value::from("librdkafka"))],
+            );
+        }
+    }
+
     fn error(&self, error: KafkaError, reason: &str) {
         // librdkafka reports transient broker trouble here; it keeps retrying.
         crate::diag::warn(
@@ -150,6 +163,11 @@ fn topic_producer_config(config: &Config, linger: Duration, suffix: &str) -> Cli
     );
     for (k, v) in &config.kafka_options {
         c.set(k, v);
+    }
+    if c.get("debug").is_some() {
+        // Otherwise rdkafka caps librdkafka's log level by the `log` crate's
+        // (off here): the debug lines asked for would never reach `log`.
+        c.set_log_level(RDKafkaLogLevel::Debug);
     }
     c
 }
@@ -300,6 +318,24 @@ mod tests {
         ] {
             assert!(matches!(class(code), SendError::Fatal(_)), "{code:?}");
         }
+    }
+
+    #[test]
+    fn debug_contexts_lift_the_log_level() {
+        let mut c = Config::new(crate::Input::Stdin, "b:1", "/tmp".into(), "order");
+        assert!(!matches!(
+            producer_config(&c).log_level,
+            RDKafkaLogLevel::Debug
+        ));
+        c.kafka_options = vec![("debug".into(), "msg,broker".into())];
+        assert!(matches!(
+            producer_config(&c).log_level,
+            RDKafkaLogLevel::Debug
+        ));
+        assert!(matches!(
+            heartbeats_producer_config(&c).log_level,
+            RDKafkaLogLevel::Debug
+        ));
     }
 
     #[test]

@@ -168,6 +168,8 @@ struct State {
     fsyncs: u64,
     /// The start of a damaged stretch being skipped (reported where it ends).
     damage: Option<SpoolPos>,
+    /// Acknowledged segments, deleted by the next [`Spool::persist`].
+    deletable: Vec<u64>,
 }
 
 impl Spool {
@@ -265,6 +267,7 @@ impl Spool {
                 synced: 0,
                 fsyncs: 0,
                 damage: None,
+                deletable: Vec::new(),
             }),
             readable: Notify::new(),
             saving: Mutex::new(()),
@@ -480,29 +483,45 @@ impl Spool {
             if matches!(st.read_file, Some((rid, _)) if rid == id) {
                 st.read_file = None;
             }
-            let _ = fs::remove_file(segment::path(&self.dir, id));
+            // Deleted by the next `persist`, after the position that no longer
+            // needs it is saved (and off the caller's thread: an unlink of a
+            // segment can take tens of ms on a busy disk).
+            st.deletable.push(id);
         }
     }
 
-    /// Saves the committed position (atomically) if it moved.
-    /// The file is written with `state` released (see `saving`).
+    /// Whether [`Spool::persist`] has anything to do.
+    pub fn persist_due(&self) -> bool {
+        let st = self.lock();
+        st.persisted != Some((st.committed, st.reserved_seq)) || !st.deletable.is_empty()
+    }
+
+    /// Saves the committed position (atomically) if it moved, then deletes
+    /// the segments acknowledged before it. Blocks on the disk: the shipping
+    /// loop calls it from a blocking thread. The file is written with `state`
+    /// released (see `saving`).
     pub fn persist(&self) -> Result<(), SpoolError> {
         let _saving = self.saving_lock();
-        let (now, line) = {
-            let st = self.lock();
+        let (now, line, deletable) = {
+            let mut st = self.lock();
             let now = (st.committed, st.reserved_seq);
-            if st.persisted == Some(now) {
-                return Ok(());
-            }
-            (now, st.position_line())
+            let line = (st.persisted != Some(now)).then(|| st.position_line());
+            (now, line, std::mem::take(&mut st.deletable))
         };
-        write_atomic(&self.dir.join(POSITION_FILE), line.as_bytes()).map_err(|source| {
-            SpoolError::Io {
-                path: self.dir.join(POSITION_FILE),
-                source,
+        if let Some(line) = line {
+            if let Err(source) = write_atomic(&self.dir.join(POSITION_FILE), line.as_bytes()) {
+                // Kept for the next save: never deleted before their position is saved.
+                self.lock().deletable.extend(deletable);
+                return Err(SpoolError::Io {
+                    path: self.dir.join(POSITION_FILE),
+                    source,
+                });
             }
-        })?;
-        self.lock().persisted = Some(now);
+            self.lock().persisted = Some(now);
+        }
+        for id in deletable {
+            let _ = fs::remove_file(segment::path(&self.dir, id));
+        }
         Ok(())
     }
 

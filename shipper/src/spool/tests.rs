@@ -162,6 +162,41 @@ async fn bound_drops_and_counts_and_commit_frees_space() {
 }
 
 #[tokio::test]
+async fn acknowledged_segments_are_deleted_by_persist_after_the_position_is_saved() {
+    let dir = tempfile::tempdir().unwrap();
+    let one = frame::encoded_len(&rec(1)).unwrap() as u64;
+    // Segments roll between appends: one append of two records per segment.
+    let spool = open(dir.path(), one * 100, one);
+    spool.add_writer();
+    let recs: Vec<Record> = (0..10).map(rec).collect();
+    for c in recs.chunks(2) {
+        assert_eq!(spool.append(c), 0);
+    }
+    let files = || segment::list(dir.path(), segment::EXTENSION).unwrap().len();
+    assert_eq!(files(), 5);
+    let batch = spool.next_batch(100).await.unwrap();
+    let SpoolItem::Record(_, last) = &batch[5] else {
+        panic!("a record")
+    };
+    let before = spool.bytes();
+    // Just after the sixth record: the end of the third segment.
+    spool.commit(*last);
+    assert!(spool.bytes() < before, "counted as freed at once");
+    // The commit (on the shipping loop) touches no file: the unlinks wait
+    // for the save, which runs off the loop.
+    assert_eq!(files(), 5);
+    assert!(spool.persist_due());
+    spool.persist().unwrap();
+    assert_eq!(files(), 3, "the two segments before the position are gone");
+    assert!(!spool.persist_due());
+    let saved = read_position(&dir.path().join(POSITION_FILE));
+    assert!(
+        matches!(saved, Saved::Current { pos, .. } if pos == *last),
+        "the position is saved"
+    );
+}
+
+#[tokio::test]
 async fn a_torn_tail_is_cut_on_start_reported_first_and_the_rest_delivered() {
     let dir = tempfile::tempdir().unwrap();
     {
