@@ -639,9 +639,11 @@ impl Database {
 struct Checkpointer {
     stop: Mutex<Option<std::sync::mpsc::Sender<()>>>,
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
-    /// Times the WAL was restarted from empty.
+    /// Times the WAL was restarted from empty, and times that was tried.
     #[cfg_attr(not(test), expect(dead_code, reason = "the tests watch it"))]
     restarts: Arc<std::sync::atomic::AtomicU64>,
+    #[cfg_attr(not(test), expect(dead_code, reason = "the tests watch it"))]
+    attempts: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// How often the checkpointer runs, and from what WAL size it restarts it.
@@ -669,7 +671,9 @@ impl Checkpointer {
     ) -> Self {
         let (stop, stopped) = std::sync::mpsc::channel::<()>();
         let restarts = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let attempts = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let counted = restarts.clone();
+        let tried = attempts.clone();
         let thread = std::thread::Builder::new()
             .name("sqlite-checkpoint".to_owned())
             .spawn(move || {
@@ -686,7 +690,15 @@ impl Checkpointer {
                         let Some(main) = guard.as_ref() else {
                             return Ok(()); // closed
                         };
-                        let (busy, log, folded) = checkpoint(main, "TRUNCATE")?;
+                        // Never waits: a reader elsewhere (a second process, a
+                        // sqlite3 shell) makes it give up at once (busy) and try
+                        // again next time, instead of holding the connection for
+                        // the busy timeout.
+                        main.busy_timeout(Duration::ZERO)?;
+                        let truncated = checkpoint(main, "TRUNCATE");
+                        main.busy_timeout(SQLITE_BUSY_TIMEOUT)?;
+                        tried.fetch_add(1, Ordering::SeqCst);
+                        let (busy, log, folded) = truncated?;
                         if busy == 0 && log == folded {
                             counted.fetch_add(1, Ordering::SeqCst);
                         }
@@ -710,6 +722,7 @@ impl Checkpointer {
             stop: Mutex::new(Some(stop)),
             thread: Mutex::new(thread),
             restarts,
+            attempts,
         }
     }
 
@@ -1006,6 +1019,70 @@ mod tests {
         db.close().await;
         // The last connection's close folded in and removed the WAL.
         assert!(!wal.exists() || std::fs::metadata(&wal).unwrap().len() == 0);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_reader_elsewhere_never_makes_the_checkpointer_hold_the_connection() {
+        let (db, dir) = test_sqlite("order", crate::order::MIGRATIONS).await;
+        db.checkpointer.as_ref().unwrap().stop().await;
+        let file = dir.path().join("order.db");
+        let checkpointer = Checkpointer::start(
+            open_rusqlite(&file).unwrap(),
+            db.sqlite.clone().unwrap(),
+            Cadence {
+                every: Duration::from_millis(10),
+                restart_frames: 8,
+            },
+            db.target.clone(),
+        );
+        {
+            let mut c = db.connection().await.unwrap();
+            query("CREATE TABLE filler (x TEXT)")
+                .execute(&mut c)
+                .await
+                .unwrap();
+        }
+        // Another connection holds a read snapshot (a sqlite3 shell, say):
+        // the WAL cannot be restarted while it reads.
+        let reader = open_rusqlite(&file).unwrap();
+        reader
+            .execute_batch("BEGIN; SELECT COUNT(*) FROM filler;")
+            .unwrap();
+        // Writes keep the WAL past the bound, so the checkpointer keeps
+        // trying; each write still gets the connection at once (waiting the
+        // 5 s busy timeout under the connection's lock would fail this).
+        let mut writes = 0;
+        while checkpointer.attempts.load(Ordering::SeqCst) < 3 {
+            assert!(writes < 2_000, "fewer than 3 attempts in {writes} writes");
+            let mut c = tokio::time::timeout(Duration::from_secs(1), db.connection())
+                .await
+                .expect("the connection within 1 s while a reader is open")
+                .unwrap();
+            query("INSERT INTO filler VALUES (hex(randomblob(1500)))")
+                .execute(&mut c)
+                .await
+                .unwrap();
+            writes += 1;
+        }
+        assert_eq!(checkpointer.restarts.load(Ordering::SeqCst), 0);
+        reader.execute_batch("COMMIT").unwrap();
+        // Once the reader is gone, the WAL is restarted again (bounded).
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while checkpointer.restarts.load(Ordering::SeqCst) == 0 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no restart within 10 s"
+            );
+            let mut c = db.connection().await.unwrap();
+            query("INSERT INTO filler VALUES ('x')")
+                .execute(&mut c)
+                .await
+                .unwrap();
+            drop(c);
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        checkpointer.stop().await;
+        db.close().await;
     }
 
     /// On the PostgreSQL server of `MESHWATCH_TEST_POSTGRES` when set.
