@@ -31,6 +31,7 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
+use sqlx::ConnectOptions as _;
 use tokio_util::sync::CancellationToken;
 
 mod sql;
@@ -272,8 +273,14 @@ impl Database {
                 url,
                 max_connections,
             } => {
+                // sqlx's own statement logs are off: its "slow statement"
+                // warning carries fields of its own (`db.statement`,
+                // `elapsed`, …) that no ECS mapping knows, and a slow disk
+                // at start made one (tests/ecs_lines.rs). A slow call shows
+                // as UNAVAILABLE past the bounds above instead.
                 let options = PgConnectOptions::from_str(url)
                     .map_err(|e| OpenError::Url(format!("{}: {e}", display_url(url))))?
+                    .disable_statement_logging()
                     .options([
                         ("statement_timeout", pg_ms(STATEMENT_TIMEOUT)),
                         (
@@ -762,7 +769,9 @@ async fn open_sqlite(file: &Path) -> Result<SqlitePool, sqlx::Error> {
         .journal_mode(SqliteJournalMode::Wal)
         .synchronous(SqliteSynchronous::Normal)
         .busy_timeout(SQLITE_BUSY_TIMEOUT)
-        .foreign_keys(true);
+        .foreign_keys(true)
+        // See the PostgreSQL options.
+        .disable_statement_logging();
     SqlitePoolOptions::new()
         .max_connections(1)
         .min_connections(1)
