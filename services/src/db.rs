@@ -967,6 +967,12 @@ mod tests {
         let e = count(&db).await.unwrap_err();
         assert!(e.to_string().contains("stopping"), "{e}");
     }
+    /// One autocommit statement on the repositories' connection.
+    async fn write(db: &Database, sql: &'static str) {
+        let mut c = db.connection().await.unwrap();
+        query(sql).execute(&mut c).await.unwrap();
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn under_steady_writes_the_checkpointer_keeps_restarting_the_wal_and_stops_at_close() {
         let (db, dir) = test_sqlite("order", crate::order::MIGRATIONS).await;
@@ -1006,12 +1012,7 @@ mod tests {
                 commits < 20_000,
                 "fewer than 3 WAL restarts in {commits} commits"
             );
-            let mut c = db.connection().await.unwrap();
-            query("INSERT INTO filler VALUES (hex(randomblob(1500)))")
-                .execute(&mut c)
-                .await
-                .unwrap();
-            drop(c);
+            write(&db, "INSERT INTO filler VALUES (hex(randomblob(1500)))").await;
             commits += 1;
             largest = largest.max(std::fs::metadata(&wal).map_or(0, |m| m.len()));
         }
@@ -1082,12 +1083,7 @@ mod tests {
                 std::time::Instant::now() < deadline,
                 "no restart within 10 s"
             );
-            let mut c = db.connection().await.unwrap();
-            query("INSERT INTO filler VALUES ('x')")
-                .execute(&mut c)
-                .await
-                .unwrap();
-            drop(c);
+            write(&db, "INSERT INTO filler VALUES ('x')").await;
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         checkpointer.stop().await;

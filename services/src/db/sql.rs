@@ -309,37 +309,30 @@ impl<'c> Tx<'c> {
         }
     }
 
-    pub async fn commit(mut self) -> Result<(), SqlError> {
-        match &mut self {
-            Self::Sqlite(c) => {
-                if let Some(conn) = c.as_deref_mut() {
-                    // A failed COMMIT leaves the transaction open: the drop
-                    // then rolls it back.
-                    conn.execute_batch("COMMIT")?;
-                    *c = None;
-                }
-            }
-            Self::Postgres(t) => {
-                if let Some(t) = t.take() {
-                    t.commit().await?;
-                }
-            }
-        }
-        Ok(())
+    pub async fn commit(self) -> Result<(), SqlError> {
+        self.end(true).await
     }
 
-    pub async fn rollback(mut self) -> Result<(), SqlError> {
+    pub async fn rollback(self) -> Result<(), SqlError> {
+        self.end(false).await
+    }
+
+    /// COMMIT or ROLLBACK. A failed SQLite COMMIT leaves the transaction
+    /// open, for the drop to roll back; a ROLLBACK is not tried twice.
+    async fn end(mut self, commit: bool) -> Result<(), SqlError> {
         match &mut self {
             Self::Sqlite(c) => {
-                if let Some(conn) = c.take() {
-                    conn.execute_batch("ROLLBACK")?;
+                let conn = if commit { c.as_deref_mut() } else { c.take() };
+                if let Some(conn) = conn {
+                    conn.execute_batch(if commit { "COMMIT" } else { "ROLLBACK" })?;
                 }
+                *c = None;
             }
-            Self::Postgres(t) => {
-                if let Some(t) = t.take() {
-                    t.rollback().await?;
-                }
-            }
+            Self::Postgres(t) => match t.take() {
+                Some(t) if commit => t.commit().await?,
+                Some(t) => t.rollback().await?,
+                None => {}
+            },
         }
         Ok(())
     }
