@@ -12,8 +12,10 @@
 //! process does the repositories' work (SQLite writes one transaction at a
 //! time anyway), held by the process behind a mutex; its statements run on
 //! the calling thread through rusqlite ([`sql`]), not on a driver thread of
-//! their own. Write transactions open with `BEGIN IMMEDIATE` so writers from
-//! other processes wait (busy timeout) instead of failing on a lock upgrade.
+//! their own. Writes that meet at the connection share one commit
+//! ([`sqlite`]: group commit); no call returns before its commit. Write
+//! transactions open with `BEGIN IMMEDIATE` so writers from other processes
+//! wait (busy timeout) instead of failing on a lock upgrade.
 //! Repositories reach it through [`with_conn!`] and write statements once,
 //! for both databases, with [`query`]. sqlx stays for PostgreSQL and for the
 //! migrations of both.
@@ -35,6 +37,7 @@ use sqlx::ConnectOptions as _;
 use tokio_util::sync::CancellationToken;
 
 mod sql;
+mod sqlite;
 pub use sql::{query, Arg, Column, Exec, Query, Row, SqlError, Tx};
 
 /// How often the connection is checked, and retried while it is down.
@@ -133,7 +136,7 @@ pub enum Pool {
 /// connection (held until the call ends; calls take turns) or one from the
 /// PostgreSQL pool (back to the pool when the call ends).
 pub enum Conn {
-    Sqlite(tokio::sync::OwnedMappedMutexGuard<Option<rusqlite::Connection>, rusqlite::Connection>),
+    Sqlite(sqlite::Held),
     Postgres(sqlx::pool::PoolConnection<sqlx::Postgres>),
 }
 
@@ -186,7 +189,7 @@ pub struct Database {
     pool: Pool,
     /// SQLite: the connection the repositories use (see [`Conn`]).
     /// `None` inside once [`Self::close`] closed it.
-    sqlite: Option<Arc<tokio::sync::Mutex<Option<rusqlite::Connection>>>>,
+    sqlite: Option<Arc<sqlite::Shared>>,
     checkpointer: Option<Arc<Checkpointer>>,
     target: Arc<str>,
     status: Arc<Status>,
@@ -331,7 +334,7 @@ impl Database {
             conn.pragma_update(None, "wal_autocheckpoint", WAL_AUTOCHECKPOINT_PAGES)
                 .map_err(failed)?;
             let checkpoints = open_rusqlite(&file).map_err(failed)?;
-            let shared = Arc::new(tokio::sync::Mutex::new(Some(conn)));
+            let shared = sqlite::Shared::new(conn);
             db.checkpointer = Some(Arc::new(Checkpointer::start(
                 checkpoints,
                 shared.clone(),
@@ -472,18 +475,11 @@ impl Database {
     /// A connection for one repository call, within [`ACQUIRE_TIMEOUT`].
     pub async fn connection(&self) -> Result<Conn, DbError> {
         match (&self.pool, &self.sqlite) {
-            (_, Some(conn)) => {
-                let guard = tokio::time::timeout(ACQUIRE_TIMEOUT, conn.clone().lock_owned())
-                    .await
-                    .map_err(|_| {
-                        self.unavailable(format!(
-                            "the connection stayed busy for {ACQUIRE_TIMEOUT:?}; retry later"
-                        ))
-                    })?;
-                tokio::sync::OwnedMutexGuard::try_map(guard, Option::as_mut)
-                    .map(Conn::Sqlite)
-                    .map_err(|_| self.unavailable("closed: the service is stopping".to_owned()))
-            }
+            (_, Some(shared)) => shared
+                .lock(ACQUIRE_TIMEOUT)
+                .await
+                .map(Conn::Sqlite)
+                .map_err(|e| self.classify(&e.into())),
             (Pool::Postgres(pool), None) => self.bounded(pool.acquire()).await.map(Conn::Postgres),
             // Only before `open` returns.
             (Pool::Sqlite(_), None) => Err(self.unavailable("not opened yet".to_owned())),
@@ -516,6 +512,7 @@ impl Database {
         use sqlx::Error as E;
         let e = match e {
             SqlError::Sqlx(e) => e,
+            SqlError::Unavailable(reason) => return self.unavailable(reason.clone()),
             SqlError::Sqlite(rusqlite::Error::SqliteFailure(f, _)) => {
                 use rusqlite::ErrorCode as C;
                 return match f.code {
@@ -614,10 +611,10 @@ impl Database {
         if let Some(checkpointer) = &self.checkpointer {
             checkpointer.stop().await;
         }
-        if let Some(conn) = &self.sqlite {
-            // Waits for the call in progress; a clean close folds the WAL
-            // into the database file.
-            if let Some(conn) = conn.lock().await.take() {
+        if let Some(shared) = &self.sqlite {
+            // Waits for the call in progress and commits the open group; a
+            // clean close folds the WAL into the database file.
+            if let Some(conn) = shared.close().await {
                 if let Err((_, e)) = conn.close() {
                     tracing::warn!(meshwatch.database = %self.target, error.message = %e, "closing the database connection failed; the next start recovers from the WAL");
                 }
@@ -633,20 +630,26 @@ impl Database {
 /// - every interval, `wal_checkpoint(PASSIVE)` on its own connection: it
 ///   copies the frames written so far and syncs the file while requests go
 ///   on writing (the bulk of the work, fsyncs included);
-/// - once the WAL holds more than `restart_frames`, it also takes the
+/// - once the WAL holds more than `restart_frames`, a second passive pass
+///   (it folds in and syncs what came during the first), then it takes the
 ///   repositories' connection for a moment (requests wait their turn
-///   asynchronously) and runs `wal_checkpoint(TRUNCATE)` on it. That folds in
-///   the few frames written during the passive pass, and with no write in
-///   progress the WAL starts again from empty. (Without that moment, under
-///   steady writes the passive pass never catches the last frames, and
-///   SQLite restarts a WAL only when it is fully folded in: the WAL would
-///   grow until a commit checkpointed it on the request path.)
+///   asynchronously; the group commit open on it is committed first) and
+///   runs `wal_checkpoint(RESTART)` on it. That folds in the last few
+///   milliseconds' frames, and the next commit writes the WAL from its
+///   start again. (Without that moment, under steady writes the passive
+///   pass never catches the last frames, and SQLite restarts a WAL only
+///   when it is fully folded in: the WAL would grow until a commit
+///   checkpointed it on the request path.) RESTART, not TRUNCATE: the file
+///   keeps its size for the next round, where truncating it (and, on a
+///   filesystem mounted with `discard`, discarding its blocks) held the
+///   connection for ~25 ms each time, and requests with it (2026-12-02,
+///   `docs/benchmarks.md`).
 ///
 /// Stops when told or when the last [`Database`] clone drops.
 struct Checkpointer {
     stop: Mutex<Option<std::sync::mpsc::Sender<()>>>,
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
-    /// Times the WAL was restarted from empty, and times that was tried.
+    /// Times the WAL was restarted from its start, and times that was tried.
     #[cfg_attr(not(test), expect(dead_code, reason = "the tests watch it"))]
     restarts: Arc<std::sync::atomic::AtomicU64>,
     #[cfg_attr(not(test), expect(dead_code, reason = "the tests watch it"))]
@@ -660,7 +663,7 @@ struct Cadence {
     restart_frames: i64,
 }
 
-type Shared = Arc<tokio::sync::Mutex<Option<rusqlite::Connection>>>;
+type Shared = Arc<sqlite::Shared>;
 
 /// `PRAGMA wal_checkpoint(MODE)`: (busy, WAL frames, frames folded in).
 fn checkpoint(conn: &rusqlite::Connection, mode: &str) -> rusqlite::Result<(i64, i64, i64)> {
@@ -692,20 +695,28 @@ impl Checkpointer {
                         if log <= cadence.restart_frames {
                             return Ok(());
                         }
+                        // Once more, still off the lock: it folds in (and
+                        // syncs) what came during the first pass, so that
+                        // the pass under the lock below has only the last
+                        // few milliseconds' frames to sync and copy.
+                        checkpoint(&conn, "PASSIVE")?;
                         // Not from a runtime thread: this one is ours.
-                        let guard = shared.blocking_lock();
-                        let Some(main) = guard.as_ref() else {
+                        // The group open on it is committed first.
+                        let Some(mut guard) = shared.blocking_lock() else {
                             return Ok(()); // closed
+                        };
+                        let Some(main) = guard.as_mut().map(|s| s.conn()) else {
+                            return Ok(());
                         };
                         // Never waits: a reader elsewhere (a second process, a
                         // sqlite3 shell) makes it give up at once (busy) and try
                         // again next time, instead of holding the connection for
                         // the busy timeout.
                         main.busy_timeout(Duration::ZERO)?;
-                        let truncated = checkpoint(main, "TRUNCATE");
+                        let restarted = checkpoint(main, "RESTART");
                         main.busy_timeout(SQLITE_BUSY_TIMEOUT)?;
                         tried.fetch_add(1, Ordering::SeqCst);
-                        let (busy, log, folded) = truncated?;
+                        let (busy, log, folded) = restarted?;
                         if busy == 0 && log == folded {
                             counted.fetch_add(1, Ordering::SeqCst);
                         }
@@ -992,7 +1003,8 @@ mod tests {
         );
         {
             let mut c = db.connection().await.unwrap();
-            let Conn::Sqlite(conn) = &mut c else { panic!() };
+            let Conn::Sqlite(held) = &mut c else { panic!() };
+            let conn = held.held().unwrap().conn();
             let fallback: i64 = conn
                 .query_row("PRAGMA wal_autocheckpoint", [], |r| r.get(0))
                 .unwrap();

@@ -8,7 +8,10 @@
 //!   microseconds and nothing more. sqlx's SQLite driver, by contrast, sends
 //!   every statement to a worker thread of its own and waits for the answer:
 //!   two thread wake-ups per statement. That hand-off, not SQLite, was most
-//!   of the services' CPU per order (docs/benchmarks.md).
+//!   of the services' CPU per order (docs/benchmarks.md). A statement on a
+//!   [`Conn`] and a [`Tx`]'s commit go through the group commit of
+//!   [`super::sqlite`]: they return once the commit their writes went into
+//!   has been made.
 //!
 //! Nothing here waits on SQLite for long: commits do not fsync
 //! (`synchronous = NORMAL` in WAL mode), and the WAL is folded into the
@@ -31,6 +34,8 @@ pub enum SqlError {
     Sqlite(rusqlite::Error),
     /// A column missing or of another type than asked for.
     Column(String),
+    /// SQLite's connection could not be had (busy past the bound, closed).
+    Unavailable(String),
 }
 
 impl std::fmt::Display for SqlError {
@@ -38,7 +43,7 @@ impl std::fmt::Display for SqlError {
         match self {
             Self::Sqlx(e) => e.fmt(f),
             Self::Sqlite(e) => e.fmt(f),
-            Self::Column(e) => f.write_str(e),
+            Self::Column(e) | Self::Unavailable(e) => f.write_str(e),
         }
     }
 }
@@ -149,14 +154,17 @@ impl<'q> Query<'q> {
 
     /// Runs the statement; the rows it changed.
     pub async fn execute(self, on: &mut impl Exec) -> Result<u64, SqlError> {
+        let run = |c: &mut rusqlite::Connection| {
+            self.sqlite(c, |stmt| {
+                let mut rows = stmt.raw_query();
+                while rows.next()?.is_some() {}
+                Ok(())
+            })
+            .map(|((), changed)| changed)
+        };
         match on.target() {
-            Target::Sqlite(c) => self
-                .sqlite(c, |stmt| {
-                    let mut rows = stmt.raw_query();
-                    while rows.next()?.is_some() {}
-                    Ok(())
-                })
-                .map(|((), changed)| changed),
+            Target::Sqlite(c) => run(c),
+            Target::Grouped(h) => h.statement(&self.sql, super::ACQUIRE_TIMEOUT, run).await,
             Target::Postgres(c) => Ok(self.postgres().execute(c).await?.rows_affected()),
         }
     }
@@ -168,27 +176,30 @@ impl<'q> Query<'q> {
 
     /// Every row.
     pub async fn fetch_all(self, on: &mut impl Exec) -> Result<Vec<Row>, SqlError> {
-        match on.target() {
-            Target::Sqlite(c) => self
-                .sqlite(c, |stmt| {
-                    let names: std::sync::Arc<[String]> =
-                        stmt.column_names().into_iter().map(str::to_owned).collect();
-                    let width = names.len();
-                    let mut out = Vec::new();
-                    let mut rows = stmt.raw_query();
-                    while let Some(row) = rows.next()? {
-                        let mut values = Vec::with_capacity(width);
-                        for (i, name) in names.iter().enumerate() {
-                            values.push(owned(row.get_ref(i)?, name)?);
-                        }
-                        out.push(Row(Inner::Sqlite {
-                            names: names.clone(),
-                            values,
-                        }));
+        let run = |c: &mut rusqlite::Connection| {
+            self.sqlite(c, |stmt| {
+                let names: std::sync::Arc<[String]> =
+                    stmt.column_names().into_iter().map(str::to_owned).collect();
+                let width = names.len();
+                let mut out = Vec::new();
+                let mut rows = stmt.raw_query();
+                while let Some(row) = rows.next()? {
+                    let mut values = Vec::with_capacity(width);
+                    for (i, name) in names.iter().enumerate() {
+                        values.push(owned(row.get_ref(i)?, name)?);
                     }
-                    Ok(out)
-                })
-                .map(|(rows, _)| rows),
+                    out.push(Row(Inner::Sqlite {
+                        names: names.clone(),
+                        values,
+                    }));
+                }
+                Ok(out)
+            })
+            .map(|(rows, _)| rows)
+        };
+        match on.target() {
+            Target::Sqlite(c) => run(c),
+            Target::Grouped(h) => h.statement(&self.sql, super::ACQUIRE_TIMEOUT, run).await,
             Target::Postgres(c) => Ok(self
                 .postgres()
                 .fetch_all(c)
@@ -269,7 +280,11 @@ fn owned(v: ValueRef<'_>, column: &str) -> Result<Value, SqlError> {
 /// Where a statement runs. SQLite is borrowed `&mut` (a shared borrow of a
 /// connection would make the request's future unable to move threads).
 pub enum Target<'a> {
+    /// Inside a transaction: the statement is part of it.
     Sqlite(&'a mut rusqlite::Connection),
+    /// A call's connection: the statement is a call of its own in the
+    /// group commit ([`super::sqlite`]).
+    Grouped(&'a mut super::sqlite::Held),
     Postgres(&'a mut sqlx::PgConnection),
 }
 
@@ -281,7 +296,7 @@ pub trait Exec: Send {
 impl Exec for super::Conn {
     fn target(&mut self) -> Target<'_> {
         match self {
-            Self::Sqlite(c) => Target::Sqlite(c),
+            Self::Sqlite(c) => Target::Grouped(c),
             Self::Postgres(c) => Target::Postgres(c),
         }
     }
@@ -289,8 +304,10 @@ impl Exec for super::Conn {
 
 /// An open write transaction. Dropped without [`Tx::commit`], it rolls
 /// back. (`None` inside once it ended.)
+/// An explicit transaction: on SQLite a savepoint in the group open on the
+/// connection ([`super::sqlite`]); its commit returns once the group has.
 pub enum Tx<'c> {
-    Sqlite(Option<&'c mut rusqlite::Connection>),
+    Sqlite(Option<&'c mut super::sqlite::Held>),
     Postgres(Option<sqlx::Transaction<'c, sqlx::Postgres>>),
 }
 
@@ -302,8 +319,8 @@ impl<'c> Tx<'c> {
         use sqlx::Connection as _;
         match on {
             super::Conn::Sqlite(c) => {
-                c.execute_batch("BEGIN IMMEDIATE")?;
-                Ok(Self::Sqlite(Some(&mut **c)))
+                c.savepoint(super::ACQUIRE_TIMEOUT).await?;
+                Ok(Self::Sqlite(Some(c)))
             }
             super::Conn::Postgres(c) => Ok(Self::Postgres(Some(c.begin().await?))),
         }
@@ -322,11 +339,16 @@ impl<'c> Tx<'c> {
     async fn end(mut self, commit: bool) -> Result<(), SqlError> {
         match &mut self {
             Self::Sqlite(c) => {
-                let conn = if commit { c.as_deref_mut() } else { c.take() };
-                if let Some(conn) = conn {
-                    conn.execute_batch(if commit { "COMMIT" } else { "ROLLBACK" })?;
+                if let Some(held) = c.take() {
+                    let mut ended = held.end_savepoint(commit);
+                    if commit && ended.is_err() {
+                        // Not kept: undone, so that no half of it commits.
+                        let _ = held.end_savepoint(false);
+                    }
+                    let settled = held.settle().await;
+                    ended = ended.and(settled);
+                    ended?;
                 }
-                *c = None;
             }
             Self::Postgres(t) => match t.take() {
                 Some(t) if commit => t.commit().await?,
@@ -341,8 +363,8 @@ impl<'c> Tx<'c> {
 impl Drop for Tx<'_> {
     fn drop(&mut self) {
         // PostgreSQL: sqlx rolls an open transaction back when it drops.
-        if let Self::Sqlite(Some(conn)) = self {
-            if let Err(e) = conn.execute_batch("ROLLBACK") {
+        if let Self::Sqlite(Some(held)) = self {
+            if let Err(e) = held.end_savepoint(false) {
                 tracing::warn!(error.message = %e, "rolling back a SQLite transaction failed");
             }
         }
@@ -353,7 +375,10 @@ impl Exec for Tx<'_> {
     fn target(&mut self) -> Target<'_> {
         // `None` only after commit or rollback, which take the Tx by value.
         match self {
-            Self::Sqlite(Some(c)) => Target::Sqlite(c),
+            Self::Sqlite(Some(held)) => match held.held() {
+                Some(state) => Target::Sqlite(state.conn()),
+                None => unreachable!("a transaction holds the connection until it ends"),
+            },
             Self::Postgres(Some(tx)) => Target::Postgres(tx),
             Self::Sqlite(None) | Self::Postgres(None) => {
                 unreachable!("a transaction used after it ended")
