@@ -133,8 +133,9 @@ pub enum Pool {
 }
 
 /// The connection one repository call runs on: the process's SQLite
-/// connection (held until the call ends; calls take turns) or one from the
-/// PostgreSQL pool (back to the pool when the call ends).
+/// connection (calls take turns; a call hands it on while it waits for its
+/// group commit, and takes it again for its next statement) or one from
+/// the PostgreSQL pool (back to the pool when the call ends).
 pub enum Conn {
     Sqlite(sqlite::Held),
     Postgres(sqlx::pool::PoolConnection<sqlx::Postgres>),
@@ -163,8 +164,8 @@ macro_rules! with_pool {
     };
 }
 
-/// Opens a write transaction on connection `$p` (from [`with_conn!`]):
-/// `BEGIN IMMEDIATE` on SQLite, `BEGIN` on PostgreSQL.
+/// Opens a write transaction on connection `$p` (from [`with_conn!`]): a
+/// savepoint in the group commit on SQLite, `BEGIN` on PostgreSQL.
 #[macro_export]
 macro_rules! begin_write {
     ($db:expr, $p:ident) => {
@@ -649,7 +650,9 @@ impl Database {
 struct Checkpointer {
     stop: Mutex<Option<std::sync::mpsc::Sender<()>>>,
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
-    /// Times the WAL was restarted from its start, and times that was tried.
+    /// Times the WAL was restarted from its start (or left fully folded in,
+    /// for the next commit to restart it), and times a restart was tried
+    /// under the lock.
     #[cfg_attr(not(test), expect(dead_code, reason = "the tests watch it"))]
     restarts: Arc<std::sync::atomic::AtomicU64>,
     #[cfg_attr(not(test), expect(dead_code, reason = "the tests watch it"))]
@@ -699,7 +702,14 @@ impl Checkpointer {
                         // syncs) what came during the first pass, so that
                         // the pass under the lock below has only the last
                         // few milliseconds' frames to sync and copy.
-                        checkpoint(&conn, "PASSIVE")?;
+                        let (_, log, folded) = checkpoint(&conn, "PASSIVE")?;
+                        if log == folded {
+                            // All folded in: the next commit restarts the
+                            // WAL by itself. (After a RESTART the header
+                            // still counts the old frames until a commit.)
+                            counted.fetch_add(1, Ordering::SeqCst);
+                            return Ok(());
+                        }
                         // Not from a runtime thread: this one is ours.
                         // The group open on it is committed first.
                         let Some(mut guard) = shared.blocking_lock() else {

@@ -303,18 +303,20 @@ impl Exec for super::Conn {
 }
 
 /// An open write transaction. Dropped without [`Tx::commit`], it rolls
-/// back. (`None` inside once it ended.)
-/// An explicit transaction: on SQLite a savepoint in the group open on the
-/// connection ([`super::sqlite`]); its commit returns once the group has.
+/// back. (`None` inside once it ended.) On SQLite it is a savepoint in the
+/// group commit open on the connection ([`super::sqlite`]): its commit and
+/// its rollback return once the group has committed, and fail when the
+/// group does (what it read may have been another call's uncommitted
+/// write).
 pub enum Tx<'c> {
     Sqlite(Option<&'c mut super::sqlite::Held>),
     Postgres(Option<sqlx::Transaction<'c, sqlx::Postgres>>),
 }
 
 impl<'c> Tx<'c> {
-    /// `BEGIN IMMEDIATE` on SQLite (writers of other processes wait the
-    /// busy timeout instead of failing on a lock upgrade), `BEGIN` on
-    /// PostgreSQL.
+    /// A savepoint in the open group on SQLite (the group opens with
+    /// `BEGIN IMMEDIATE`: writers of other processes wait the busy timeout
+    /// instead of failing on a lock upgrade), `BEGIN` on PostgreSQL.
     pub async fn begin(on: &'c mut super::Conn) -> Result<Self, SqlError> {
         use sqlx::Connection as _;
         match on {
@@ -334,8 +336,8 @@ impl<'c> Tx<'c> {
         self.end(false).await
     }
 
-    /// COMMIT or ROLLBACK. A failed SQLite COMMIT leaves the transaction
-    /// open, for the drop to roll back; a ROLLBACK is not tried twice.
+    /// COMMIT or ROLLBACK (on SQLite: RELEASE or ROLLBACK TO the savepoint,
+    /// then the wait for the group). A ROLLBACK is not tried twice.
     async fn end(mut self, commit: bool) -> Result<(), SqlError> {
         match &mut self {
             Self::Sqlite(c) => {

@@ -21,7 +21,11 @@
 //!   read one. A read that finds no group open runs at once on committed
 //!   data, as before.
 //! - A group whose commit fails fails every call in it, with SQLite's
-//!   error; nothing of it is kept.
+//!   error; nothing of it is kept. So does a call whose error made SQLite
+//!   roll back the whole transaction (a full disk, an I/O error).
+//! - A call hands the connection on while it waits, and takes it again for
+//!   its next statement: two statements of one call are atomic only in a
+//!   [`super::Tx`].
 //!
 //! Under load, the pages every order touches (the table's last page, the
 //! stock rows, the index ends) are written once per group instead of once
@@ -149,7 +153,7 @@ impl Shared {
     /// The connection for one call, within `bound`.
     pub async fn lock(self: &Arc<Self>, bound: Duration) -> Result<Held, LockError> {
         let guard = {
-            let _waiting = Waiting::count(&self.waiting);
+            let _waiting = Waiting::count(self);
             tokio::time::timeout(bound, self.state.clone().lock_owned())
                 .await
                 .map_err(|_| LockError::Busy(bound))?
@@ -180,22 +184,38 @@ impl Shared {
         state.commit(&self.stats);
         Some(state.conn)
     }
+
+    /// Commits the open group if no call holds the connection or waits
+    /// for it: for a call that goes away (its future dropped) while the
+    /// group was left open for it, or while it waited in the group.
+    fn commit_if_idle(&self) {
+        if self.waiting.load(Ordering::SeqCst) != 0 {
+            return; // that call commits it
+        }
+        if let Ok(mut guard) = self.state.try_lock() {
+            if let Some(state) = guard.as_mut() {
+                state.commit(&self.stats);
+            }
+        } // else the holder does, when it hands the connection on
+    }
 }
 
-/// Counts a call waiting for the connection while it waits (also when the
-/// wait is given up).
-struct Waiting<'a>(&'a AtomicUsize);
+/// Counts a call waiting for the connection while it waits; a wait given
+/// up (the call's future dropped) commits a group left open for it.
+struct Waiting<'a>(&'a Shared);
 
 impl<'a> Waiting<'a> {
-    fn count(n: &'a AtomicUsize) -> Self {
-        n.fetch_add(1, Ordering::SeqCst);
-        Self(n)
+    fn count(shared: &'a Shared) -> Self {
+        shared.waiting.fetch_add(1, Ordering::SeqCst);
+        Self(shared)
     }
 }
 
 impl Drop for Waiting<'_> {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::SeqCst);
+        self.0.waiting.fetch_sub(1, Ordering::SeqCst);
+        // Right after the lock was had, the caller holds it: no-op.
+        self.0.commit_if_idle();
     }
 }
 
@@ -209,6 +229,10 @@ impl State {
         if self.group.is_some() {
             return Ok(());
         }
+        if !self.conn.is_autocommit() {
+            // Left by a failed ROLLBACK: nothing of it may commit later.
+            self.conn.execute_batch("ROLLBACK")?;
+        }
         self.conn.prepare_cached("BEGIN IMMEDIATE")?.execute([])?;
         self.group = Some(Group {
             members: 0,
@@ -218,17 +242,33 @@ impl State {
         Ok(())
     }
 
-    /// After an error: when SQLite rolled back the whole transaction (it
-    /// does on a full disk, an I/O error, …), the group is gone; every
-    /// call in it is told.
-    fn check_lost(&mut self) {
+    /// After an error (`cause`, when known): when SQLite rolled back the
+    /// whole transaction (it does on a full disk, an I/O error, …), the
+    /// group is gone; every call in it is told, with the cause's code
+    /// (I/O error when not known: a transient failure, retried later).
+    fn check_lost(&mut self, cause: Option<&SqlError>) {
         if self.group.is_some() && self.conn.is_autocommit() {
-            let failure = Failure {
-                code: rusqlite::ffi::SQLITE_ABORT,
-                message: "SQLite rolled back the transaction after an error".to_owned(),
+            let failure = match cause {
+                Some(SqlError::Sqlite(e)) => Failure::of(e),
+                _ => Failure {
+                    code: rusqlite::ffi::SQLITE_IOERR,
+                    message: "SQLite rolled back the transaction after an error".to_owned(),
+                },
             };
             self.end(Err(failure));
         }
+    }
+
+    /// Rolls back whatever is open and fails the group: for when the
+    /// connection's state is not what the group says (a savepoint that
+    /// could not be undone, a transaction no group knows of).
+    fn abandon(&mut self, why: &rusqlite::Error) {
+        if !self.conn.is_autocommit() {
+            if let Err(e) = self.conn.execute_batch("ROLLBACK") {
+                tracing::warn!(error.message = %e, "rolling back an abandoned transaction failed");
+            }
+        }
+        self.end(Err(Failure::of(why)));
     }
 
     /// Makes the calling call a member of the open group: it waits for
@@ -318,8 +358,8 @@ impl Held {
             state.open()?;
         }
         let out = run(&mut state.conn);
-        if out.is_err() {
-            state.check_lost();
+        if let Err(e) = &out {
+            state.check_lost(Some(e));
         }
         let settled = self.settle().await;
         let out = out?;
@@ -343,10 +383,11 @@ impl Held {
         };
         if state.group.is_none() || state.conn.is_autocommit() {
             // SQLite rolled everything back already.
-            state.check_lost();
-            return Err(SqlError::Unavailable(
-                "SQLite rolled back the transaction after an error".to_owned(),
-            ));
+            state.check_lost(None);
+            return Err(SqlError::Sqlite(rusqlite::Error::SqliteFailure(
+                rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_IOERR),
+                Some("SQLite rolled back the transaction after an error".to_owned()),
+            )));
         }
         let run = |sql: &str| state.conn.prepare_cached(sql)?.execute([]).map(drop);
         let r = if keep {
@@ -354,8 +395,10 @@ impl Held {
         } else {
             run("ROLLBACK TO tx").and_then(|()| run("RELEASE tx"))
         };
-        if r.is_err() {
-            state.check_lost();
+        if let Err(e) = &r {
+            // The savepoint may stay open inside the group, half done:
+            // nothing of the group may commit.
+            state.abandon(e);
         }
         r.map_err(SqlError::from)
     }
@@ -375,12 +418,19 @@ impl Held {
     }
 
     /// Hands the connection on; commits the open group first unless a call
-    /// is waiting for the connection (it goes on in the group).
+    /// is waiting for the connection (it goes on in the group) and the
+    /// group is neither full nor old.
     fn release(&mut self) {
+        let shared = &self.shared;
         if let Some(mut guard) = self.guard.take() {
             if let Some(state) = guard.as_mut() {
-                if state.group.is_some() && self.shared.waiting.load(Ordering::SeqCst) == 0 {
-                    state.commit(&self.shared.stats);
+                let keep_open = state.group.as_ref().is_some_and(|g| {
+                    shared.waiting.load(Ordering::SeqCst) != 0
+                        && g.members < shared.max_members
+                        && g.opened.elapsed() < shared.max_open
+                });
+                if !keep_open {
+                    state.commit(&shared.stats);
                 }
             }
         }
@@ -396,6 +446,15 @@ impl Drop for Held {
 /// Until the group has ended, as `done` tells; past [`FALLBACK`] at a time,
 /// has it committed.
 async fn wait(shared: &Arc<Shared>, mut done: watch::Receiver<Outcome>) -> Result<(), SqlError> {
+    // A member that goes away while it waits (its future dropped) commits
+    // the group if no one else is left to.
+    struct Member<'a>(&'a Shared);
+    impl Drop for Member<'_> {
+        fn drop(&mut self) {
+            self.0.commit_if_idle();
+        }
+    }
+    let _member = Member(shared);
     loop {
         if let Some(outcome) = done.borrow_and_update().clone() {
             return outcome.map_err(|f| f.error());
@@ -439,6 +498,7 @@ impl From<LockError> for SqlError {
 mod tests {
     use super::*;
     use crate::db::{query, Conn, Tx};
+    use std::future::Future as _;
 
     const BOUND: Duration = Duration::from_secs(5);
 
@@ -639,28 +699,67 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn a_group_left_open_for_a_call_that_went_away_is_committed_by_its_member() {
+    async fn a_group_left_open_for_a_call_that_went_away_is_committed_at_once() {
         let (shared, reader, _dir) = open("CREATE TABLE t (x TEXT NOT NULL)");
-        // Someone is counted as waiting for the connection, then gives up
-        // (its client hung up) once the group was left open for it.
-        let phantom = Waiting::count(&shared.waiting);
+        let first = shared.lock(BOUND).await.ok().unwrap();
+        let member = {
+            let shared = shared.clone();
+            tokio::spawn(async move { insert(&shared, "member".into()).await })
+        };
+        until_waiting(&shared, 1).await;
+        // A second call waits for the connection, then goes away (its
+        // client hung up) once the group was left open for it, before it
+        // ran again: polled here by hand, once, then dropped.
+        let mut gone = Box::pin(shared.lock(BOUND));
+        std::future::poll_fn(|cx| {
+            assert!(gone.as_mut().poll(cx).is_pending());
+            std::task::Poll::Ready(())
+        })
+        .await;
+        assert_eq!(shared.waiting.load(Ordering::SeqCst), 2);
+        drop(first);
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while shared.stats().members.load(Ordering::SeqCst) == 0 {
+            assert!(std::time::Instant::now() < deadline, "the member never ran");
+            tokio::task::yield_now().await;
+        }
+        assert!(
+            committed(&reader, "SELECT x FROM t").is_empty(),
+            "left open"
+        );
+        let started = tokio::time::Instant::now();
+        drop(gone);
+        tokio::time::timeout(Duration::from_secs(60), member)
+            .await
+            .expect("the member returns")
+            .unwrap()
+            .unwrap();
+        // At once: not after the member's own fallback.
+        assert!(started.elapsed() < FALLBACK, "{:?}", started.elapsed());
+        assert_eq!(committed(&reader, "SELECT x FROM t"), ["member"]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_group_no_one_is_left_to_commit_is_committed_by_its_member_after_the_fallback() {
+        let (shared, reader, _dir) = open("CREATE TABLE t (x TEXT NOT NULL)");
+        // A call counted as waiting that vanishes without a trace (none
+        // does; this is the fallback's own test).
+        shared.waiting.fetch_add(1, Ordering::SeqCst);
         let started = tokio::time::Instant::now();
         let member = {
             let shared = shared.clone();
             tokio::spawn(async move { insert(&shared, "member".into()).await })
         };
-        for _ in 0..10_000 {
-            if shared.stats().members.load(Ordering::SeqCst) == 1 {
-                break;
-            }
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while shared.stats().members.load(Ordering::SeqCst) == 0 {
+            assert!(std::time::Instant::now() < deadline, "the member never ran");
             tokio::task::yield_now().await;
         }
-        assert_eq!(shared.stats().members.load(Ordering::SeqCst), 1);
         assert!(
             committed(&reader, "SELECT x FROM t").is_empty(),
             "left open"
         );
-        drop(phantom);
+        shared.waiting.fetch_sub(1, Ordering::SeqCst);
         tokio::time::timeout(Duration::from_secs(60), member)
             .await
             .expect("the member commits its group within 60 s")
@@ -668,5 +767,90 @@ mod tests {
             .unwrap();
         assert!(started.elapsed() >= FALLBACK, "{:?}", started.elapsed());
         assert_eq!(committed(&reader, "SELECT x FROM t"), ["member"]);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_full_group_is_committed_before_the_next_call_joins() {
+        let (shared, reader, dir) = open("CREATE TABLE t (x TEXT NOT NULL)");
+        let file = dir.path().join("t.db");
+        let conn = super::super::open_rusqlite(&file).unwrap();
+        drop(shared);
+        let shared = Shared::with_limits(conn, 3, Duration::from_secs(3600));
+        let first = shared.lock(BOUND).await.ok().unwrap();
+        let mut writers = Vec::new();
+        for i in 0..4 {
+            let writer = shared.clone();
+            writers.push(tokio::spawn(async move {
+                insert(&writer, format!("w{i}")).await.unwrap();
+            }));
+            until_waiting(&shared, i + 1).await;
+        }
+        let mut first = Conn::Sqlite(first);
+        query("INSERT INTO t (x) VALUES ('first')")
+            .execute(&mut first)
+            .await
+            .unwrap();
+        for w in writers {
+            w.await.unwrap();
+        }
+        assert_eq!(committed(&reader, "SELECT x FROM t").len(), 5);
+        // first, w0, w1 (full: committed at w1's join); w2, w3.
+        assert_eq!(shared.stats().commits.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_call_that_makes_sqlite_roll_back_the_group_fails_every_call_in_it() {
+        let (shared, reader, _dir) = open("CREATE TABLE t (x TEXT NOT NULL)");
+        let mut first = shared.lock(BOUND).await.ok().unwrap();
+        // A database that cannot grow: SQLite answers SQLITE_FULL and rolls
+        // back the whole transaction, not only the statement.
+        let pages: i64 = {
+            let c = first.held().unwrap().conn();
+            let n: i64 = c.query_row("PRAGMA page_count", [], |r| r.get(0)).unwrap();
+            c.execute_batch(&format!("PRAGMA max_page_count = {}", n + 3))
+                .unwrap();
+            n
+        };
+        let big = {
+            let shared = shared.clone();
+            tokio::spawn(async move {
+                let mut c = Conn::Sqlite(shared.lock(BOUND).await.ok().unwrap());
+                query("INSERT INTO t (x) VALUES (hex(randomblob(100000)))")
+                    .execute(&mut c)
+                    .await
+            })
+        };
+        until_waiting(&shared, 1).await;
+        let mut first = Conn::Sqlite(first);
+        let small = query("INSERT INTO t (x) VALUES ('small')")
+            .execute(&mut first)
+            .await
+            .unwrap_err();
+        let big = big.await.unwrap().unwrap_err();
+        for e in [&small, &big] {
+            assert!(e.to_string().contains("full"), "{e}");
+            let SqlError::Sqlite(rusqlite::Error::SqliteFailure(f, _)) = e else {
+                panic!("{e:?}")
+            };
+            // Retryable (UNAVAILABLE), as the disk's own error is.
+            assert_eq!(f.code, rusqlite::ErrorCode::DiskFull, "{e}");
+        }
+        assert!(small.to_string().contains("group commit"), "{small}");
+        assert!(committed(&reader, "SELECT x FROM t").is_empty());
+        // Room again: the connection goes on.
+        let Conn::Sqlite(held) = &mut first else {
+            panic!()
+        };
+        held.state(BOUND)
+            .await
+            .unwrap()
+            .conn()
+            .execute_batch(&format!("PRAGMA max_page_count = {}", pages + 1000))
+            .unwrap();
+        query("INSERT INTO t (x) VALUES ('later')")
+            .execute(&mut first)
+            .await
+            .unwrap();
+        assert_eq!(committed(&reader, "SELECT x FROM t"), ["later"]);
     }
 }

@@ -151,8 +151,9 @@ fn to_u32(v: i64) -> u32 {
 /// Rolls back `$tx` and returns `$err` from the enclosing function.
 macro_rules! bail {
     ($db:expr, $tx:expr, $err:expr) => {{
-        // A failed rollback leaves nothing behind: the connection rolls back on drop.
-        let _ = tokio::time::timeout(crate::db::CALL_TIMEOUT, $tx.rollback()).await;
+        // `$err` may rest on what other calls in the same group commit
+        // wrote (SQLite): when that group fails, its error is the answer.
+        $db.bounded($tx.rollback()).await?;
         return Err($err);
     }};
 }
@@ -455,7 +456,7 @@ impl Inventory {
                 let inserted = self.db.within(inserted).await?;
                 match inserted {
                     Err(e) if e.is_unique_violation() => {
-                        let _ = tokio::time::timeout(crate::db::CALL_TIMEOUT, tx.rollback()).await;
+                        self.db.bounded(tx.rollback()).await?;
                         None
                     }
                     other => {
@@ -541,7 +542,7 @@ impl Inventory {
                     ReservationState::Expired
                 }
                 other => {
-                    let _ = tokio::time::timeout(crate::db::CALL_TIMEOUT, tx.rollback()).await;
+                    self.db.bounded(tx.rollback()).await?;
                     other
                 }
             };
@@ -579,7 +580,7 @@ impl Inventory {
                 return Ok((ReservationState::Released, order_id));
             }
             let (state, order_id) = state_in_tx!(self, tx, id);
-            let _ = tokio::time::timeout(crate::db::CALL_TIMEOUT, tx.rollback()).await;
+            self.db.bounded(tx.rollback()).await?;
             match state {
                 s @ (ReservationState::Released | ReservationState::Expired) => Ok((s, order_id)),
                 state => Err(InventoryError::WrongState {
