@@ -693,8 +693,7 @@ impl Checkpointer {
                     stopped.recv_timeout(cadence.every)
                 {
                     let r = checkpoint(&conn, "PASSIVE").and_then(|(_, first, _)| {
-                        let log = first;
-                        if log <= cadence.restart_frames {
+                        if first <= cadence.restart_frames {
                             return Ok(());
                         }
                         // Once more, still off the lock: it folds in (and

@@ -342,14 +342,11 @@ impl<'c> Tx<'c> {
         match &mut self {
             Self::Sqlite(c) => {
                 if let Some(held) = c.take() {
-                    let mut ended = held.end_savepoint(commit);
-                    if commit && ended.is_err() {
-                        // Not kept: undone, so that no half of it commits.
-                        let _ = held.end_savepoint(false);
-                    }
+                    // A savepoint that cannot be ended rolls the whole
+                    // group back (`end_savepoint`): no half of it commits.
+                    let ended = held.end_savepoint(commit);
                     let settled = held.settle().await;
-                    ended = ended.and(settled);
-                    ended?;
+                    ended.and(settled)?;
                 }
             }
             Self::Postgres(t) => match t.take() {

@@ -527,12 +527,40 @@ mod tests {
         v
     }
 
-    async fn insert(shared: &Arc<Shared>, x: String) -> Result<u64, SqlError> {
+    const INSERT: &str = "INSERT INTO t (x) VALUES ($1)";
+
+    /// `sql` (with `arg` as `$1` when given) as a call of its own.
+    async fn execute(
+        shared: &Arc<Shared>,
+        sql: &'static str,
+        arg: Option<String>,
+    ) -> Result<u64, SqlError> {
         let mut c = Conn::Sqlite(shared.lock(BOUND).await.map_err(SqlError::from)?);
-        query("INSERT INTO t (x) VALUES ($1)")
-            .bind(x)
-            .execute(&mut c)
-            .await
+        match arg {
+            Some(a) => query(sql).bind(a),
+            None => query(sql),
+        }
+        .execute(&mut c)
+        .await
+    }
+
+    /// [`execute`] on a task of its own.
+    fn spawn_execute(
+        shared: &Arc<Shared>,
+        sql: &'static str,
+        arg: Option<String>,
+    ) -> tokio::task::JoinHandle<Result<u64, SqlError>> {
+        let shared = shared.clone();
+        tokio::spawn(async move { execute(&shared, sql, arg).await })
+    }
+
+    /// Until `n` calls have joined groups (bounded: 10 s).
+    async fn until_members(shared: &Shared, n: u64) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while shared.stats().members.load(Ordering::SeqCst) != n {
+            assert!(std::time::Instant::now() < deadline, "the member never ran");
+            tokio::task::yield_now().await;
+        }
     }
 
     /// Until `n` calls wait for the connection (bounded: 10 s).
@@ -551,7 +579,9 @@ mod tests {
     async fn writes_that_meet_share_one_commit_and_none_returns_before_it() {
         let (shared, reader, _dir) = open("CREATE TABLE t (x TEXT NOT NULL)");
         // A lone write commits at once: no one waits.
-        insert(&shared, "alone".into()).await.unwrap();
+        execute(&shared, INSERT, Some("alone".into()))
+            .await
+            .unwrap();
         assert_eq!(committed(&reader, "SELECT x FROM t"), ["alone"]);
         assert_eq!(shared.stats().commits.load(Ordering::SeqCst), 1);
         // Ten writers queue behind a held connection; each checks, as soon
@@ -563,7 +593,9 @@ mod tests {
             let shared = shared.clone();
             let file = _dir.path().join("t.db");
             writers.push(tokio::spawn(async move {
-                insert(&shared, format!("w{i}")).await.unwrap();
+                execute(&shared, INSERT, Some(format!("w{i}")))
+                    .await
+                    .unwrap();
                 let reader = super::super::open_rusqlite(&file).unwrap();
                 let mine: i64 = reader
                     .query_row(
@@ -665,15 +697,7 @@ mod tests {
              CREATE TABLE child (p TEXT REFERENCES parent (x) DEFERRABLE INITIALLY DEFERRED)",
         );
         let first = shared.lock(BOUND).await.ok().unwrap();
-        let good = {
-            let shared = shared.clone();
-            tokio::spawn(async move {
-                let mut c = Conn::Sqlite(shared.lock(BOUND).await.ok().unwrap());
-                query("INSERT INTO parent (x) VALUES ('good')")
-                    .execute(&mut c)
-                    .await
-            })
-        };
+        let good = spawn_execute(&shared, "INSERT INTO parent (x) VALUES ('good')", None);
         until_waiting(&shared, 1).await;
         let mut first = Conn::Sqlite(first);
         let bad = query("INSERT INTO child (p) VALUES ('nobody')")
@@ -702,10 +726,7 @@ mod tests {
     async fn a_group_left_open_for_a_call_that_went_away_is_committed_at_once() {
         let (shared, reader, _dir) = open("CREATE TABLE t (x TEXT NOT NULL)");
         let first = shared.lock(BOUND).await.ok().unwrap();
-        let member = {
-            let shared = shared.clone();
-            tokio::spawn(async move { insert(&shared, "member".into()).await })
-        };
+        let member = spawn_execute(&shared, INSERT, Some("member".into()));
         until_waiting(&shared, 1).await;
         // A second call waits for the connection, then goes away (its
         // client hung up) once the group was left open for it, before it
@@ -718,11 +739,7 @@ mod tests {
         .await;
         assert_eq!(shared.waiting.load(Ordering::SeqCst), 2);
         drop(first);
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while shared.stats().members.load(Ordering::SeqCst) == 0 {
-            assert!(std::time::Instant::now() < deadline, "the member never ran");
-            tokio::task::yield_now().await;
-        }
+        until_members(&shared, 1).await;
         assert!(
             committed(&reader, "SELECT x FROM t").is_empty(),
             "left open"
@@ -746,15 +763,8 @@ mod tests {
         // does; this is the fallback's own test).
         shared.waiting.fetch_add(1, Ordering::SeqCst);
         let started = tokio::time::Instant::now();
-        let member = {
-            let shared = shared.clone();
-            tokio::spawn(async move { insert(&shared, "member".into()).await })
-        };
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while shared.stats().members.load(Ordering::SeqCst) == 0 {
-            assert!(std::time::Instant::now() < deadline, "the member never ran");
-            tokio::task::yield_now().await;
-        }
+        let member = spawn_execute(&shared, INSERT, Some("member".into()));
+        until_members(&shared, 1).await;
         assert!(
             committed(&reader, "SELECT x FROM t").is_empty(),
             "left open"
@@ -779,10 +789,7 @@ mod tests {
         let first = shared.lock(BOUND).await.ok().unwrap();
         let mut writers = Vec::new();
         for i in 0..4 {
-            let writer = shared.clone();
-            writers.push(tokio::spawn(async move {
-                insert(&writer, format!("w{i}")).await.unwrap();
-            }));
+            writers.push(spawn_execute(&shared, INSERT, Some(format!("w{i}"))));
             until_waiting(&shared, i + 1).await;
         }
         let mut first = Conn::Sqlite(first);
@@ -791,7 +798,7 @@ mod tests {
             .await
             .unwrap();
         for w in writers {
-            w.await.unwrap();
+            w.await.unwrap().unwrap();
         }
         assert_eq!(committed(&reader, "SELECT x FROM t").len(), 5);
         // first, w0, w1 (full: committed at w1's join); w2, w3.
@@ -811,15 +818,11 @@ mod tests {
                 .unwrap();
             n
         };
-        let big = {
-            let shared = shared.clone();
-            tokio::spawn(async move {
-                let mut c = Conn::Sqlite(shared.lock(BOUND).await.ok().unwrap());
-                query("INSERT INTO t (x) VALUES (hex(randomblob(100000)))")
-                    .execute(&mut c)
-                    .await
-            })
-        };
+        let big = spawn_execute(
+            &shared,
+            "INSERT INTO t (x) VALUES (hex(randomblob(100000)))",
+            None,
+        );
         until_waiting(&shared, 1).await;
         let mut first = Conn::Sqlite(first);
         let small = query("INSERT INTO t (x) VALUES ('small')")
