@@ -12,7 +12,8 @@
 //! #           BENCH_STEADY_KAFKA=127.0.0.1:PORT (the steady-state phase, baseline
 //! #             included, against this broker instead, e.g. noida-db's Kafka,
 //! #             which answers fetches on arrival where tansu holds them)
-//! #           BENCH_PHASES=tail,steady,wrap (default: all three)
+//! #           BENCH_PHASES=tail,steady,wrap,slow (default: all four)
+//! #           BENCH_SLOW_RATE=350 BENCH_SLOW_SECS=15 BENCH_SLOW_DELAY_MS=40 (the slow phase)
 //! #           BENCH_SHIPPER_PREFIX="valgrind --tool=callgrind" (run the tailing
 //! #             shipper under a tool; its CPU figure is then the tool's)
 //! ```
@@ -36,6 +37,13 @@
 //!   shipper wraps `cat FILE`; how fast the wrapped process's output went
 //!   through, the spool size and the shipper's peak RSS while Kafka is away, then
 //!   the time to replay the spool once Kafka is back.
+//! - a slow broker (`slow`): a broker behind `testkit::ProxiedBroker` whose
+//!   every answer arrives 40 ms late, the shipper fed 350 lines/s on stdin
+//!   for 15 s; its CPU per line with its default producer settings against the
+//!   baseline of the same shipper with `enable.idempotence=false` and
+//!   `max.in.flight=1` (which librdkafka never busy-polls with). Without the
+//!   librdkafka fix carried in `vendor/rdkafka-sys`, the default settings spin
+//!   for as long as each answer takes (vendor/README.md).
 //!
 //! Each topic is read back afterwards with a fresh consumer from offset 0 and
 //! its count checked (not timed). Lines are produced to one-partition topics.
@@ -630,6 +638,65 @@ async fn wrap_cut(file: &Path, lines: u64) -> WrapCut {
     }
 }
 
+/// The slow-broker phase: one shipper `--stdin` fed `rate` lines/s for
+/// `secs` against `bootstrap`; returns the shipper's CPU time over the run
+/// (from its start to its exit after the last acknowledgement) and the number
+/// of lines read back.
+fn slow_broker_run(
+    bootstrap: &str,
+    rate: u64,
+    secs: u64,
+    kafka_options: &[&str],
+) -> (Duration, u64) {
+    let total = rate * secs;
+    let topic = testkit::unique_topic("bench-slow");
+    let hb = testkit::unique_topic("bench-slow-hb");
+    let rt = tokio::runtime::Handle::current();
+    rt.block_on(testkit::create_topic(bootstrap, &topic, 1));
+    rt.block_on(testkit::create_topic(bootstrap, &hb, 1));
+    let data = tempfile::tempdir().unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_shipper"));
+    cmd.args(shipper_args(bootstrap, &topic, &hb, data.path()))
+        .arg("--stdin")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    for option in kafka_options {
+        cmd.args(["--kafka-option", option]);
+    }
+    let mut child = cmd.spawn().unwrap();
+    let pid = child.id().to_string();
+    let mut stdin = child.stdin.take().unwrap();
+    let started = Instant::now();
+    for n in 0..total {
+        // Paced to `rate`: line n is written at n / rate seconds.
+        let due = started + Duration::from_secs_f64(n as f64 / rate as f64);
+        if let Some(wait) = due.checked_duration_since(Instant::now()) {
+            std::thread::sleep(wait);
+        }
+        writeln!(stdin, "{}", ecs_line(n)).unwrap();
+    }
+    drop(stdin);
+    // The shipper exits on the end of its input once everything is
+    // acknowledged; its CPU is read just before (a zombie keeps its counters
+    // until it is reaped).
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut cpu = cpu_time(&pid);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            assert!(status.success(), "slow-broker shipper failed: {status}");
+            break;
+        }
+        cpu = cpu_time(&pid);
+        assert!(
+            Instant::now() < deadline,
+            "slow-broker shipper did not finish"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    (cpu, count_topic(bootstrap, &topic, total))
+}
+
 fn rate(lines: u64, bytes: u64, d: Duration) -> (f64, f64) {
     let s = d.as_secs_f64();
     (lines as f64 / s, bytes as f64 / MIB / s)
@@ -782,6 +849,42 @@ fn main() {
                         st.peak_rss_kib as f64 / 1024.0
                     )
                 }
+            );
+        }
+
+        if phase("slow") {
+            let broker = ProxiedBroker::start().await;
+            let delay = env_u64("BENCH_SLOW_DELAY_MS", 40);
+            broker.delay_answers(Duration::from_millis(delay));
+            let rate = env_u64("BENCH_SLOW_RATE", 350);
+            let secs = env_u64("BENCH_SLOW_SECS", 15);
+            let total = rate * secs;
+            let mut cpus = Vec::new();
+            for (label, options) in [
+                (
+                    "baseline (idempotence off, max.in.flight 1)",
+                    &["enable.idempotence=false", "max.in.flight=1"][..],
+                ),
+                ("shipper, default producer settings", &[][..]),
+            ] {
+                let b = broker.bootstrap().to_owned();
+                let options: Vec<&'static str> = options.to_vec();
+                let (cpu, counted) =
+                    tokio::task::spawn_blocking(move || slow_broker_run(&b, rate, secs, &options))
+                        .await
+                        .unwrap();
+                assert!(counted >= total, "{label}: every line in Kafka ({counted} of {total})");
+                println!(
+                    "slow broker (answers {delay} ms late), {rate} lines/s for {secs} s, {label}: CPU {:.2} s = {:.1} % of a core, {:.0} us per line",
+                    cpu.as_secs_f64(),
+                    cpu.as_secs_f64() * 100.0 / secs as f64,
+                    cpu.as_secs_f64() * 1e6 / total as f64
+                );
+                cpus.push(cpu.as_secs_f64());
+            }
+            println!(
+                "slow broker: CPU ratio shipper / baseline {:.2}",
+                cpus[1] / cpus[0].max(0.001)
             );
         }
 

@@ -1,7 +1,8 @@
 //! Kafka unreachable (a broker behind a cuttable proxy): the tail waits at its
 //! checkpoint, wrap mode spools to disk without ever blocking the service and
 //! with bounded memory, the spool survives a restart, and lines beyond the
-//! spool bound are counted and reported once Kafka is back.
+//! spool bound are counted and reported once Kafka is back; a broker that
+//! answers late still gets every line, in order.
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -287,4 +288,47 @@ async fn lines_beyond_the_spool_bound_are_counted_and_reported_once_kafka_is_bac
         out.stderr.iter().any(|l| l.contains("were dropped")),
         "also said on stderr"
     );
+}
+
+/// A broker whose every answer arrives 40 ms late, while lines keep coming:
+/// every line arrives, in order, and the shipper ends cleanly. This is the
+/// case of the librdkafka fix carried in `vendor/rdkafka-sys` (see
+/// vendor/README.md): a partition that must wait for in-flight answers no
+/// longer schedules its own wake-up, so the answers are what must wake it;
+/// were they not to, this would stall.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_that_answers_late_still_gets_every_line_in_order() {
+    const TOTAL: u64 = 4_000;
+    let broker = ProxiedBroker::start().await;
+    let (logs, hb) = topics(broker.bootstrap(), "slow-broker", 1).await;
+    broker.delay_answers(Duration::from_millis(40));
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut args = vec![
+        "--stdin",
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--service-name",
+        "order",
+        "--stats",
+        "0ms",
+    ];
+    args.extend(kafka_args(broker.bootstrap(), &logs, &hb));
+    let mut shipper = Shipper::spawn_piped(&args);
+    let mut stdin = shipper.stdin.take().unwrap();
+    // 40 lines every 2 ms: records keep coming while answers are outstanding.
+    let writer = std::thread::spawn(move || {
+        for chunk in 0..TOTAL / 40 {
+            for n in chunk * 40..(chunk + 1) * 40 {
+                writeln!(stdin, "{}", numbered_line(n, 1)).unwrap();
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    });
+    let records = testkit::read_topic(broker.bootstrap(), &logs, WAIT, has_all_below(TOTAL)).await;
+    writer.join().unwrap();
+    let out = shipper.wait(WAIT).await;
+    assert_eq!(out.code, Some(0), "{:?}", out.stderr);
+    assert_eq!(assert_all_arrived(&records, TOTAL), 0, "no duplicates");
+    assert_order_per_key(&records);
 }

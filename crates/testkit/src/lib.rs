@@ -10,7 +10,7 @@
 use std::net::{SocketAddr, TcpListener as StdListener, TcpStream as StdStream};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -281,11 +281,14 @@ pub async fn wait_for<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> O
 
 /// A private tansu broker reached only through a TCP proxy (the broker
 /// advertises the proxy's address), so a test can cut the network to Kafka and
-/// restore it without losing the broker's in-memory data.
+/// restore it without losing the broker's in-memory data, or make every
+/// answer of the broker arrive late (a slow broker).
 pub struct ProxiedBroker {
     bootstrap: String,
     broker_pid: u32,
     cut: Arc<AtomicBool>,
+    /// How long each byte from the broker is held back, in microseconds.
+    answer_delay_us: Arc<AtomicU64>,
     connections: Arc<Mutex<CancellationToken>>,
     stop: CancellationToken,
 }
@@ -302,6 +305,7 @@ impl ProxiedBroker {
             bootstrap: format!("127.0.0.1:{proxy_port}"),
             broker_pid,
             cut: Arc::new(AtomicBool::new(false)),
+            answer_delay_us: Arc::new(AtomicU64::new(0)),
             connections: Arc::new(Mutex::new(CancellationToken::new())),
             stop: CancellationToken::new(),
         };
@@ -309,6 +313,7 @@ impl ProxiedBroker {
             listener,
             SocketAddr::from(([127, 0, 0, 1], broker_port)),
             Arc::clone(&this.cut),
+            Arc::clone(&this.answer_delay_us),
             Arc::clone(&this.connections),
             this.stop.clone(),
         ));
@@ -332,6 +337,13 @@ impl ProxiedBroker {
     pub async fn restore(&self) {
         self.cut.store(false, Ordering::SeqCst);
     }
+
+    /// From now on every byte the broker sends reaches its client `delay`
+    /// late (order kept; requests are not delayed). Zero turns it off.
+    pub fn delay_answers(&self, delay: Duration) {
+        let us = u64::try_from(delay.as_micros()).unwrap_or(u64::MAX);
+        self.answer_delay_us.store(us, Ordering::SeqCst);
+    }
 }
 
 impl Drop for ProxiedBroker {
@@ -348,6 +360,7 @@ async fn proxy(
     listener: TcpListener,
     upstream: SocketAddr,
     cut: Arc<AtomicBool>,
+    answer_delay_us: Arc<AtomicU64>,
     connections: Arc<Mutex<CancellationToken>>,
     stop: CancellationToken,
 ) {
@@ -356,7 +369,7 @@ async fn proxy(
             () = stop.cancelled() => return,
             accepted = listener.accept() => accepted,
         };
-        let Ok((mut client, _)) = accepted else {
+        let Ok((client, _)) = accepted else {
             continue;
         };
         if cut.load(Ordering::SeqCst) {
@@ -365,17 +378,58 @@ async fn proxy(
         }
         let token = connections.lock().expect("proxy lock").clone();
         let stop = stop.clone();
+        let delay = Arc::clone(&answer_delay_us);
         tokio::spawn(async move {
-            let Ok(mut server) = TcpStream::connect(upstream).await else {
+            let Ok(server) = TcpStream::connect(upstream).await else {
                 return;
             };
+            let (mut from_server, mut to_server) = server.into_split();
+            let (mut client_reader, client_writer) = client.into_split();
+            let requests = tokio::io::copy(&mut client_reader, &mut to_server);
             tokio::select! {
                 () = token.cancelled() => {}
                 () = stop.cancelled() => {}
-                _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                _ = requests => {}
+                () = forward_late(&mut from_server, client_writer, delay) => {}
             }
         });
     }
+}
+
+/// Copies the broker's bytes to the client, each chunk held until
+/// `delay_us` after it was read (read on at once, so the delay does not add
+/// up); ends when either side closes.
+async fn forward_late(
+    from: &mut tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    delay_us: Arc<AtomicU64>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(tokio::time::Instant, Vec<u8>)>();
+    let writer = async move {
+        while let Some((due, chunk)) = rx.recv().await {
+            tokio::time::sleep_until(due).await;
+            if to.write_all(&chunk).await.is_err() {
+                return;
+            }
+        }
+    };
+    let reader = async move {
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let n = match from.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => n,
+            };
+            let due = tokio::time::Instant::now()
+                + Duration::from_micros(delay_us.load(Ordering::SeqCst));
+            if tx.send((due, buf[..n].to_vec())).is_err() {
+                return;
+            }
+        }
+    };
+    // The writer drains what was read before the broker closed.
+    tokio::join!(reader, writer);
 }
 
 /// A throwaway PKI for TLS tests: a CA, a server certificate for
