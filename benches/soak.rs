@@ -16,7 +16,10 @@
 //!
 //! Baseline measured in the same run: a trivial tonic unary echo server in
 //! this process at saturation; every phase prints its ratio to it and to the
-//! configuration's first phase. RSS of each service (VmRSS) after each phase.
+//! configuration's first phase. RSS of each service (VmRSS) after each phase,
+//! and the CPU each process (for the mesh also the shippers together, the
+//! broker and the monitor) used per order in the phase, so that a phase
+//! slower than the first says whose cost grew.
 //!
 //! Environment: SOAK_ORDERS (per configuration, default 500000),
 //! SOAK_PHASE_SECONDS (default 60), SOAK_CONCURRENCY (default 32);
@@ -135,6 +138,32 @@ impl Drop for Postgres {
 trait Target {
     fn order_port(&self) -> u16;
     fn pids(&self) -> Vec<(&'static str, u32)>;
+    /// The processes whose CPU is reported per order, in groups.
+    fn cpu_groups(&self) -> Vec<(&'static str, Vec<u32>)> {
+        self.pids().into_iter().map(|(n, p)| (n, vec![p])).collect()
+    }
+}
+
+/// CPU time (user + system) `pid` has used so far, in seconds (100 Hz ticks);
+/// 0 for a process that is gone.
+fn cpu_secs(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // The fields after the command name, which is in parentheses.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let field = |i| {
+        rest.split_whitespace()
+            .nth(i)
+            .and_then(|f| f.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    (field(11) + field(12)) / 100.0
+}
+
+fn group_cpu(groups: &[(&'static str, Vec<u32>)]) -> Vec<f64> {
+    groups
+        .iter()
+        .map(|(_, pids)| pids.iter().map(|p| cpu_secs(*p)).sum())
+        .collect()
 }
 
 /// The three release binaries alone.
@@ -283,6 +312,41 @@ impl Target for Mesh {
             })
             .collect()
     }
+    fn cpu_groups(&self) -> Vec<(&'static str, Vec<u32>)> {
+        let mut groups: Vec<(&'static str, Vec<u32>)> =
+            self.pids().into_iter().map(|(n, p)| (n, vec![p])).collect();
+        // Every process scripts/mesh starts is a shipper wrapping its program.
+        let shippers: Vec<u32> = ["order", "inventory", "payment", "monitor"]
+            .into_iter()
+            .filter_map(|name| self.pid_file(&format!("pids/{name}")))
+            .collect();
+        let monitor = shippers.last().and_then(|wrapper| {
+            let out = Command::new("pgrep")
+                .args(["-P", &wrapper.to_string()])
+                .output()
+                .ok()?;
+            String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .next()?
+                .trim()
+                .parse()
+                .ok()
+        });
+        groups.push(("shippers", shippers));
+        groups.extend(self.pid_file("broker/pid").map(|p| ("broker", vec![p])));
+        groups.extend(monitor.map(|p| ("monitor", vec![p])));
+        groups
+    }
+}
+
+impl Mesh {
+    fn pid_file(&self, path: &str) -> Option<u32> {
+        std::fs::read_to_string(self.state.path().join(path))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    }
 }
 
 impl Drop for Mesh {
@@ -373,10 +437,12 @@ async fn soak(name: &str, target: &dyn Target, echo_rps: f64) {
             .join("  ")
     };
     let pids = target.pids();
+    let groups = target.cpu_groups();
     println!("\n{name}: {orders} orders in phases of {phase:?}, concurrency {concurrency}; RSS at start (MiB): {}", rss(&pids));
     let (mut total, mut first_rps, mut i) = (0u64, 0.0, 0);
     while total < orders {
         i += 1;
+        let cpu_before = group_cpu(&groups);
         let r: LoadReport = meshwatch_meshctl::run_load(
             LoadSpec {
                 rate: 0.0,
@@ -388,6 +454,16 @@ async fn soak(name: &str, target: &dyn Target, echo_rps: f64) {
         )
         .await;
         total += r.completed;
+        let per_order: Vec<String> = groups
+            .iter()
+            .zip(group_cpu(&groups).iter().zip(&cpu_before))
+            .map(|((name, _), (after, before))| {
+                format!(
+                    "{name} {:.3}",
+                    (after - before) * 1000.0 / r.completed.max(1) as f64
+                )
+            })
+            .collect();
         if i == 1 {
             first_rps = r.throughput();
         }
@@ -398,7 +474,7 @@ async fn soak(name: &str, target: &dyn Target, echo_rps: f64) {
             .map(|(k, v)| format!("{k}={v}"))
             .collect();
         println!(
-            "{name:<18} phase {i:>2}  total {total:>7}  {:>7.1} req/s  p50 {:>6.2} ms  p99 {:>7.2} ms  errors {:>4}  vs phase 1 {:.2}  vs echo {:.3}  RSS MiB: {}  [{}]",
+            "{name:<18} phase {i:>2}  total {total:>7}  {:>7.1} req/s  p50 {:>6.2} ms  p99 {:>7.2} ms  errors {:>4}  vs phase 1 {:.2}  vs echo {:.3}  RSS MiB: {}  CPU ms/order: {}  [{}]",
             r.throughput(),
             r.latency_ms(0.5),
             r.latency_ms(0.99),
@@ -406,6 +482,7 @@ async fn soak(name: &str, target: &dyn Target, echo_rps: f64) {
             r.throughput() / first_rps,
             r.throughput() / echo_rps,
             rss(&pids),
+            per_order.join("  "),
             outcomes.join(" ")
         );
     }
