@@ -293,23 +293,9 @@ impl Target for Mesh {
         self.ports[0].1
     }
     fn pids(&self) -> Vec<(&'static str, u32)> {
-        // The services themselves: the children of their shippers.
         ["order", "inventory", "payment"]
             .into_iter()
-            .filter_map(|name| {
-                let wrapper = std::fs::read_to_string(self.state.path().join("pids").join(name))
-                    .ok()?
-                    .trim()
-                    .to_owned();
-                let out = Command::new("pgrep").args(["-P", &wrapper]).output().ok()?;
-                let pid = String::from_utf8_lossy(&out.stdout)
-                    .lines()
-                    .next()?
-                    .trim()
-                    .parse()
-                    .ok()?;
-                Some((name, pid))
-            })
+            .filter_map(|name| Some((name, self.wrapped(name)?)))
             .collect()
     }
     fn cpu_groups(&self) -> Vec<(&'static str, Vec<u32>)> {
@@ -320,26 +306,29 @@ impl Target for Mesh {
             .into_iter()
             .filter_map(|name| self.pid_file(&format!("pids/{name}")))
             .collect();
-        let monitor = shippers.last().and_then(|wrapper| {
-            let out = Command::new("pgrep")
-                .args(["-P", &wrapper.to_string()])
-                .output()
-                .ok()?;
-            String::from_utf8_lossy(&out.stdout)
-                .lines()
-                .next()?
-                .trim()
-                .parse()
-                .ok()
-        });
         groups.push(("shippers", shippers));
         groups.extend(self.pid_file("broker/pid").map(|p| ("broker", vec![p])));
-        groups.extend(monitor.map(|p| ("monitor", vec![p])));
+        groups.extend(self.wrapped("monitor").map(|p| ("monitor", vec![p])));
         groups
     }
 }
 
 impl Mesh {
+    /// The program `name`'s shipper wraps: the child of the pid in its pid file.
+    fn wrapped(&self, name: &str) -> Option<u32> {
+        let wrapper = self.pid_file(&format!("pids/{name}"))?;
+        let out = Command::new("pgrep")
+            .args(["-P", &wrapper.to_string()])
+            .output()
+            .ok()?;
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .next()?
+            .trim()
+            .parse()
+            .ok()
+    }
+
     fn pid_file(&self, path: &str) -> Option<u32> {
         std::fs::read_to_string(self.state.path().join(path))
             .ok()?
