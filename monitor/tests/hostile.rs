@@ -4,7 +4,8 @@
 //! `Check`: nothing panics, a real service is neither displaced nor locked
 //! out, the limits raise a capacity alert, and Check keeps answering within
 //! 100 ms. Plus the consumer's supervision: a record that makes the handler
-//! panic restarts the consumer after it, on the real broker.
+//! panic restarts the consumer after it, on the real broker, also when that
+//! record is inside a batch.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -247,22 +248,51 @@ async fn hostile_records_do_not_crash_spoof_or_slow_the_monitor() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_panicking_record_handler_restarts_the_consumer_after_that_record() {
+    panicking_handler_case(false).await;
+}
+
+/// The same with the three records in one batch: the consumer starts again
+/// inside it, and the broker must answer with that batch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_handler_inside_a_batch_restarts_the_consumer_inside_it() {
+    panicking_handler_case(true).await;
+}
+
+async fn panicking_handler_case(one_batch: bool) {
     let broker = testkit::kafka().await;
     let topic = testkit::unique_topic("monitor-supervised");
     testkit::create_topic(&broker, &topic, 1).await;
     let producer: FutureProducer = meshwatch_kafka::base_config(&broker)
-        .set("linger.ms", "0")
+        .set("linger.ms", if one_batch { "300" } else { "0" })
         .set("message.timeout.ms", "10000")
         .create()
         .expect("producer");
-    for payload in ["first", "boom", "last"] {
-        producer
-            .send(
-                FutureRecord::<(), str>::to(&topic).payload(payload),
-                Duration::from_secs(10),
-            )
-            .await
-            .unwrap_or_else(|(e, _)| panic!("producing: {e}"));
+    if one_batch {
+        // Enqueued together under a long linger: one batch.
+        let sent: Vec<_> = ["first", "boom", "last"]
+            .into_iter()
+            .map(|payload| {
+                producer
+                    .send_result(FutureRecord::<(), str>::to(&topic).payload(payload))
+                    .unwrap_or_else(|(e, _)| panic!("enqueueing: {e}"))
+            })
+            .collect();
+        for delivery in sent {
+            delivery
+                .await
+                .expect("delivery report")
+                .unwrap_or_else(|(e, _)| panic!("producing: {e}"));
+        }
+    } else {
+        for payload in ["first", "boom", "last"] {
+            producer
+                .send(
+                    FutureRecord::<(), str>::to(&topic).payload(payload),
+                    Duration::from_secs(10),
+                )
+                .await
+                .unwrap_or_else(|(e, _)| panic!("producing: {e}"));
+        }
     }
     let seen = Arc::new(Mutex::new(Vec::new()));
     let sink = Arc::clone(&seen);

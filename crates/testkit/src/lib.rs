@@ -202,6 +202,17 @@ pub async fn read_topic(
     timeout: Duration,
     done: impl Fn(&[Record]) -> bool + Send + 'static,
 ) -> Vec<Record> {
+    read_topic_from(bootstrap, topic, Offset::Beginning, timeout, done).await
+}
+
+/// [`read_topic`], every partition from `start`.
+pub async fn read_topic_from(
+    bootstrap: &str,
+    topic: &str,
+    start: Offset,
+    timeout: Duration,
+    done: impl Fn(&[Record]) -> bool + Send + 'static,
+) -> Vec<Record> {
     let partitions = kafka::partition_count(
         &kafka::KafkaArgs::plain(bootstrap),
         topic,
@@ -220,7 +231,7 @@ pub async fn read_topic(
     let mut assignment = TopicPartitionList::new();
     for p in 0..partitions {
         assignment
-            .add_partition_offset(topic, p, Offset::Beginning)
+            .add_partition_offset(topic, p, start)
             .expect("building the assignment");
     }
     consumer.assign(&assignment).expect("assigning partitions");

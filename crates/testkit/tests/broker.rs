@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use meshwatch_kafka as kafka;
 use meshwatch_testkit::{self as testkit, ProxiedBroker};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::Offset;
 
 #[tokio::test]
 async fn topics_are_created_and_reported_missing() {
@@ -65,6 +67,57 @@ async fn produced_records_are_read_back_from_offset_zero() {
             .map(|r| r.json()["n"].as_i64().unwrap())
             .collect();
         assert!(seq.windows(2).all(|w| w[0] < w[1]), "{seq:?}");
+    }
+}
+
+/// A consumer that starts inside a batch reads the rest of that batch, as
+/// from Kafka: the monitor's consumer resumes after the last record it handed
+/// out, which is often inside a batch. (tansu 0.6.0 as published answered with
+/// the batches after it only, and the rest of the batch was never read.)
+#[tokio::test]
+async fn a_consumer_starting_inside_a_batch_reads_the_rest_of_it() {
+    let bootstrap = testkit::kafka().await;
+    let topic = testkit::unique_topic("testkit-mid-batch");
+    testkit::create_topic(&bootstrap, &topic, 1).await;
+    // Sent together under a long linger: the first 10 go as one batch, then
+    // the next 5 as another.
+    let producer: FutureProducer = kafka::base_config(&bootstrap)
+        .set("linger.ms", "300")
+        .create()
+        .expect("producer");
+    let payloads: Vec<String> = (0..15).map(|i| format!("r{i}")).collect();
+    for chunk in [&payloads[..10], &payloads[10..]] {
+        let sent: Vec<_> = chunk
+            .iter()
+            .map(|p| {
+                producer
+                    .send_result(FutureRecord::<(), str>::to(&topic).payload(p))
+                    .unwrap_or_else(|(e, _)| panic!("enqueueing: {e}"))
+            })
+            .collect();
+        for delivery in sent {
+            delivery
+                .await
+                .expect("delivery report")
+                .unwrap_or_else(|(e, _)| panic!("producing: {e}"));
+        }
+    }
+    for start in [4, 9, 10, 12] {
+        let got = testkit::read_topic_from(
+            &bootstrap,
+            &topic,
+            Offset::Offset(start),
+            Duration::from_secs(20),
+            move |r| r.len() >= (15 - start) as usize,
+        )
+        .await;
+        let offsets: Vec<i64> = got.iter().map(|r| r.offset).collect();
+        let texts: Vec<String> = got
+            .iter()
+            .map(|r| String::from_utf8_lossy(&r.payload).into_owned())
+            .collect();
+        assert_eq!(offsets, (start..15).collect::<Vec<_>>(), "from {start}");
+        assert_eq!(texts, payloads[start as usize..], "from {start}");
     }
 }
 
