@@ -15,8 +15,12 @@
 //!   a tansu broker, every service under its shipper, the monitor).
 //!
 //! Baseline measured in the same run: a trivial tonic unary echo server in
-//! this process at saturation; every phase prints its ratio to it and to the
-//! configuration's first phase. RSS of each service (VmRSS) after each phase,
+//! this process at saturation, for 10 s at the start and for
+//! SOAK_PROBE_SECONDS (default 5) after every phase, the target idle. Every
+//! phase prints its ratio to the first baseline and to the configuration's
+//! first phase, and also that last ratio with each phase taken relative to the
+//! probe after it: this machine's speed drifts by a quarter within minutes,
+//! and the second ratio says how much of a slower phase is the machine's. RSS of each service (VmRSS) after each phase,
 //! and the CPU each process (for the mesh also the shippers together, the
 //! broker and the monitor) used per order in the phase, so that a phase
 //! slower than the first says whose cost grew.
@@ -404,7 +408,32 @@ fn place_order(
     }
 }
 
-async fn soak(name: &str, target: &dyn Target, echo_rps: f64) {
+/// The machine's speed now: the echo server at saturation for `secs`.
+async fn echo_probe(echo: &EchoClient, secs: u64) -> LoadReport {
+    let echo = echo.clone();
+    meshwatch_meshctl::run_load(
+        LoadSpec {
+            rate: 0.0,
+            duration: Duration::from_secs(secs),
+            concurrency: env_or("SOAK_CONCURRENCY", 32),
+        },
+        move |_| {
+            let mut c = echo.clone();
+            async move {
+                c.get_faults(echo::GetFaultsRequest {})
+                    .await
+                    .map(|_| "OK".to_owned())
+                    .map_err(|s| meshwatch_proto::status::code_name(s.code() as i32).to_owned())
+            }
+        },
+        |_| {},
+    )
+    .await
+}
+
+type EchoClient = echo::fault_service_client::FaultServiceClient<tonic::transport::Channel>;
+
+async fn soak(name: &str, target: &dyn Target, echo: &EchoClient, echo_rps: f64) {
     let orders: u64 = env_or("SOAK_ORDERS", 500_000);
     let phase = Duration::from_secs(env_or("SOAK_PHASE_SECONDS", 60));
     let concurrency: usize = env_or("SOAK_CONCURRENCY", 32);
@@ -428,7 +457,9 @@ async fn soak(name: &str, target: &dyn Target, echo_rps: f64) {
     let pids = target.pids();
     let groups = target.cpu_groups();
     println!("\n{name}: {orders} orders in phases of {phase:?}, concurrency {concurrency}; RSS at start (MiB): {}", rss(&pids));
-    let (mut total, mut first_rps, mut i) = (0u64, 0.0, 0);
+    let probe_secs: u64 = env_or("SOAK_PROBE_SECONDS", 5);
+    let (mut total, mut first_rps, mut first_adjusted, mut i) = (0u64, 0.0, 0.0, 0);
+    let mut last = (0.0, 0.0);
     while total < orders {
         i += 1;
         let cpu_before = group_cpu(&groups);
@@ -453,9 +484,16 @@ async fn soak(name: &str, target: &dyn Target, echo_rps: f64) {
                 )
             })
             .collect();
+        // The machine's speed right after the phase (the target idle): this
+        // machine's speed drifts by a quarter within minutes, so a phase is
+        // also compared with the first as a ratio to its own probe.
+        let probe = echo_probe(echo, probe_secs).await.throughput();
+        let adjusted = r.throughput() / probe;
         if i == 1 {
             first_rps = r.throughput();
+            first_adjusted = adjusted;
         }
+        last = (r.throughput() / first_rps, adjusted / first_adjusted);
         let outcomes: Vec<String> = r
             .outcomes
             .iter()
@@ -463,18 +501,23 @@ async fn soak(name: &str, target: &dyn Target, echo_rps: f64) {
             .map(|(k, v)| format!("{k}={v}"))
             .collect();
         println!(
-            "{name:<18} phase {i:>2}  total {total:>7}  {:>7.1} req/s  p50 {:>6.2} ms  p99 {:>7.2} ms  errors {:>4}  vs phase 1 {:.2}  vs echo {:.3}  RSS MiB: {}  CPU ms/order: {}  [{}]",
+            "{name:<18} phase {i:>2}  total {total:>7}  {:>7.1} req/s  p50 {:>6.2} ms  p99 {:>7.2} ms  errors {:>4}  vs phase 1 {:.2}  vs echo {:.3}  echo now {probe:.0} req/s, vs phase 1 at the machine's speed {:.2}  RSS MiB: {}  CPU ms/order: {}  [{}]",
             r.throughput(),
             r.latency_ms(0.5),
             r.latency_ms(0.99),
             r.error_count(),
             r.throughput() / first_rps,
             r.throughput() / echo_rps,
+            adjusted / first_adjusted,
             rss(&pids),
             per_order.join("  "),
             outcomes.join(" ")
         );
     }
+    println!(
+        "{name}: last phase / first: {:.2}; each as a ratio to the echo probe after it: {:.2}",
+        last.0, last.1
+    );
 }
 
 #[tokio::main]
@@ -508,24 +551,7 @@ async fn main() {
             .await
             .unwrap(),
     );
-    let echo_report = meshwatch_meshctl::run_load(
-        LoadSpec {
-            rate: 0.0,
-            duration: Duration::from_secs(10),
-            concurrency: env_or("SOAK_CONCURRENCY", 32),
-        },
-        move |_| {
-            let mut c = echo_client.clone();
-            async move {
-                c.get_faults(echo::GetFaultsRequest {})
-                    .await
-                    .map(|_| "OK".to_owned())
-                    .map_err(|s| meshwatch_proto::status::code_name(s.code() as i32).to_owned())
-            }
-        },
-        |_| {},
-    )
-    .await;
+    let echo_report = echo_probe(&echo_client, 10).await;
     let echo_rps = echo_report.throughput();
     println!(
         "machine: {} cores; echo baseline {echo_rps:.1} req/s, p99 {:.2} ms",
@@ -537,22 +563,22 @@ async fn main() {
         match config.as_str() {
             "services-sqlite" => {
                 let t = Services::start(&bin, None);
-                soak(config, &t, echo_rps).await;
+                soak(config, &t, &echo_client, echo_rps).await;
             }
             "services-postgres" => {
                 let pg = Postgres::start().await;
                 let t = Services::start(&bin, Some(&pg));
-                soak(config, &t, echo_rps).await;
+                soak(config, &t, &echo_client, echo_rps).await;
                 drop(t);
             }
             "mesh-sqlite" => {
                 let t = Mesh::start(&bin, None);
-                soak(config, &t, echo_rps).await;
+                soak(config, &t, &echo_client, echo_rps).await;
             }
             "mesh-postgres" => {
                 let pg = Postgres::start().await;
                 let t = Mesh::start(&bin, Some(&pg));
-                soak(config, &t, echo_rps).await;
+                soak(config, &t, &echo_client, echo_rps).await;
                 drop(t);
             }
             other => panic!("unknown SOAK_CONFIGS entry {other:?}"),
