@@ -168,13 +168,21 @@ impl FetchService {
                 .inspect(|r| debug!(?tp, ?offset, ?r))
                 .inspect_err(|error| error!(?tp, ?error))?;
 
+            // meshwatch: a fetch from inside a batch starts with the batch that
+            // holds the offset, so one that ends before it holds nothing asked
+            // for: a batch already sent in this answer, met again when the next
+            // one is not stored yet (the high watermark moves first).
+            let asked = offset;
+            fetched.retain(|batch| {
+                batch.base_offset + i64::from(batch.last_offset_delta) + 1 > asked
+            });
+
             *max_bytes =
                 u32::try_from(fetched.byte_size()).map(|bytes| max_bytes.saturating_sub(bytes))?;
 
             // meshwatch: on past the last batch fetched. Adding the record
             // counts to the offset asked for went too far when the first batch
             // began before it (a fetch from inside a batch).
-            let asked = offset;
             if let Some(last) = fetched.last() {
                 offset = offset.max(last.base_offset + i64::from(last.last_offset_delta) + 1);
             }
