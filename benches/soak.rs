@@ -20,10 +20,11 @@
 //! phase prints its ratio to the first baseline and to the configuration's
 //! first phase, and also that last ratio with each phase taken relative to the
 //! probe after it: this machine's speed drifts by a quarter within minutes,
-//! and the second ratio says how much of a slower phase is the machine's. RSS of each service (VmRSS) after each phase,
-//! and the CPU each process (for the mesh also the shippers together, the
-//! broker and the monitor) used per order in the phase, so that a phase
-//! slower than the first says whose cost grew.
+//! and the second ratio is a rough correction for that (a 5 s probe is a poor
+//! gauge of a 60 s phase). RSS of each service (VmRSS) after each phase, and
+//! the CPU each process (for the mesh also the shippers together, the broker
+//! and the monitor) used per order in the phase, so that a phase slower than
+//! the first says whose cost grew.
 //!
 //! Environment: SOAK_ORDERS (per configuration, default 500000),
 //! SOAK_PHASE_SECONDS (default 60), SOAK_CONCURRENCY (default 32);
