@@ -563,8 +563,16 @@ impl Tailer {
 
     /// The next generation to read: the oldest unknown file of the rotated
     /// family written since the last finished one (the path's file included).
+    ///
+    /// The path's own file is the newest generation, so it comes after every
+    /// rotated candidate whatever the clocks say: files written within one
+    /// tick of the kernel's coarse clock have the same mtime, and a new file
+    /// may get a lower inode than the one rotated before it (a freed one).
+    /// Rotated ones go by last write, then birth time, then inode.
     fn next_generation(&mut self) -> Option<Current> {
-        let mut candidates: Vec<(SystemTime, u64, PathBuf, File, fs::Metadata)> = Vec::new();
+        // (the path's own file, last write, birth, inode): the order to read in.
+        type Order = (bool, SystemTime, u64, u64);
+        let mut candidates: Vec<(Order, PathBuf, File)> = Vec::new();
         for (path, file, meta) in rotated_family(&self.opts.path) {
             if self.is_known(&file, &meta) {
                 continue;
@@ -574,10 +582,16 @@ impl Tailer {
             if !live && mtime < self.successors_after {
                 continue;
             }
-            candidates.push((mtime, meta.ino(), path, file, meta));
+            let order = (
+                live,
+                mtime,
+                crate::checkpoint::birth_time(&meta),
+                meta.ino(),
+            );
+            candidates.push((order, path, file));
         }
-        candidates.sort_by_key(|c| (c.0, c.1));
-        let (_, _, path, file, meta) = candidates.into_iter().next()?;
+        candidates.sort_by_key(|c| c.0);
+        let (_, path, file) = candidates.into_iter().next()?;
         self.waiting_reported = false;
         if path != self.opts.path {
             crate::diag::info(
@@ -589,7 +603,6 @@ impl Tailer {
                 &[],
             );
         }
-        let _ = meta;
         let mut c = current(file, &path, 0, self.opts.max_line, None)?;
         self.bind_successors(&mut c);
         self.mark_start(&c);
