@@ -269,20 +269,7 @@ async fn panicking_handler_case(one_batch: bool) {
         .expect("producer");
     if one_batch {
         // Enqueued together under a long linger: one batch.
-        let sent: Vec<_> = ["first", "boom", "last"]
-            .into_iter()
-            .map(|payload| {
-                producer
-                    .send_result(FutureRecord::<(), str>::to(&topic).payload(payload))
-                    .unwrap_or_else(|(e, _)| panic!("enqueueing: {e}"))
-            })
-            .collect();
-        for delivery in sent {
-            delivery
-                .await
-                .expect("delivery report")
-                .unwrap_or_else(|(e, _)| panic!("producing: {e}"));
-        }
+        testkit::produce_together(&producer, &topic, &["first", "boom", "last"]).await;
     } else {
         for payload in ["first", "boom", "last"] {
             producer

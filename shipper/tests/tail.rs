@@ -582,6 +582,14 @@ fn write_lines(path: &Path, range: std::ops::Range<u64>) {
     }
 }
 
+/// A first run that ships what `path` holds, until the checkpoint is at its
+/// end, then a clean stop.
+async fn ship_to_end_and_stop(cfg: &meshwatch_shipper::Config, data: &Path, path: &Path) {
+    let (tx, handle) = start(cfg.clone());
+    wait_checkpoint_at(data, path, fs::metadata(path).unwrap().len()).await;
+    assert_eq!(stop(tx, handle).await, 0);
+}
+
 /// Waits (bounded) until the checkpoint is at `offset` of `path`'s generation.
 async fn wait_checkpoint_at(data: &Path, path: &Path, offset: u64) {
     let cp_file = data.join(meshwatch_shipper::CHECKPOINT_FILE);
@@ -609,9 +617,7 @@ async fn rotated_files_found_at_first_start_stay_history_across_restarts() {
     let data = dir.path().join("data");
     let cfg = config(Input::File(path.clone()), &broker, &data, &logs, &hb);
 
-    let (tx, handle) = start(cfg.clone());
-    wait_checkpoint_at(&data, &path, fs::metadata(&path).unwrap().len()).await;
-    assert_eq!(stop(tx, handle).await, 0);
+    ship_to_end_and_stop(&cfg, &data, &path).await;
     let cp = meshwatch_shipper::checkpoint::load(&data.join(meshwatch_shipper::CHECKPOINT_FILE))
         .unwrap()
         .unwrap();
@@ -653,9 +659,7 @@ async fn a_late_restart_ships_generations_rotated_while_behind() {
     write_lines(&path, 0..5);
     let data = dir.path().join("data");
     let cfg = config(Input::File(path.clone()), &broker, &data, &logs, &hb);
-    let (tx, handle) = start(cfg.clone());
-    wait_checkpoint_at(&data, &path, fs::metadata(&path).unwrap().len()).await;
-    assert_eq!(stop(tx, handle).await, 0);
+    ship_to_end_and_stop(&cfg, &data, &path).await;
 
     // While the shipper is away (or behind): more lines, two rotations.
     write_lines(&path, 5..10);
@@ -694,9 +698,7 @@ async fn a_rotated_generation_and_the_new_file_with_one_mtime_ship_in_order() {
     write_lines(&path, 0..5);
     let data = dir.path().join("data");
     let cfg = config(Input::File(path.clone()), &broker, &data, &logs, &hb);
-    let (tx, handle) = start(cfg.clone());
-    wait_checkpoint_at(&data, &path, fs::metadata(&path).unwrap().len()).await;
-    assert_eq!(stop(tx, handle).await, 0);
+    ship_to_end_and_stop(&cfg, &data, &path).await;
 
     write_lines(&path, 5..10);
     fs::rename(&path, path.with_extension("log.2")).unwrap();

@@ -157,6 +157,29 @@ pub async fn produce(bootstrap: &str, topic: &str, records: &[(Option<&str>, &st
     }
 }
 
+/// Enqueues every payload to `topic` at once, then waits for every ack: under
+/// a `producer` with a long `linger.ms` they go as one batch.
+pub async fn produce_together<S: AsRef<str>>(
+    producer: &FutureProducer,
+    topic: &str,
+    payloads: &[S],
+) {
+    let sent: Vec<_> = payloads
+        .iter()
+        .map(|p| {
+            producer
+                .send_result(FutureRecord::<(), str>::to(topic).payload(p.as_ref()))
+                .unwrap_or_else(|(e, _)| panic!("enqueueing to {topic}: {e}"))
+        })
+        .collect();
+    for delivery in sent {
+        delivery
+            .await
+            .expect("delivery report")
+            .unwrap_or_else(|(e, _)| panic!("producing to {topic}: {e}"));
+    }
+}
+
 /// One record read back from Kafka.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Record {

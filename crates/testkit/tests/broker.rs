@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use meshwatch_kafka as kafka;
 use meshwatch_testkit::{self as testkit, ProxiedBroker};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::FutureProducer;
 use rdkafka::Offset;
 
 #[tokio::test]
@@ -87,20 +87,7 @@ async fn a_consumer_starting_inside_a_batch_reads_the_rest_of_it() {
         .expect("producer");
     let payloads: Vec<String> = (0..15).map(|i| format!("r{i}")).collect();
     for chunk in [&payloads[..10], &payloads[10..]] {
-        let sent: Vec<_> = chunk
-            .iter()
-            .map(|p| {
-                producer
-                    .send_result(FutureRecord::<(), str>::to(&topic).payload(p))
-                    .unwrap_or_else(|(e, _)| panic!("enqueueing: {e}"))
-            })
-            .collect();
-        for delivery in sent {
-            delivery
-                .await
-                .expect("delivery report")
-                .unwrap_or_else(|(e, _)| panic!("producing: {e}"));
-        }
+        testkit::produce_together(&producer, &topic, chunk).await;
     }
     for start in [4, 9, 10, 12] {
         let got = testkit::read_topic_from(
