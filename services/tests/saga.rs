@@ -792,9 +792,10 @@ impl inv::inventory_service_server::InventoryService for CommitAnswerLost {
 
 both!(a_commit_whose_answer_is_lost_confirms_instead_of_refunding_sold_units);
 async fn a_commit_whose_answer_is_lost_confirms_instead_of_refunding_sold_units(backend: Backend) {
+    // Dropped last, after the guard stopped the services.
+    let mut databases = Databases::default();
     let shutdown = CancellationToken::new();
     let _stop = shutdown.clone().drop_guard();
-    let mut databases = Databases::default();
     let (il, inventory_addr) = bind().await;
     let db = meshwatch_services::db::Database::open(
         "inventory",

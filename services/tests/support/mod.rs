@@ -46,12 +46,7 @@ pub fn with_database(url: &str, name: &str) -> String {
 
 /// Creates an empty database on the server at `server_url`; returns its URL.
 pub async fn create_database(server_url: &str, tag: &str) -> String {
-    let name = format!(
-        "t_{}_{:012x}",
-        tag.replace(|c: char| !c.is_ascii_alphanumeric(), "_"),
-        rand::random::<u64>() & 0xffff_ffff_ffff
-    )
-    .to_lowercase();
+    let name = database_name(tag);
     let mut admin = sqlx::PgConnection::connect(server_url)
         .await
         .unwrap_or_else(|e| panic!("connecting to the test PostgreSQL at {server_url}: {e}"));
@@ -63,10 +58,67 @@ pub async fn create_database(server_url: &str, tag: &str) -> String {
     with_database(server_url, &name)
 }
 
-/// Where a test's databases live; keeps SQLite folders until dropped.
+/// A fresh database name for `tag`.
+fn database_name(tag: &str) -> String {
+    format!(
+        "t_{}_{:012x}",
+        tag.replace(|c: char| !c.is_ascii_alphanumeric(), "_"),
+        rand::random::<u64>() & 0xffff_ffff_ffff
+    )
+    .to_lowercase()
+}
+
+/// Drops the databases named in `urls` (made by [`create_database`]), with
+/// `FORCE` (a service still shutting down loses its connections), within
+/// 10 s. On a thread of its own, so a test's runtime need not be running.
+/// Each is ~7.5 MB plus as much WAL: a server kept across many runs would
+/// fill the disk. A failure is said on stderr, never a panic in a drop.
+pub fn drop_databases(server_url: &str, urls: &[String]) {
+    let server_url = server_url.to_owned();
+    let names: Vec<String> = urls
+        .iter()
+        .filter_map(|u| u.split('?').next()?.rsplit('/').next().map(str::to_owned))
+        .collect();
+    let dropping = std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        runtime.block_on(async {
+            tokio::time::timeout(Duration::from_secs(10), async {
+                let mut admin = sqlx::PgConnection::connect(&server_url).await?;
+                for name in &names {
+                    sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                        .execute(&mut admin)
+                        .await?;
+                }
+                admin.close().await
+            })
+            .await
+            .map_err(|_| std::io::Error::other("no answer within 10 s"))?
+            .map_err(std::io::Error::other)
+        })
+    });
+    match dropping.join() {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => eprintln!("dropping the test databases {urls:?}: {e}"),
+        Err(_) => eprintln!("dropping the test databases {urls:?}: the thread panicked"),
+    }
+}
+
+/// Where a test's databases live: SQLite folders, and databases on the
+/// test PostgreSQL server; both are removed when it is dropped.
 #[derive(Default)]
 pub struct Databases {
     dirs: Vec<tempfile::TempDir>,
+    postgres: Vec<String>,
+}
+
+impl Drop for Databases {
+    fn drop(&mut self) {
+        if !self.postgres.is_empty() {
+            drop_databases(&postgres_url(), &self.postgres);
+        }
+    }
 }
 
 impl Databases {
@@ -81,10 +133,14 @@ impl Databases {
                 self.dirs.push(dir);
                 target
             }
-            Backend::Postgres => DbTarget::Postgres {
-                url: create_database(&postgres_url(), service).await,
-                max_connections: 8,
-            },
+            Backend::Postgres => {
+                let url = create_database(&postgres_url(), service).await;
+                self.postgres.push(url.clone());
+                DbTarget::Postgres {
+                    url,
+                    max_connections: 8,
+                }
+            }
         }
     }
 }
