@@ -594,10 +594,10 @@ async fn a_restart_on_sqlite_keeps_stock_orders_payments_and_keys() {
 
 #[tokio::test]
 async fn a_restart_on_postgres_keeps_stock_orders_payments_and_keys() {
-    let server = support::postgres_url();
+    let mut databases = support::Databases::default();
     let mut urls = std::collections::HashMap::new();
     for name in ["order", "inventory", "payment"] {
-        urls.insert(name, support::create_database(&server, name).await);
+        urls.insert(name, databases.postgres(name).await);
     }
     restart_keeps_everything(|name| vec!["--database-url".into(), urls[name].clone()]).await;
 }

@@ -40,19 +40,22 @@ struct Replicas {
     order_db: String,
     payment_db: String,
     _shutdown: tokio_util::sync::DropGuard,
+    // After `_shutdown`: the services are told to stop before their
+    // databases are dropped.
+    _databases: support::Databases,
 }
 
 /// Two order replicas (each calling its own inventory replica) and two
 /// inventory replicas, sharing the order and inventory databases; one payment.
 async fn replicas(stock: u32) -> Replicas {
-    let server = support::postgres_url();
     let pg = |url: String| DbTarget::Postgres {
         url,
         max_connections: 8,
     };
-    let order_db = support::create_database(&server, "order").await;
-    let inventory_db = support::create_database(&server, "inventory").await;
-    let payment_db = support::create_database(&server, "payment").await;
+    let mut databases = support::Databases::default();
+    let order_db = databases.postgres("order").await;
+    let inventory_db = databases.postgres("inventory").await;
+    let payment_db = databases.postgres("payment").await;
     let shutdown = CancellationToken::new();
     let catalog = vec![CatalogItem {
         sku: "sku-rare".into(),
@@ -116,6 +119,7 @@ async fn replicas(stock: u32) -> Replicas {
         order_db,
         payment_db,
         _shutdown: shutdown.drop_guard(),
+        _databases: databases,
     };
     for addr in r.orders.iter().chain(&r.inventories).chain([&r.payment]) {
         wait_serving(*addr).await;

@@ -133,15 +133,19 @@ impl Databases {
                 self.dirs.push(dir);
                 target
             }
-            Backend::Postgres => {
-                let url = create_database(&postgres_url(), service).await;
-                self.postgres.push(url.clone());
-                DbTarget::Postgres {
-                    url,
-                    max_connections: 8,
-                }
-            }
+            Backend::Postgres => DbTarget::Postgres {
+                url: self.postgres(service).await,
+                max_connections: 8,
+            },
         }
+    }
+
+    /// A fresh database on the test PostgreSQL server, dropped with `self`;
+    /// returns its URL.
+    pub async fn postgres(&mut self, tag: &str) -> String {
+        let url = create_database(&postgres_url(), tag).await;
+        self.postgres.push(url.clone());
+        url
     }
 }
 
