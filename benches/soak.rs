@@ -26,6 +26,15 @@
 //! and the monitor) used per order in the phase, so that a phase slower than
 //! the first says whose cost grew.
 //!
+//! After the soak of a configuration, unless SOAK_CONTROL=0, a control: one
+//! phase on a fresh start of it (empty databases, a new broker), right after
+//! the last phase, so at the machine's speed of then. The last phase over the
+//! control is what the accumulated orders cost with the machine's drift taken
+//! out; the last phase over the first is the measure, and includes it.
+//!
+//! SIGINT or SIGTERM stops what the soak started (the mesh, the PostgreSQL
+//! server) before it exits.
+//!
 //! Environment: SOAK_ORDERS (per configuration, default 500000),
 //! SOAK_PHASE_SECONDS (default 60), SOAK_CONCURRENCY (default 32);
 //! MESHWATCH_PG_OPTIONS is passed on to `scripts/postgres` (server options,
@@ -35,6 +44,8 @@
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
+
+use tokio::signal::unix::{signal, SignalKind};
 
 use meshwatch_meshctl::{LoadReport, LoadSpec};
 use meshwatch_proto::admin::v1 as echo;
@@ -434,12 +445,12 @@ async fn echo_probe(echo: &EchoClient, secs: u64) -> LoadReport {
 
 type EchoClient = echo::fault_service_client::FaultServiceClient<tonic::transport::Channel>;
 
-async fn soak(name: &str, target: &dyn Target, echo: &EchoClient, echo_rps: f64) {
-    let orders: u64 = env_or("SOAK_ORDERS", 500_000);
-    let phase = Duration::from_secs(env_or("SOAK_PHASE_SECONDS", 60));
-    let concurrency: usize = env_or("SOAK_CONCURRENCY", 32);
+type OrderClient = pb::order_service_client::OrderServiceClient<tonic::transport::Channel>;
+
+/// A client of `target`'s order service, once it is SERVING.
+async fn order_client(target: &dyn Target) -> OrderClient {
     wait_serving(target.order_port()).await;
-    let client = pb::order_service_client::OrderServiceClient::new(
+    OrderClient::new(
         tonic::transport::Endpoint::from_shared(format!(
             "http://127.0.0.1:{}",
             target.order_port()
@@ -448,7 +459,33 @@ async fn soak(name: &str, target: &dyn Target, echo: &EchoClient, echo_rps: f64)
         .connect()
         .await
         .unwrap(),
-    );
+    )
+}
+
+fn phase_length() -> Duration {
+    Duration::from_secs(env_or("SOAK_PHASE_SECONDS", 60))
+}
+
+/// One phase: PlaceOrder at saturation for [`phase_length`], keys tagged `run`.
+async fn run_phase(client: &OrderClient, run: String) -> LoadReport {
+    meshwatch_meshctl::run_load(
+        LoadSpec {
+            rate: 0.0,
+            duration: phase_length(),
+            concurrency: env_or("SOAK_CONCURRENCY", 32),
+        },
+        place_order(client.clone(), run),
+        |_| {},
+    )
+    .await
+}
+
+/// Phases until SOAK_ORDERS orders; returns the last phase's throughput.
+async fn soak(name: &str, target: &dyn Target, echo: &EchoClient, echo_rps: f64) -> f64 {
+    let orders: u64 = env_or("SOAK_ORDERS", 500_000);
+    let phase = phase_length();
+    let concurrency: usize = env_or("SOAK_CONCURRENCY", 32);
+    let client = order_client(target).await;
     let rss = |pids: &[(&'static str, u32)]| {
         pids.iter()
             .map(|(n, p)| format!("{n} {:.1}", rss_mib(*p)))
@@ -464,16 +501,7 @@ async fn soak(name: &str, target: &dyn Target, echo: &EchoClient, echo_rps: f64)
     while total < orders {
         i += 1;
         let cpu_before = group_cpu(&groups);
-        let r: LoadReport = meshwatch_meshctl::run_load(
-            LoadSpec {
-                rate: 0.0,
-                duration: phase,
-                concurrency,
-            },
-            place_order(client.clone(), format!("{name}-{i}")),
-            |_| {},
-        )
-        .await;
+        let r = run_phase(&client, format!("{name}-{i}")).await;
         total += r.completed;
         let per_order: Vec<String> = groups
             .iter()
@@ -519,6 +547,53 @@ async fn soak(name: &str, target: &dyn Target, echo: &EchoClient, echo_rps: f64)
         "{name}: last phase / first: {:.2}; each as a ratio to the echo probe after it: {:.2}",
         last.0, last.1
     );
+    last.0 * first_rps
+}
+
+/// What one configuration runs: its processes, then the database server
+/// they use (the fields drop in this order).
+struct Started {
+    target: Box<dyn Target>,
+    _postgres: Option<Postgres>,
+}
+
+async fn start(config: &str, bin: &Path) -> Started {
+    let pg = match config {
+        "services-sqlite" | "mesh-sqlite" => None,
+        "services-postgres" | "mesh-postgres" => Some(Postgres::start().await),
+        other => panic!("unknown SOAK_CONFIGS entry {other:?}"),
+    };
+    let target: Box<dyn Target> = if config.starts_with("mesh-") {
+        Box::new(Mesh::start(bin, pg.as_ref()))
+    } else {
+        Box::new(Services::start(bin, pg.as_ref()))
+    };
+    Started {
+        target,
+        _postgres: pg,
+    }
+}
+
+/// The control: one phase on a fresh start of `config` (empty databases, a
+/// new broker), run right after the soak, so at the same machine speed as its
+/// last phase but with nothing accumulated. The last phase over this one is
+/// what the accumulated orders cost, with the machine's drift since the first
+/// phase taken out.
+async fn control(config: &str, bin: &Path, last_rps: f64) {
+    let fresh = start(config, bin).await;
+    let client = order_client(fresh.target.as_ref()).await;
+    let r = run_phase(&client, format!("{config}-control")).await;
+    println!(
+        "{config:<18} control: a fresh start, one phase  {:>7.1} req/s  p50 {:>6.2} ms  p99 {:>7.2} ms  errors {:>4}",
+        r.throughput(),
+        r.latency_ms(0.5),
+        r.latency_ms(0.99),
+        r.error_count(),
+    );
+    println!(
+        "{config}: last phase / the fresh control phase after it: {:.2}",
+        last_rps / r.throughput()
+    );
 }
 
 #[tokio::main]
@@ -560,29 +635,36 @@ async fn main() {
         echo_report.latency_ms(0.99)
     );
 
+    // SIGINT or SIGTERM ends the soak through the drops below (scripts/mesh
+    // down, the PostgreSQL server stopped), which a killed process would skip:
+    // its mesh and server would run on.
+    let mut term = signal(SignalKind::terminate()).unwrap();
+    let mut int = signal(SignalKind::interrupt()).unwrap();
+    let mut interrupted = std::pin::pin!(async move {
+        tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+        }
+    });
+    let (echo, bin) = (&echo_client, &bin);
     for config in &configs {
-        match config.as_str() {
-            "services-sqlite" => {
-                let t = Services::start(&bin, None);
-                soak(config, &t, &echo_client, echo_rps).await;
+        let run = async move {
+            let started = start(config, bin).await;
+            let last_rps = soak(config, started.target.as_ref(), echo, echo_rps).await;
+            drop(started);
+            if env_or("SOAK_CONTROL", 1) == 1 {
+                control(config, bin, last_rps).await;
             }
-            "services-postgres" => {
-                let pg = Postgres::start().await;
-                let t = Services::start(&bin, Some(&pg));
-                soak(config, &t, &echo_client, echo_rps).await;
-                drop(t);
-            }
-            "mesh-sqlite" => {
-                let t = Mesh::start(&bin, None);
-                soak(config, &t, &echo_client, echo_rps).await;
-            }
-            "mesh-postgres" => {
-                let pg = Postgres::start().await;
-                let t = Mesh::start(&bin, Some(&pg));
-                soak(config, &t, &echo_client, echo_rps).await;
-                drop(t);
-            }
-            other => panic!("unknown SOAK_CONFIGS entry {other:?}"),
+        };
+        // Ends with the future that ended first; the other is dropped (its
+        // processes and server stopped) before the exit below.
+        let signal = tokio::select! {
+            () = run => None,
+            signal = &mut interrupted => Some(signal),
+        };
+        if let Some(signal) = signal {
+            println!("{config}: {signal}: stopped the soak and what it started");
+            std::process::exit(130);
         }
     }
 }
