@@ -24,7 +24,9 @@
 //! gauge of a 60 s phase). RSS of each service (VmRSS) after each phase, and
 //! the CPU each process (for the mesh also the shippers together, the broker
 //! and the monitor) used per order in the phase, so that a phase slower than
-//! the first says whose cost grew.
+//! the first says whose cost grew; and where the whole machine's time went in
+//! the phase (/proc/stat: busy, idle, iowait, steal), so that one slowed by the
+//! hypervisor (steal) or the disk (iowait) says so.
 //!
 //! After the soak of a configuration, unless SOAK_CONTROL=0, a control: one
 //! phase on a fresh start of it (empty databases, a new broker), right after
@@ -33,7 +35,9 @@
 //! out; the last phase over the first is the measure, and includes it.
 //!
 //! SIGINT or SIGTERM stops what the soak started (the mesh, the PostgreSQL
-//! server) before it exits.
+//! server) before it exits (status 130 or 143); a second one is ignored
+//! while that runs (scripts/mesh down and scripts/postgres stop are bounded;
+//! a service alone gets 30 s after its SIGTERM, then SIGKILL).
 //!
 //! Environment: SOAK_ORDERS (per configuration, default 500000),
 //! SOAK_PHASE_SECONDS (default 60), SOAK_CONCURRENCY (default 32);
@@ -123,6 +127,12 @@ impl Postgres {
             String::from_utf8_lossy(&out.stderr)
         );
         let admin = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+        // The server runs: from here on, dropping `server` (a panic, or a
+        // signal that drops this future) stops it.
+        let server = Self {
+            dir,
+            url: admin.trim_end_matches("/postgres").to_owned(),
+        };
         let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&admin)
             .await
             .unwrap();
@@ -132,8 +142,7 @@ impl Postgres {
                 .await
                 .unwrap();
         }
-        let url = admin.trim_end_matches("/postgres").to_owned();
-        Self { dir, url }
+        server
     }
 
     fn url(&self, svc: &str) -> String {
@@ -180,6 +189,38 @@ fn group_cpu(groups: &[(&'static str, Vec<u32>)]) -> Vec<f64> {
         .iter()
         .map(|(_, pids)| pids.iter().map(|p| cpu_secs(*p)).sum())
         .collect()
+}
+
+/// The whole machine's CPU time so far, from /proc/stat's first line: user,
+/// nice, system, idle, iowait, irq, softirq, steal (ticks).
+fn machine_ticks() -> [u64; 8] {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let mut t = [0u64; 8];
+    let fields = stat.lines().next().unwrap_or_default().split_whitespace();
+    for (slot, v) in t.iter_mut().zip(fields.skip(1)) {
+        *slot = v.parse().unwrap_or(0);
+    }
+    t
+}
+
+/// Where the machine's time went between two [`machine_ticks`], in percent:
+/// busy (user, nice, system, irq, softirq), idle, iowait, and steal (the
+/// hypervisor ran someone else: this VM's cores were not ours).
+fn machine_split(before: [u64; 8], after: [u64; 8]) -> String {
+    let d: Vec<f64> = after
+        .iter()
+        .zip(before)
+        .map(|(a, b)| a.saturating_sub(b) as f64)
+        .collect();
+    let total = d.iter().sum::<f64>().max(1.0);
+    let pct = |v: f64| v * 100.0 / total;
+    format!(
+        "busy {:.0} idle {:.0} iowait {:.0} steal {:.0}",
+        pct(d[0] + d[1] + d[2] + d[5] + d[6]),
+        pct(d[3]),
+        pct(d[4]),
+        pct(d[7])
+    )
 }
 
 /// The three release binaries alone.
@@ -249,7 +290,13 @@ impl Drop for Services {
                 nix::sys::signal::Signal::SIGTERM,
             );
         }
+        // They drain within their own bound; one that does not is killed.
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
         for (_, c) in &mut self.children {
+            while matches!(c.try_wait(), Ok(None)) && std::time::Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = c.kill();
             let _ = c.wait();
         }
     }
@@ -501,7 +548,9 @@ async fn soak(name: &str, target: &dyn Target, echo: &EchoClient, echo_rps: f64)
     while total < orders {
         i += 1;
         let cpu_before = group_cpu(&groups);
+        let machine_before = machine_ticks();
         let r = run_phase(&client, format!("{name}-{i}")).await;
+        let machine = machine_split(machine_before, machine_ticks());
         total += r.completed;
         let per_order: Vec<String> = groups
             .iter()
@@ -530,7 +579,7 @@ async fn soak(name: &str, target: &dyn Target, echo: &EchoClient, echo_rps: f64)
             .map(|(k, v)| format!("{k}={v}"))
             .collect();
         println!(
-            "{name:<18} phase {i:>2}  total {total:>7}  {:>7.1} req/s  p50 {:>6.2} ms  p99 {:>7.2} ms  errors {:>4}  vs phase 1 {:.2}  vs echo {:.3}  echo now {probe:.0} req/s, vs phase 1 at the machine's speed {:.2}  RSS MiB: {}  CPU ms/order: {}  [{}]",
+            "{name:<18} phase {i:>2}  total {total:>7}  {:>7.1} req/s  p50 {:>6.2} ms  p99 {:>7.2} ms  errors {:>4}  vs phase 1 {:.2}  vs echo {:.3}  echo now {probe:.0} req/s, vs phase 1 at the machine's speed {:.2}  RSS MiB: {}  CPU ms/order: {}  machine %: {machine}  [{}]",
             r.throughput(),
             r.latency_ms(0.5),
             r.latency_ms(0.99),
@@ -642,8 +691,8 @@ async fn main() {
     let mut int = signal(SignalKind::interrupt()).unwrap();
     let mut interrupted = std::pin::pin!(async move {
         tokio::select! {
-            _ = term.recv() => "SIGTERM",
-            _ = int.recv() => "SIGINT",
+            _ = term.recv() => ("SIGTERM", 128 + 15),
+            _ = int.recv() => ("SIGINT", 128 + 2),
         }
     });
     let (echo, bin) = (&echo_client, &bin);
@@ -652,7 +701,7 @@ async fn main() {
             let started = start(config, bin).await;
             let last_rps = soak(config, started.target.as_ref(), echo, echo_rps).await;
             drop(started);
-            if env_or("SOAK_CONTROL", 1) == 1 {
+            if env_or("SOAK_CONTROL", 1) != 0 {
                 control(config, bin, last_rps).await;
             }
         };
@@ -662,9 +711,9 @@ async fn main() {
             () = run => None,
             signal = &mut interrupted => Some(signal),
         };
-        if let Some(signal) = signal {
+        if let Some((signal, code)) = signal {
             println!("{config}: {signal}: stopped the soak and what it started");
-            std::process::exit(130);
+            std::process::exit(code);
         }
     }
 }
