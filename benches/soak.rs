@@ -474,7 +474,7 @@ async fn echo_probe(echo: &EchoClient, secs: u64) -> LoadReport {
         LoadSpec {
             rate: 0.0,
             duration: Duration::from_secs(secs),
-            concurrency: env_or("SOAK_CONCURRENCY", 32),
+            concurrency: concurrency(),
         },
         move |_| {
             let mut c = echo.clone();
@@ -513,13 +513,18 @@ fn phase_length() -> Duration {
     Duration::from_secs(env_or("SOAK_PHASE_SECONDS", 60))
 }
 
+/// Requests in flight in a phase and in the echo probe.
+fn concurrency() -> usize {
+    env_or("SOAK_CONCURRENCY", 32)
+}
+
 /// One phase: PlaceOrder at saturation for [`phase_length`], keys tagged `run`.
 async fn run_phase(client: &OrderClient, run: String) -> LoadReport {
     meshwatch_meshctl::run_load(
         LoadSpec {
             rate: 0.0,
             duration: phase_length(),
-            concurrency: env_or("SOAK_CONCURRENCY", 32),
+            concurrency: concurrency(),
         },
         place_order(client.clone(), run),
         |_| {},
@@ -531,7 +536,7 @@ async fn run_phase(client: &OrderClient, run: String) -> LoadReport {
 async fn soak(name: &str, target: &dyn Target, echo: &EchoClient, echo_rps: f64) -> f64 {
     let orders: u64 = env_or("SOAK_ORDERS", 500_000);
     let phase = phase_length();
-    let concurrency: usize = env_or("SOAK_CONCURRENCY", 32);
+    let concurrency = concurrency();
     let client = order_client(target).await;
     let rss = |pids: &[(&'static str, u32)]| {
         pids.iter()
