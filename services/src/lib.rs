@@ -6,7 +6,7 @@
 //! PostgreSQL with `--database-url`), one schema per service under
 //! `migrations/`, applied at start; request bounds are in `limits`.
 //!
-//! The rule: domain modules (`money`, `deadline`, `db`, `limits`,
+//! The rule: domain modules (`money`, `deadline`, `db`, `ids`, `limits`,
 //! `order::{book, saga, ports}`, `inventory::{store, catalog}`,
 //! `payment::ledger`) never name
 //! tonic or generated proto types; each service's `grpc` module converts at
@@ -20,6 +20,7 @@ pub mod db;
 pub mod deadline;
 pub mod edge;
 pub mod faults;
+pub mod ids;
 pub mod inventory;
 pub mod limits;
 pub mod money;

@@ -71,6 +71,7 @@ fn domain_modules_never_name_grpc_types() {
         "deadline.rs",
         "db.rs",
         "limits.rs",
+        "ids.rs",
         "order/book.rs",
         "order/saga.rs",
         "order/ports.rs",

@@ -439,7 +439,7 @@ impl Inventory {
                         currency: self.db.track(row.try_get("currency"))?,
                     });
                 }
-                let id = format!("res-{:016x}", rand::random::<u64>());
+                let id = crate::ids::new_id("res");
                 let deadline = now.saturating_add(crate::db::ms(self.ttl));
                 let json = serde_json::to_string(&stored)
                     .map_err(|e| self.db.corrupt(e.to_string()))?;

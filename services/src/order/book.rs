@@ -402,7 +402,7 @@ impl OrderBook {
         for _ in 0..2 {
             let now = self.clock.now_ms();
             let order = Order {
-                order_id: format!("ord-{:016x}", rand::random::<u64>()),
+                order_id: crate::ids::new_id("ord"),
                 idempotency_key: key.clone(),
                 customer_id: request.customer_id.clone(),
                 items: Vec::new(),

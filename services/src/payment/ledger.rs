@@ -199,7 +199,7 @@ impl Ledger {
         };
         let now = self.clock.now_ms();
         let payment = Payment {
-            payment_id: format!("pay-{:016x}", rand::random::<u64>()),
+            payment_id: crate::ids::new_id("pay"),
             order_id: req.order_id.clone(),
             amount: req.amount.clone(),
             status: if decline_reason.is_some() {
@@ -285,7 +285,7 @@ impl Ledger {
                  ON CONFLICT (order_id) DO NOTHING",
             )
             .bind(order_id)
-            .bind(format!("pay-{:016x}", rand::random::<u64>()))
+            .bind(crate::ids::new_id("pay"))
             .bind(TOMBSTONE_CURRENCY)
             .bind(reason)
             .bind(now)
