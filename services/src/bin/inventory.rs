@@ -3,6 +3,9 @@ use std::process::ExitCode;
 
 use meshwatch_services::config::{self, InventoryArgs, InventoryConfig};
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cfg: InventoryConfig = match config::parse::<InventoryArgs, _>(std::env::args_os()) {
         Ok(c) => c,

@@ -3,6 +3,9 @@ use std::process::ExitCode;
 
 use meshwatch_services::config::{self, OrderArgs, OrderConfig};
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cfg: OrderConfig = match config::parse::<OrderArgs, _>(std::env::args_os()) {
         Ok(c) => c,

@@ -3,6 +3,9 @@ use std::process::ExitCode;
 
 use meshwatch_services::config::{self, PaymentArgs, PaymentConfig};
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cfg: PaymentConfig = match config::parse::<PaymentArgs, _>(std::env::args_os()) {
         Ok(c) => c,
