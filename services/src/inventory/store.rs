@@ -4,6 +4,12 @@
 //! all-or-nothing (one transaction), at most one is live per order (a unique
 //! index), and one not committed within its TTL expires: the sweeper finds
 //! due ones through an index on the deadline, and every use checks it too.
+//!
+//! A SKU's row holds only what is available. Units reserved are the lines
+//! of the held reservations, summed when `GetStock` asks: so Reserve is the
+//! one write on a SKU's row per order, and Commit writes only its
+//! reservation. (On PostgreSQL a row lock lasts until the commit's WAL
+//! flush; the row of a popular SKU is the queue every order waits in.)
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -163,14 +169,12 @@ macro_rules! return_units {
     ($db:expr, $tx:expr, $lines:expr) => {
         for l in $lines {
             $db.bounded(
-                query(
-                    "UPDATE items SET available = available + $1, reserved = reserved - $1 WHERE sku = $2",
-                )
-                .bind(i64::from(l.quantity))
-                .bind(&l.sku)
-                .execute(&mut $tx)
-                ,
-            ).await?;
+                query("UPDATE items SET available = available + $1 WHERE sku = $2")
+                    .bind(i64::from(l.quantity))
+                    .bind(&l.sku)
+                    .execute(&mut $tx),
+            )
+            .await?;
         }
     };
 }
@@ -275,8 +279,8 @@ impl Inventory {
             for item in self.catalog.iter() {
                 self.db.bounded(
                     query(
-                        "INSERT INTO items (sku, name, currency, price_minor, available, reserved) \
-                         VALUES ($1, $2, $3, $4, $5, 0) \
+                        "INSERT INTO items (sku, name, currency, price_minor, available) \
+                         VALUES ($1, $2, $3, $4, $5) \
                          ON CONFLICT (sku) DO UPDATE SET name = excluded.name, \
                          currency = excluded.currency, price_minor = excluded.price_minor",
                     )
@@ -407,7 +411,7 @@ impl Inventory {
                 for (sku, qty) in &sorted {
                     let taken = self.db.bounded(
                         query(
-                            "UPDATE items SET available = available - $1, reserved = reserved + $1 \
+                            "UPDATE items SET available = available - $1 \
                              WHERE sku = $2 AND available >= $1 RETURNING price_minor, currency",
                         )
                         .bind(i64::from(*qty))
@@ -508,7 +512,7 @@ impl Inventory {
             let row = self.db.bounded(
                 query(
                     "UPDATE reservations SET state = 'committed', finished_ms = $2 \
-                     WHERE id = $1 AND state = 'held' AND deadline_ms > $2 RETURNING order_id, lines",
+                     WHERE id = $1 AND state = 'held' AND deadline_ms > $2 RETURNING order_id",
                 )
                 .bind(id)
                 .bind(now)
@@ -516,16 +520,10 @@ impl Inventory {
                 ,
             ).await?;
             if let Some(row) = row {
+                // The units left `available` at Reserve; committed, they
+                // are no longer counted as reserved (not held). The SKU's
+                // row is not touched.
                 let order_id: String = self.db.track(row.try_get("order_id"))?;
-                for l in self.lines(self.db.track(row.try_get::<String>("lines"))?)? {
-                    self.db.bounded(
-                        query("UPDATE items SET reserved = reserved - $1 WHERE sku = $2")
-                            .bind(i64::from(l.quantity))
-                            .bind(&l.sku)
-                            .execute(&mut tx)
-                            ,
-                    ).await?;
-                }
                 self.db.bounded(tx.commit()).await?;
                 return Ok((ReservationState::Committed, order_id));
             }
@@ -604,48 +602,69 @@ impl Inventory {
             });
         }
         self.ready().await?;
-        macro_rules! columns {
-            ($rest:literal) => {
-                concat!(
-                    "SELECT sku, name, currency, price_minor, available, reserved FROM items ",
-                    $rest
-                )
-            };
-        }
-        with_conn!(self.db, p => {
-            let rows = if skus.is_empty() {
-                self.db.bounded(
-                    query(columns!("ORDER BY sku")).fetch_all(&mut *p),
-                ).await?
-            } else {
-                let mut rows = Vec::with_capacity(skus.len());
-                for sku in skus {
-                    let row = self.db.bounded(
-                        query(columns!("WHERE sku = $1"))
-                            .bind(sku)
-                            .fetch_optional(&mut *p)
-                            ,
-                    ).await?;
-                    rows.push(row.ok_or_else(|| InventoryError::UnknownSku(sku.clone()))?);
+        // One statement, so one snapshot on either database: the SKUs'
+        // rows, then (`lines` not empty) the lines of every held
+        // reservation, which the partial index on held reservations finds.
+        // Their count is the orders in flight plus those abandoned within
+        // the TTL; history is never read.
+        let wanted = if skus.is_empty() {
+            String::new()
+        } else {
+            let marks: Vec<String> = (1..=skus.len()).map(|n| format!("${n}")).collect();
+            format!("WHERE sku IN ({}) ", marks.join(", "))
+        };
+        let sql = format!(
+            "SELECT sku, name, currency, price_minor, available, '' AS lines FROM items {wanted}\
+             UNION ALL SELECT '', '', '', 0, 0, lines FROM reservations WHERE state = 'held'"
+        );
+        let rows = with_conn!(self.db, p => {
+            let mut q = query(sql);
+            for sku in skus {
+                q = q.bind(sku);
+            }
+            self.db.bounded(q.fetch_all(&mut *p)).await?
+        });
+        let mut levels = std::collections::BTreeMap::new();
+        let mut held: std::collections::HashMap<String, u64> = std::collections::HashMap::new();
+        for r in &rows {
+            let lines: String = self.db.track(r.try_get("lines"))?;
+            if !lines.is_empty() {
+                for l in self.lines(lines)? {
+                    *held.entry(l.sku).or_default() += u64::from(l.quantity);
                 }
-                rows
+                continue;
+            }
+            let sku: String = self.db.track(r.try_get("sku"))?;
+            let currency: String = self.db.track(r.try_get("currency"))?;
+            let unit_price = Money::new(&currency, self.db.track(r.try_get("price_minor"))?)
+                .map_err(|e| self.db.corrupt(format!("price of {sku}: {e}")))?;
+            let level = StockLevel {
+                name: self.db.track(r.try_get("name"))?,
+                available: to_u32(self.db.track(r.try_get("available"))?),
+                reserved: 0,
+                unit_price,
+                sku: sku.clone(),
             };
-            rows.iter()
-                .map(|r| {
-                    let sku: String = self.db.track(r.try_get("sku"))?;
-                    let currency: String = self.db.track(r.try_get("currency"))?;
-                    let unit_price = Money::new(&currency, self.db.track(r.try_get("price_minor"))?)
-                        .map_err(|e| self.db.corrupt(format!("price of {sku}: {e}")))?;
-                    Ok(StockLevel {
-                        name: self.db.track(r.try_get("name"))?,
-                        available: to_u32(self.db.track(r.try_get("available"))?),
-                        reserved: to_u32(self.db.track(r.try_get("reserved"))?),
-                        unit_price,
-                        sku,
-                    })
-                })
-                .collect()
-        })
+            levels.insert(sku, level);
+        }
+        for (sku, units) in held {
+            if let Some(level) = levels.get_mut(&sku) {
+                level.reserved = u32::try_from(units).unwrap_or(u32::MAX);
+            }
+        }
+        if skus.is_empty() {
+            // The whole catalog, by SKU.
+            return Ok(levels.into_values().collect());
+        }
+        // The SKUs asked for, in the order asked.
+        skus.iter()
+            .map(|sku| {
+                levels
+                    .get(sku)
+                    .cloned()
+                    .ok_or_else(|| InventoryError::UnknownSku(sku.clone()))
+            })
+            .collect()
     }
 
     /// Expires up to one batch of held reservations past their deadline;
@@ -827,6 +846,40 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn reserved_is_the_sum_of_held_lines_per_sku() {
+        let (i, clock, _dir) = inv(10).await;
+        let r1 = i
+            .reserve("o1", &[("a".into(), 2), ("b".into(), 1)])
+            .await
+            .unwrap();
+        i.reserve("o2", &[("a".into(), 3)]).await.unwrap();
+        let r3 = i.reserve("o3", &[("b".into(), 4)]).await.unwrap();
+        let all = i.stock(&[]).await.unwrap();
+        let seen: Vec<(&str, u32, u32)> = all
+            .iter()
+            .map(|s| (s.sku.as_str(), s.available, s.reserved))
+            .collect();
+        assert_eq!(seen, [("a", 5, 5), ("b", 5, 5)], "the catalog by SKU");
+
+        // Committed: sold, no longer reserved. Released: back to available.
+        i.commit(&r1.id).await.unwrap();
+        i.release(&r3.id).await.unwrap();
+        let asked = i.stock(&["b".into(), "a".into()]).await.unwrap();
+        let seen: Vec<(&str, u32, u32)> = asked
+            .iter()
+            .map(|s| (s.sku.as_str(), s.available, s.reserved))
+            .collect();
+        assert_eq!(seen, [("b", 9, 0), ("a", 5, 3)], "in the order asked");
+        assert_eq!(asked[0].name, "B");
+        assert_eq!(asked[1].unit_price, Money::new("USD", 100).unwrap());
+
+        // Expired by the sweeper: back to available.
+        clock.advance(Duration::from_secs(31));
+        assert_eq!(i.expire_due().await.unwrap().len(), 1);
+        assert_eq!(avail(&i, "a").await, (8, 0));
+    }
+
+    #[tokio::test]
     async fn all_or_nothing_and_clear_refusals() {
         let (i, _, _dir) = inv(2).await;
         let e = i
@@ -989,6 +1042,63 @@ mod tests {
             ReservationState::Committed,
             "its reservations are still known"
         );
+    }
+
+    #[tokio::test]
+    async fn a_database_from_before_migration_2_keeps_its_holds() {
+        // Written by a build of schema 1: `reserved` counted on the row.
+        let dir = tempfile::tempdir().unwrap();
+        let target = crate::db::DbTarget::Sqlite {
+            data_dir: dir.path().to_owned(),
+        };
+        let first = crate::db::Migrations(&crate::inventory::MIGRATIONS.0[..1]);
+        let readiness = meshwatch_runtime::Readiness::default;
+        let old = crate::db::Database::open("inventory", &target, first, readiness())
+            .await
+            .unwrap();
+        let written: Result<(), DbError> = async {
+            with_conn!(old, p => {
+            query(
+                "INSERT INTO items (sku, name, currency, price_minor, available, reserved) \
+                 VALUES ('a', 'A', 'USD', 100, 7, 3)",
+            )
+            .execute(&mut *p)
+            .await
+            .unwrap();
+            query(
+                "INSERT INTO reservations (id, order_id, state, lines, deadline_ms, created_ms) \
+                 VALUES ('res-old', 'o1', 'held', \
+                 '[{\"sku\":\"a\",\"quantity\":3,\"price_minor\":100,\"currency\":\"USD\"}]', \
+                 2000000, 1000000)",
+            )
+            .execute(&mut *p)
+            .await
+            .unwrap();
+            });
+            Ok(())
+        }
+        .await;
+        written.unwrap();
+        old.close().await;
+
+        let db = crate::db::Database::open(
+            "inventory",
+            &target,
+            crate::inventory::MIGRATIONS,
+            readiness(),
+        )
+        .await
+        .unwrap();
+        let cat = vec![CatalogItem {
+            sku: "a".into(),
+            name: "A".into(),
+            unit_price: Money::new("USD", 100).unwrap(),
+            stock: 10,
+        }];
+        let i = Inventory::new(db, cat, Duration::from_secs(30), Clock::manual(1_000_000));
+        assert_eq!(avail(&i, "a").await, (7, 3), "the hold counts as before");
+        i.commit("res-old").await.unwrap();
+        assert_eq!(avail(&i, "a").await, (7, 0), "committed: sold");
     }
 
     #[tokio::test]
