@@ -1058,22 +1058,22 @@ mod tests {
             .unwrap();
         let written: Result<(), DbError> = async {
             with_conn!(old, p => {
-            query(
-                "INSERT INTO items (sku, name, currency, price_minor, available, reserved) \
-                 VALUES ('a', 'A', 'USD', 100, 7, 3)",
-            )
-            .execute(&mut *p)
-            .await
-            .unwrap();
-            query(
-                "INSERT INTO reservations (id, order_id, state, lines, deadline_ms, created_ms) \
-                 VALUES ('res-old', 'o1', 'held', \
-                 '[{\"sku\":\"a\",\"quantity\":3,\"price_minor\":100,\"currency\":\"USD\"}]', \
-                 2000000, 1000000)",
-            )
-            .execute(&mut *p)
-            .await
-            .unwrap();
+                query(
+                    "INSERT INTO items (sku, name, currency, price_minor, available, reserved) \
+                     VALUES ('a', 'A', 'USD', 100, 7, 3)",
+                )
+                .execute(&mut *p)
+                .await
+                .unwrap();
+                query(
+                    "INSERT INTO reservations (id, order_id, state, lines, deadline_ms, created_ms) \
+                     VALUES ('res-old', 'o1', 'held', \
+                     '[{\"sku\":\"a\",\"quantity\":3,\"price_minor\":100,\"currency\":\"USD\"}]', \
+                     2000000, 1000000)",
+                )
+                .execute(&mut *p)
+                .await
+                .unwrap();
             });
             Ok(())
         }
