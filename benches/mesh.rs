@@ -27,6 +27,8 @@
 //! (heartbeats before each kill, default 8).
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a benchmark fails loudly
 
+mod common;
+
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::process::Command;
@@ -35,36 +37,10 @@ use std::time::{Duration, Instant, SystemTime};
 
 use hdrhistogram::Histogram;
 use meshwatch_meshctl::{LoadReport, LoadSpec};
-use meshwatch_proto::admin::v1 as echo;
 use meshwatch_proto::order::v1 as pb;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
-
-struct Echo;
-
-#[tonic::async_trait]
-impl echo::fault_service_server::FaultService for Echo {
-    async fn get_faults(
-        &self,
-        _: tonic::Request<echo::GetFaultsRequest>,
-    ) -> Result<tonic::Response<echo::Faults>, tonic::Status> {
-        Ok(tonic::Response::new(echo::Faults::default()))
-    }
-    async fn set_faults(
-        &self,
-        _: tonic::Request<echo::SetFaultsRequest>,
-    ) -> Result<tonic::Response<echo::Faults>, tonic::Status> {
-        Ok(tonic::Response::new(echo::Faults::default()))
-    }
-}
-
-fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -159,8 +135,8 @@ fn place_order_call(
 
 #[tokio::main]
 async fn main() {
-    let seconds: u64 = env_or("MESH_BENCH_SECONDS", 10);
-    let concurrency: usize = env_or("MESH_BENCH_CONCURRENCY", 32);
+    let seconds: u64 = common::env_or("MESH_BENCH_SECONDS", 10);
+    let concurrency: usize = common::env_or("MESH_BENCH_CONCURRENCY", 32);
     let rates: Vec<f64> = std::env::var("MESH_BENCH_RATES")
         .unwrap_or_else(|_| "100,300".into())
         .split(',')
@@ -182,7 +158,7 @@ async fn main() {
 
     // 1. Baseline: a trivial unary server on this machine (with the load phases).
     let echo_report = if run_load_phases {
-        Some(echo_baseline(phase, concurrency).await)
+        Some(common::echo_load(&common::start_echo().await, phase, concurrency).await)
     } else {
         None
     };
@@ -233,43 +209,6 @@ async fn main() {
     if run_detection {
         detection(&mesh).await;
     }
-}
-
-/// A trivial tonic unary server in this process, at saturation.
-async fn echo_baseline(phase: Duration, concurrency: usize) -> LoadReport {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let echo_addr = listener.local_addr().unwrap();
-    tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(echo::fault_service_server::FaultServiceServer::new(Echo))
-            .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener)),
-    );
-    let echo_client = echo::fault_service_client::FaultServiceClient::new(
-        tonic::transport::Endpoint::from_shared(format!("http://{echo_addr}"))
-            .unwrap()
-            .connect()
-            .await
-            .unwrap(),
-    );
-    let echo_report = meshwatch_meshctl::run_load(
-        LoadSpec {
-            rate: 0.0,
-            duration: phase,
-            concurrency,
-        },
-        move |_| {
-            let mut c = echo_client.clone();
-            async move {
-                c.get_faults(echo::GetFaultsRequest {})
-                    .await
-                    .map(|_| "OK".to_owned())
-                    .map_err(|s| meshwatch_proto::status::code_name(s.code() as i32).to_owned())
-            }
-        },
-        |_| {},
-    )
-    .await;
-    echo_report
 }
 
 /// Phases 2 and 3: PlaceOrder load and end-to-end log latency.
@@ -356,7 +295,7 @@ async fn load_phases(
             }
         }
     });
-    let samples: u64 = env_or("MESH_BENCH_LOG_SAMPLES", 200);
+    let samples: u64 = common::env_or("MESH_BENCH_LOG_SAMPLES", 200);
     let mut latency = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).unwrap();
     let mut client = order.clone();
     let mut returned = Vec::new();
@@ -623,9 +562,9 @@ fn direct_beats(kafka: &str, instance: String) -> tokio::task::JoinHandle<()> {
 
 /// Phase 4: failure detection through the mesh, next to direct heartbeats.
 async fn detection(mesh: &Mesh) {
-    let kills: usize = env_or("MESH_BENCH_KILLS", 20);
-    let stops: usize = env_or("MESH_BENCH_STOPS", 5);
-    let warm = Duration::from_secs(env_or("MESH_BENCH_WARM_SECONDS", 8));
+    let kills: usize = common::env_or("MESH_BENCH_KILLS", 20);
+    let stops: usize = common::env_or("MESH_BENCH_STOPS", 5);
+    let warm = Duration::from_secs(common::env_or("MESH_BENCH_WARM_SECONDS", 8));
     let kafka = mesh.kafka();
     let monitor = format!("127.0.0.1:{}", mesh.port("MONITOR"));
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));

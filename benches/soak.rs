@@ -45,40 +45,17 @@
 //! e.g. `-c shared_buffers=1GB`).
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a benchmark fails loudly
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use tokio::signal::unix::{signal, SignalKind};
 
+use common::EchoClient;
 use meshwatch_meshctl::{LoadReport, LoadSpec};
-use meshwatch_proto::admin::v1 as echo;
 use meshwatch_proto::order::v1 as pb;
-
-struct Echo;
-
-#[tonic::async_trait]
-impl echo::fault_service_server::FaultService for Echo {
-    async fn get_faults(
-        &self,
-        _: tonic::Request<echo::GetFaultsRequest>,
-    ) -> Result<tonic::Response<echo::Faults>, tonic::Status> {
-        Ok(tonic::Response::new(echo::Faults::default()))
-    }
-    async fn set_faults(
-        &self,
-        _: tonic::Request<echo::SetFaultsRequest>,
-    ) -> Result<tonic::Response<echo::Faults>, tonic::Status> {
-        Ok(tonic::Response::new(echo::Faults::default()))
-    }
-}
-
-fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 fn root() -> PathBuf {
     PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
@@ -469,28 +446,8 @@ fn place_order(
 
 /// The machine's speed now: the echo server at saturation for `secs`.
 async fn echo_probe(echo: &EchoClient, secs: u64) -> LoadReport {
-    let echo = echo.clone();
-    meshwatch_meshctl::run_load(
-        LoadSpec {
-            rate: 0.0,
-            duration: Duration::from_secs(secs),
-            concurrency: concurrency(),
-        },
-        move |_| {
-            let mut c = echo.clone();
-            async move {
-                c.get_faults(echo::GetFaultsRequest {})
-                    .await
-                    .map(|_| "OK".to_owned())
-                    .map_err(|s| meshwatch_proto::status::code_name(s.code() as i32).to_owned())
-            }
-        },
-        |_| {},
-    )
-    .await
+    common::echo_load(echo, Duration::from_secs(secs), concurrency()).await
 }
-
-type EchoClient = echo::fault_service_client::FaultServiceClient<tonic::transport::Channel>;
 
 type OrderClient = pb::order_service_client::OrderServiceClient<tonic::transport::Channel>;
 
@@ -510,12 +467,12 @@ async fn order_client(target: &dyn Target) -> OrderClient {
 }
 
 fn phase_length() -> Duration {
-    Duration::from_secs(env_or("SOAK_PHASE_SECONDS", 60))
+    Duration::from_secs(common::env_or("SOAK_PHASE_SECONDS", 60))
 }
 
 /// Requests in flight in a phase and in the echo probe.
 fn concurrency() -> usize {
-    env_or("SOAK_CONCURRENCY", 32)
+    common::env_or("SOAK_CONCURRENCY", 32)
 }
 
 /// One phase: PlaceOrder at saturation for [`phase_length`], keys tagged `run`.
@@ -534,7 +491,7 @@ async fn run_phase(client: &OrderClient, run: String) -> LoadReport {
 
 /// Phases until SOAK_ORDERS orders; returns the last phase's throughput.
 async fn soak(name: &str, target: &dyn Target, echo: &EchoClient, echo_rps: f64) -> f64 {
-    let orders: u64 = env_or("SOAK_ORDERS", 500_000);
+    let orders: u64 = common::env_or("SOAK_ORDERS", 500_000);
     let phase = phase_length();
     let concurrency = concurrency();
     let client = order_client(target).await;
@@ -547,7 +504,7 @@ async fn soak(name: &str, target: &dyn Target, echo: &EchoClient, echo_rps: f64)
     let pids = target.pids();
     let groups = target.cpu_groups();
     println!("\n{name}: {orders} orders in phases of {phase:?}, concurrency {concurrency}; RSS at start (MiB): {}", rss(&pids));
-    let probe_secs: u64 = env_or("SOAK_PROBE_SECONDS", 5);
+    let probe_secs: u64 = common::env_or("SOAK_PROBE_SECONDS", 5);
     let (mut total, mut first_rps, mut first_adjusted, mut i) = (0u64, 0.0, 0.0, 0);
     let mut last = (0.0, 0.0);
     while total < orders {
@@ -667,20 +624,7 @@ async fn main() {
     let bin = meshwatch_testkit::bin_dir();
 
     // Baseline: a trivial unary server in this process, at saturation.
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let echo_addr = listener.local_addr().unwrap();
-    tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(echo::fault_service_server::FaultServiceServer::new(Echo))
-            .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener)),
-    );
-    let echo_client = echo::fault_service_client::FaultServiceClient::new(
-        tonic::transport::Endpoint::from_shared(format!("http://{echo_addr}"))
-            .unwrap()
-            .connect()
-            .await
-            .unwrap(),
-    );
+    let echo_client = common::start_echo().await;
     let echo_report = echo_probe(&echo_client, 10).await;
     let echo_rps = echo_report.throughput();
     println!(
@@ -706,7 +650,7 @@ async fn main() {
             let started = start(config, bin).await;
             let last_rps = soak(config, started.target.as_ref(), echo, echo_rps).await;
             drop(started);
-            if env_or("SOAK_CONTROL", 1) != 0 {
+            if common::env_or("SOAK_CONTROL", 1) != 0 {
                 control(config, bin, last_rps).await;
             }
         };
