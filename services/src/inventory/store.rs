@@ -845,6 +845,14 @@ mod tests {
         assert_ne!(r3.id, r2.id);
     }
 
+    /// (SKU, available, reserved) of each level, in the order given.
+    fn counts(levels: &[StockLevel]) -> Vec<(&str, u32, u32)> {
+        levels
+            .iter()
+            .map(|s| (s.sku.as_str(), s.available, s.reserved))
+            .collect()
+    }
+
     #[tokio::test]
     async fn reserved_is_the_sum_of_held_lines_per_sku() {
         let (i, clock, _dir) = inv(10).await;
@@ -855,21 +863,21 @@ mod tests {
         i.reserve("o2", &[("a".into(), 3)]).await.unwrap();
         let r3 = i.reserve("o3", &[("b".into(), 4)]).await.unwrap();
         let all = i.stock(&[]).await.unwrap();
-        let seen: Vec<(&str, u32, u32)> = all
-            .iter()
-            .map(|s| (s.sku.as_str(), s.available, s.reserved))
-            .collect();
-        assert_eq!(seen, [("a", 5, 5), ("b", 5, 5)], "the catalog by SKU");
+        assert_eq!(
+            counts(&all),
+            [("a", 5, 5), ("b", 5, 5)],
+            "the catalog by SKU"
+        );
 
         // Committed: sold, no longer reserved. Released: back to available.
         i.commit(&r1.id).await.unwrap();
         i.release(&r3.id).await.unwrap();
         let asked = i.stock(&["b".into(), "a".into()]).await.unwrap();
-        let seen: Vec<(&str, u32, u32)> = asked
-            .iter()
-            .map(|s| (s.sku.as_str(), s.available, s.reserved))
-            .collect();
-        assert_eq!(seen, [("b", 9, 0), ("a", 5, 3)], "in the order asked");
+        assert_eq!(
+            counts(&asked),
+            [("b", 9, 0), ("a", 5, 3)],
+            "in the order asked"
+        );
         assert_eq!(asked[0].name, "B");
         assert_eq!(asked[1].unit_price, Money::new("USD", 100).unwrap());
 
