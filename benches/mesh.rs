@@ -146,15 +146,9 @@ async fn main() {
     let phases = std::env::var("MESH_BENCH_PHASES").unwrap_or_else(|_| "load,detection".into());
     let run_load_phases = phases.split(',').any(|p| p.trim() == "load");
     let run_detection = phases.split(',').any(|p| p.trim() == "detection");
-    let root = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/.."));
+    let root = common::root();
 
-    println!("building release binaries…");
-    let built = Command::new("cargo")
-        .current_dir(&root)
-        .args(["build", "--release", "--locked", "--bins", "--workspace"])
-        .status()
-        .unwrap();
-    assert!(built.success(), "cargo build --release failed");
+    common::build_release_binaries();
 
     // 1. Baseline: a trivial unary server on this machine (with the load phases).
     let echo_report = if run_load_phases {

@@ -57,10 +57,6 @@ use common::EchoClient;
 use meshwatch_meshctl::{LoadReport, LoadSpec};
 use meshwatch_proto::order::v1 as pb;
 
-fn root() -> PathBuf {
-    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
-}
-
 fn free_port() -> u16 {
     meshwatch_testkit::free_port()
 }
@@ -92,7 +88,7 @@ impl Postgres {
             std::os::unix::fs::PermissionsExt::from_mode(0o777),
         )
         .unwrap();
-        let out = Command::new(root().join("scripts/postgres"))
+        let out = Command::new(common::root().join("scripts/postgres"))
             .args(["start"])
             .arg(dir.path())
             .env("MESHWATCH_PG_DURABLE", "1")
@@ -129,7 +125,7 @@ impl Postgres {
 
 impl Drop for Postgres {
     fn drop(&mut self) {
-        let _ = Command::new(root().join("scripts/postgres"))
+        let _ = Command::new(common::root().join("scripts/postgres"))
             .arg("stop")
             .arg(self.dir.path())
             .output();
@@ -289,7 +285,7 @@ struct Mesh {
 
 impl Mesh {
     fn script(&self, arg: &str) -> std::process::Output {
-        let mut cmd = Command::new(root().join("scripts/mesh"));
+        let mut cmd = Command::new(common::root().join("scripts/mesh"));
         cmd.arg(arg)
             .env("MESHWATCH_STATE", self.state.path())
             .env("MESHWATCH_BIN_DIR", &self.bin)
@@ -614,13 +610,7 @@ async fn main() {
         .split(',')
         .map(|s| s.trim().to_owned())
         .collect();
-    println!("building release binaries…");
-    let built = Command::new(env!("CARGO"))
-        .current_dir(root())
-        .args(["build", "--release", "--locked", "--bins", "--workspace"])
-        .status()
-        .unwrap();
-    assert!(built.success(), "cargo build --release failed");
+    common::build_release_binaries();
     let bin = meshwatch_testkit::bin_dir();
 
     // Baseline: a trivial unary server in this process, at saturation.

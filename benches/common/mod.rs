@@ -79,3 +79,38 @@ pub fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
 }
+
+/// The repository's root.
+pub fn root() -> std::path::PathBuf {
+    std::path::PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+}
+
+/// `cargo build --release --bins --workspace`, the binaries the benchmark
+/// runs. Without the variables `cargo bench` sets for the target it runs
+/// (`CARGO_PKG_NAME` and the like): ring's build script watches
+/// `CARGO_PKG_NAME`, so with them the build took ring and all that links it
+/// for changed and rebuilt them (3 minutes here), and the next plain
+/// `cargo build --release` rebuilt them again.
+pub fn build_release_binaries() {
+    println!("building release binaries…");
+    let mut cargo = std::process::Command::new(env!("CARGO"));
+    cargo
+        .current_dir(root())
+        .args(["build", "--release", "--locked", "--bins", "--workspace"]);
+    for (name, _) in std::env::vars_os() {
+        let set_for_target = name.to_str().is_some_and(|n| {
+            n.starts_with("CARGO_PKG_")
+                || n.starts_with("CARGO_MANIFEST_")
+                || n.starts_with("CARGO_BIN_")
+                || matches!(
+                    n,
+                    "CARGO_CRATE_NAME" | "CARGO_PRIMARY_PACKAGE" | "CARGO_TARGET_TMPDIR"
+                )
+        });
+        if set_for_target {
+            cargo.env_remove(name);
+        }
+    }
+    let built = cargo.status().expect("run cargo build --release");
+    assert!(built.success(), "cargo build --release failed");
+}
