@@ -26,7 +26,9 @@
 //! and the monitor) used per order in the phase, so that a phase slower than
 //! the first says whose cost grew; and where the whole machine's time went in
 //! the phase (/proc/stat: busy, idle, iowait, steal), so that one slowed by the
-//! hypervisor (steal) or the disk (iowait) says so.
+//! hypervisor (steal) or the disk (iowait) says so. On PostgreSQL also the
+//! server's buffer cache in the phase (blocks read from outside it per order,
+//! and the hit %), so that a working set outgrowing `shared_buffers` shows.
 //!
 //! After the soak of a configuration, unless SOAK_CONTROL=0, a control: one
 //! phase on a fresh start of it (empty databases, a new broker), right after
@@ -121,6 +123,17 @@ impl Postgres {
     fn url(&self, svc: &str) -> String {
         format!("{}/meshwatch_{svc}", self.url)
     }
+}
+
+/// The server's buffer cache so far, over all databases: (blocks read from
+/// outside it, blocks found in it), from `pg_stat_database`. Backends
+/// publish their counts about once a second, so a phase's difference is
+/// exact to a second's worth at its edges.
+async fn pg_blocks(conn: &mut sqlx::PgConnection) -> (i64, i64) {
+    sqlx::query_as("SELECT sum(blks_read)::bigint, sum(blks_hit)::bigint FROM pg_stat_database")
+        .fetch_one(conn)
+        .await
+        .unwrap()
 }
 
 impl Drop for Postgres {
@@ -486,7 +499,17 @@ async fn run_phase(client: &OrderClient, run: String) -> LoadReport {
 }
 
 /// Phases until SOAK_ORDERS orders; returns the last phase's throughput.
-async fn soak(name: &str, target: &dyn Target, echo: &EchoClient, echo_rps: f64) -> f64 {
+async fn soak(name: &str, started: &Started, echo: &EchoClient, echo_rps: f64) -> f64 {
+    let target = started.target.as_ref();
+    // On PostgreSQL, whether the working set still fits the buffer cache.
+    let mut pg = match &started.postgres {
+        Some(p) => Some(
+            <sqlx::PgConnection as sqlx::Connection>::connect(&format!("{}/postgres", p.url))
+                .await
+                .unwrap(),
+        ),
+        None => None,
+    };
     let orders: u64 = common::env_or("SOAK_ORDERS", 500_000);
     let phase = phase_length();
     let concurrency = concurrency();
@@ -507,8 +530,24 @@ async fn soak(name: &str, target: &dyn Target, echo: &EchoClient, echo_rps: f64)
         i += 1;
         let cpu_before = group_cpu(&groups);
         let machine_before = machine_ticks();
+        let blocks_before = match pg.as_mut() {
+            Some(c) => Some(pg_blocks(c).await),
+            None => None,
+        };
         let r = run_phase(&client, format!("{name}-{i}")).await;
         let machine = machine_split(machine_before, machine_ticks());
+        let cache = match (pg.as_mut(), blocks_before) {
+            (Some(c), Some((read0, hit0))) => {
+                let (read, hit) = pg_blocks(c).await;
+                let (read, hit) = ((read - read0) as f64, (hit - hit0) as f64);
+                format!(
+                    "  PostgreSQL cache: {:.2} blocks read from outside per order, {:.2} % hit",
+                    read / r.completed.max(1) as f64,
+                    hit * 100.0 / (read + hit).max(1.0)
+                )
+            }
+            _ => String::new(),
+        };
         total += r.completed;
         let per_order: Vec<String> = groups
             .iter()
@@ -537,7 +576,7 @@ async fn soak(name: &str, target: &dyn Target, echo: &EchoClient, echo_rps: f64)
             .map(|(k, v)| format!("{k}={v}"))
             .collect();
         println!(
-            "{name:<18} phase {i:>2}  total {total:>7}  {:>7.1} req/s  p50 {:>6.2} ms  p99 {:>7.2} ms  errors {:>4}  vs phase 1 {:.2}  vs echo {:.3}  echo now {probe:.0} req/s, vs phase 1 at the machine's speed {:.2}  RSS MiB: {}  CPU ms/order: {}  machine %: {machine}  [{}]",
+            "{name:<18} phase {i:>2}  total {total:>7}  {:>7.1} req/s  p50 {:>6.2} ms  p99 {:>7.2} ms  errors {:>4}  vs phase 1 {:.2}  vs echo {:.3}  echo now {probe:.0} req/s, vs phase 1 at the machine's speed {:.2}  RSS MiB: {}  CPU ms/order: {}  machine %: {machine}{cache}  [{}]",
             r.throughput(),
             r.latency_ms(0.5),
             r.latency_ms(0.99),
@@ -561,7 +600,7 @@ async fn soak(name: &str, target: &dyn Target, echo: &EchoClient, echo_rps: f64)
 /// they use (the fields drop in this order).
 struct Started {
     target: Box<dyn Target>,
-    _postgres: Option<Postgres>,
+    postgres: Option<Postgres>,
 }
 
 async fn start(config: &str, bin: &Path) -> Started {
@@ -577,7 +616,7 @@ async fn start(config: &str, bin: &Path) -> Started {
     };
     Started {
         target,
-        _postgres: pg,
+        postgres: pg,
     }
 }
 
@@ -638,7 +677,7 @@ async fn main() {
     for config in &configs {
         let run = async move {
             let started = start(config, bin).await;
-            let last_rps = soak(config, started.target.as_ref(), echo, echo_rps).await;
+            let last_rps = soak(config, &started, echo, echo_rps).await;
             drop(started);
             if common::env_or("SOAK_CONTROL", 1) != 0 {
                 control(config, bin, last_rps).await;
