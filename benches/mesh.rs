@@ -38,17 +38,10 @@ use std::time::{Duration, Instant, SystemTime};
 use hdrhistogram::Histogram;
 use meshwatch_meshctl::{LoadReport, LoadSpec};
 use meshwatch_proto::order::v1 as pb;
+use meshwatch_testkit::free_port;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 struct Mesh {
     root: PathBuf,

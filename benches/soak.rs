@@ -58,10 +58,7 @@ use tokio::signal::unix::{signal, SignalKind};
 use common::EchoClient;
 use meshwatch_meshctl::{LoadReport, LoadSpec};
 use meshwatch_proto::order::v1 as pb;
-
-fn free_port() -> u16 {
-    meshwatch_testkit::free_port()
-}
+use meshwatch_testkit::free_port;
 
 /// VmRSS of `pid` in MiB.
 fn rss_mib(pid: u32) -> f64 {
