@@ -26,9 +26,12 @@
 //! and the monitor) used per order in the phase, so that a phase slower than
 //! the first says whose cost grew; and where the whole machine's time went in
 //! the phase (/proc/stat: busy, idle, iowait, steal), so that one slowed by the
-//! hypervisor (steal) or the disk (iowait) says so. On PostgreSQL also the
-//! server's buffer cache in the phase (blocks read from outside it per order,
-//! and the hit %), so that a working set outgrowing `shared_buffers` shows.
+//! hypervisor (steal) or the disk (iowait) says so. On PostgreSQL also what
+//! the server did in the phase: its buffer cache (blocks read from outside it
+//! per order, and the hit %), so that a working set outgrowing
+//! `shared_buffers` shows; WAL bytes per order and the checkpoints begun, so
+//! that a phase slowed by the full-page images after a checkpoint shows; and
+//! buffers the backends had to write out themselves.
 //!
 //! After the soak of a configuration, unless SOAK_CONTROL=0, a control: one
 //! phase on a fresh start of it (empty databases, a new broker), right after
@@ -122,15 +125,62 @@ impl Postgres {
     }
 }
 
-/// The server's buffer cache so far, over all databases: (blocks read from
-/// outside it, blocks found in it), from `pg_stat_database`. Backends
-/// publish their counts about once a second, so a phase's difference is
-/// exact to a second's worth at its edges.
-async fn pg_blocks(conn: &mut sqlx::PgConnection) -> (i64, i64) {
-    sqlx::query_as("SELECT sum(blks_read)::bigint, sum(blks_hit)::bigint FROM pg_stat_database")
-        .fetch_one(conn)
-        .await
-        .unwrap()
+/// The server's counters so far, over all databases, from
+/// `pg_stat_database` (buffer cache), `pg_stat_bgwriter` (checkpoints, and
+/// buffers the services' own backends had to write out to find a free one)
+/// and the WAL position. Backends publish their counts about once a second,
+/// so a phase's difference is exact to a second's worth at its edges.
+#[derive(Clone, Copy)]
+struct PgCounters {
+    /// Blocks read from outside the buffer cache.
+    blks_read: i64,
+    /// Blocks found in it.
+    blks_hit: i64,
+    /// Checkpoints started, by timeout or by WAL volume.
+    checkpoints: i64,
+    /// Buffers written by backends themselves (no clean one was free).
+    buffers_backend: i64,
+    /// Bytes of WAL written since the server's start.
+    wal_bytes: i64,
+}
+
+async fn pg_counters(conn: &mut sqlx::PgConnection) -> PgCounters {
+    let (blks_read, blks_hit, checkpoints, buffers_backend, wal_bytes) = sqlx::query_as(
+        "SELECT (SELECT sum(blks_read)::bigint FROM pg_stat_database) AS blks_read, \
+                (SELECT sum(blks_hit)::bigint FROM pg_stat_database) AS blks_hit, \
+                (checkpoints_timed + checkpoints_req)::bigint AS checkpoints, \
+                buffers_backend::bigint AS buffers_backend, \
+                pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0')::bigint AS wal_bytes \
+         FROM pg_stat_bgwriter",
+    )
+    .fetch_one(conn)
+    .await
+    .unwrap();
+    PgCounters {
+        blks_read,
+        blks_hit,
+        checkpoints,
+        buffers_backend,
+        wal_bytes,
+    }
+}
+
+/// What the server did in a phase of `orders` orders, for the phase's line.
+fn pg_phase(before: PgCounters, after: PgCounters, orders: u64) -> String {
+    let per_order = |v: i64| v as f64 / orders.max(1) as f64;
+    let (read, hit) = (
+        after.blks_read - before.blks_read,
+        after.blks_hit - before.blks_hit,
+    );
+    format!(
+        "  PostgreSQL: cache {:.2} blocks read from outside per order, {:.2} % hit; \
+         WAL {:.1} KiB/order; checkpoints {}; backend-written buffers {:.2}/order",
+        per_order(read),
+        hit as f64 * 100.0 / (read + hit).max(1) as f64,
+        per_order(after.wal_bytes - before.wal_bytes) / 1024.0,
+        after.checkpoints - before.checkpoints,
+        per_order(after.buffers_backend - before.buffers_backend),
+    )
 }
 
 impl Drop for Postgres {
@@ -527,22 +577,14 @@ async fn soak(name: &str, started: &Started, echo: &EchoClient, echo_rps: f64) -
         i += 1;
         let cpu_before = group_cpu(&groups);
         let machine_before = machine_ticks();
-        let blocks_before = match pg.as_mut() {
-            Some(c) => Some(pg_blocks(c).await),
+        let pg_before = match pg.as_mut() {
+            Some(c) => Some(pg_counters(c).await),
             None => None,
         };
         let r = run_phase(&client, format!("{name}-{i}")).await;
         let machine = machine_split(machine_before, machine_ticks());
-        let cache = match (pg.as_mut(), blocks_before) {
-            (Some(c), Some((read0, hit0))) => {
-                let (read, hit) = pg_blocks(c).await;
-                let (read, hit) = ((read - read0) as f64, (hit - hit0) as f64);
-                format!(
-                    "  PostgreSQL cache: {:.2} blocks read from outside per order, {:.2} % hit",
-                    read / r.completed.max(1) as f64,
-                    hit * 100.0 / (read + hit).max(1.0)
-                )
-            }
+        let server = match (pg.as_mut(), pg_before) {
+            (Some(c), Some(before)) => pg_phase(before, pg_counters(c).await, r.completed),
             _ => String::new(),
         };
         total += r.completed;
@@ -573,7 +615,7 @@ async fn soak(name: &str, started: &Started, echo: &EchoClient, echo_rps: f64) -
             .map(|(k, v)| format!("{k}={v}"))
             .collect();
         println!(
-            "{name:<18} phase {i:>2}  total {total:>7}  {:>7.1} req/s  p50 {:>6.2} ms  p99 {:>7.2} ms  errors {:>4}  vs phase 1 {:.2}  vs echo {:.3}  echo now {probe:.0} req/s, vs phase 1 at the machine's speed {:.2}  RSS MiB: {}  CPU ms/order: {}  machine %: {machine}{cache}  [{}]",
+            "{name:<18} phase {i:>2}  total {total:>7}  {:>7.1} req/s  p50 {:>6.2} ms  p99 {:>7.2} ms  errors {:>4}  vs phase 1 {:.2}  vs echo {:.3}  echo now {probe:.0} req/s, vs phase 1 at the machine's speed {:.2}  RSS MiB: {}  CPU ms/order: {}  machine %: {machine}{server}  [{}]",
             r.throughput(),
             r.latency_ms(0.5),
             r.latency_ms(0.99),
