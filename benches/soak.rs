@@ -27,8 +27,9 @@
 //! the first says whose cost grew; and where the whole machine's time went in
 //! the phase (/proc/stat: busy, idle, iowait, steal), so that one slowed by the
 //! hypervisor (steal) or the disk (iowait) says so. On PostgreSQL also what
-//! the server did in the phase: its buffer cache (blocks read from outside it
-//! per order, and the hit %), so that a working set outgrowing
+//! the server did in the phase: its CPU per order (all its processes, which
+//! the services' groups do not hold); its buffer cache (blocks read from
+//! outside it per order, and the hit %), so that a working set outgrowing
 //! `shared_buffers` shows; WAL bytes per order and the checkpoints begun, so
 //! that a phase slowed by the full-page images after a checkpoint shows; and
 //! buffers the backends had to write out themselves.
@@ -79,7 +80,10 @@ fn rss_mib(pid: u32) -> f64 {
 /// A throwaway PostgreSQL server (durable settings) with a database per service.
 struct Postgres {
     dir: tempfile::TempDir,
+    /// The server's URL without a database.
     url: String,
+    /// Its `postgres` database, for the soak's own queries.
+    admin: String,
 }
 
 impl Postgres {
@@ -107,8 +111,9 @@ impl Postgres {
         let server = Self {
             dir,
             url: admin.trim_end_matches("/postgres").to_owned(),
+            admin,
         };
-        let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&admin)
+        let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&server.admin)
             .await
             .unwrap();
         for svc in ["order", "inventory", "payment"] {
@@ -122,6 +127,25 @@ impl Postgres {
 
     fn url(&self, svc: &str) -> String {
         format!("{}/meshwatch_{svc}", self.url)
+    }
+
+    /// The server's postmaster, from the data directory's `postmaster.pid`.
+    fn postmaster(&self) -> u32 {
+        std::fs::read_to_string(self.dir.path().join("data/postmaster.pid"))
+            .unwrap()
+            .lines()
+            .next()
+            .and_then(|l| l.trim().parse().ok())
+            .expect("a pid on postmaster.pid's first line")
+    }
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        let _ = Command::new(common::root().join("scripts/postgres"))
+            .arg("stop")
+            .arg(self.dir.path())
+            .output();
     }
 }
 
@@ -142,9 +166,11 @@ struct PgCounters {
     buffers_backend: i64,
     /// Bytes of WAL written since the server's start.
     wal_bytes: i64,
+    /// The server's CPU time, in seconds ([`server_cpu_secs`]).
+    cpu_secs: f64,
 }
 
-async fn pg_counters(conn: &mut sqlx::PgConnection) -> PgCounters {
+async fn pg_counters(conn: &mut sqlx::PgConnection, postmaster: u32) -> PgCounters {
     let (blks_read, blks_hit, checkpoints, buffers_backend, wal_bytes) = sqlx::query_as(
         "SELECT (SELECT sum(blks_read)::bigint FROM pg_stat_database) AS blks_read, \
                 (SELECT sum(blks_hit)::bigint FROM pg_stat_database) AS blks_hit, \
@@ -162,6 +188,7 @@ async fn pg_counters(conn: &mut sqlx::PgConnection) -> PgCounters {
         checkpoints,
         buffers_backend,
         wal_bytes,
+        cpu_secs: server_cpu_secs(postmaster),
     }
 }
 
@@ -173,23 +200,15 @@ fn pg_phase(before: PgCounters, after: PgCounters, orders: u64) -> String {
         after.blks_hit - before.blks_hit,
     );
     format!(
-        "  PostgreSQL: cache {:.2} blocks read from outside per order, {:.2} % hit; \
-         WAL {:.1} KiB/order; checkpoints {}; backend-written buffers {:.2}/order",
+        "  PostgreSQL: CPU {:.3} ms/order; cache {:.2} blocks read from outside per order, \
+         {:.2} % hit; WAL {:.1} KiB/order; checkpoints {}; backend-written buffers {:.2}/order",
+        (after.cpu_secs - before.cpu_secs) * 1000.0 / orders.max(1) as f64,
         per_order(read),
         hit as f64 * 100.0 / (read + hit).max(1) as f64,
         per_order(after.wal_bytes - before.wal_bytes) / 1024.0,
         after.checkpoints - before.checkpoints,
         per_order(after.buffers_backend - before.buffers_backend),
     )
-}
-
-impl Drop for Postgres {
-    fn drop(&mut self) {
-        let _ = Command::new(common::root().join("scripts/postgres"))
-            .arg("stop")
-            .arg(self.dir.path())
-            .output();
-    }
 }
 
 /// What a configuration runs: the order port and the pids to measure.
@@ -205,16 +224,45 @@ trait Target {
 /// CPU time (user + system) `pid` has used so far, in seconds (100 Hz ticks);
 /// 0 for a process that is gone.
 fn cpu_secs(pid: u32) -> f64 {
+    stat_secs(pid, &[11, 12])
+}
+
+/// The sum of `fields` of /proc/`pid`/stat (counted after the command name,
+/// from 0: 11 utime, 12 stime, 13 cutime, 14 cstime), as seconds of 100 Hz
+/// ticks; 0 for a process that is gone.
+fn stat_secs(pid: u32, fields: &[usize]) -> f64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     // The fields after the command name, which is in parentheses.
-    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
-    let field = |i| {
-        rest.split_whitespace()
-            .nth(i)
-            .and_then(|f| f.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    (field(11) + field(12)) / 100.0
+    let rest: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or("", |(_, r)| r)
+        .split_whitespace()
+        .collect();
+    fields
+        .iter()
+        .filter_map(|i| rest.get(*i)?.parse::<f64>().ok())
+        .sum::<f64>()
+        / 100.0
+}
+
+/// CPU time the PostgreSQL server under `postmaster` has used so far, in
+/// seconds: the postmaster's own, its children's that have exited (cutime and
+/// cstime: autovacuum workers come and go) and its live children's (the
+/// backends, the writers). A child that exits within a phase is counted live
+/// at the start and reaped at the end, so a difference still holds all of it.
+fn server_cpu_secs(postmaster: u32) -> f64 {
+    let live: f64 = Command::new("pgrep")
+        .args(["-P", &postmaster.to_string()])
+        .output()
+        .map(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .filter_map(|l| l.trim().parse().ok())
+                .map(cpu_secs)
+                .sum()
+        })
+        .unwrap_or(0.0);
+    stat_secs(postmaster, &[11, 12, 13, 14]) + live
 }
 
 fn group_cpu(groups: &[(&'static str, Vec<u32>)]) -> Vec<f64> {
@@ -550,11 +598,12 @@ async fn soak(name: &str, started: &Started, echo: &EchoClient, echo_rps: f64) -
     let target = started.target.as_ref();
     // On PostgreSQL, whether the working set still fits the buffer cache.
     let mut pg = match &started.postgres {
-        Some(p) => Some(
-            <sqlx::PgConnection as sqlx::Connection>::connect(&format!("{}/postgres", p.url))
+        Some(p) => Some((
+            <sqlx::PgConnection as sqlx::Connection>::connect(&p.admin)
                 .await
                 .unwrap(),
-        ),
+            p.postmaster(),
+        )),
         None => None,
     };
     let orders: u64 = common::env_or("SOAK_ORDERS", 500_000);
@@ -578,13 +627,15 @@ async fn soak(name: &str, started: &Started, echo: &EchoClient, echo_rps: f64) -
         let cpu_before = group_cpu(&groups);
         let machine_before = machine_ticks();
         let pg_before = match pg.as_mut() {
-            Some(c) => Some(pg_counters(c).await),
+            Some((c, pid)) => Some(pg_counters(c, *pid).await),
             None => None,
         };
         let r = run_phase(&client, format!("{name}-{i}")).await;
         let machine = machine_split(machine_before, machine_ticks());
         let server = match (pg.as_mut(), pg_before) {
-            (Some(c), Some(before)) => pg_phase(before, pg_counters(c).await, r.completed),
+            (Some((c, pid)), Some(before)) => {
+                pg_phase(before, pg_counters(c, *pid).await, r.completed)
+            }
             _ => String::new(),
         };
         total += r.completed;
