@@ -596,7 +596,7 @@ async fn run_phase(client: &OrderClient, run: String) -> LoadReport {
 /// Phases until SOAK_ORDERS orders; returns the last phase's throughput.
 async fn soak(name: &str, started: &Started, echo: &EchoClient, echo_rps: f64) -> f64 {
     let target = started.target.as_ref();
-    // On PostgreSQL, whether the working set still fits the buffer cache.
+    // On PostgreSQL, what the server does in each phase (pg_counters).
     let mut pg = match &started.postgres {
         Some(p) => Some((
             <sqlx::PgConnection as sqlx::Connection>::connect(&p.admin)
