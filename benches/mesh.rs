@@ -476,23 +476,18 @@ fn summary(label: &str, mut all: Vec<Duration>) -> String {
 
 /// The pid of payment itself (the child of its shipper).
 fn payment_pid(mesh: &Mesh) -> (i32, i32) {
-    let wrapper: i32 = std::fs::read_to_string(mesh.state.path().join("pids/payment"))
+    let wrapper: u32 = std::fs::read_to_string(mesh.state.path().join("pids/payment"))
         .unwrap()
         .trim()
         .parse()
         .unwrap();
-    let out = Command::new("pgrep")
-        .args(["-P", &wrapper.to_string()])
-        .output()
-        .unwrap();
-    let child = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .next()
-        .unwrap_or_else(|| panic!("payment's shipper (pid {wrapper}) has no child"))
-        .trim()
-        .parse()
-        .unwrap();
-    (wrapper, child)
+    let child = *common::children(wrapper)
+        .first()
+        .unwrap_or_else(|| panic!("payment's shipper (pid {wrapper}) has no child"));
+    (
+        i32::try_from(wrapper).unwrap(),
+        i32::try_from(child).unwrap(),
+    )
 }
 
 fn signal(pid: i32, sig: nix::sys::signal::Signal) {

@@ -251,17 +251,7 @@ fn stat_secs(pid: u32, fields: &[usize]) -> f64 {
 /// backends, the writers). A child that exits within a phase is counted live
 /// at the start and reaped at the end, so a difference still holds all of it.
 fn server_cpu_secs(postmaster: u32) -> f64 {
-    let live: f64 = Command::new("pgrep")
-        .args(["-P", &postmaster.to_string()])
-        .output()
-        .map(|o| {
-            String::from_utf8_lossy(&o.stdout)
-                .lines()
-                .filter_map(|l| l.trim().parse().ok())
-                .map(cpu_secs)
-                .sum()
-        })
-        .unwrap_or(0.0);
+    let live: f64 = common::children(postmaster).into_iter().map(cpu_secs).sum();
     stat_secs(postmaster, &[11, 12, 13, 14]) + live
 }
 
@@ -461,16 +451,7 @@ impl Mesh {
     /// The program `name`'s shipper wraps: the child of the pid in its pid file.
     fn wrapped(&self, name: &str) -> Option<u32> {
         let wrapper = self.pid_file(&format!("pids/{name}"))?;
-        let out = Command::new("pgrep")
-            .args(["-P", &wrapper.to_string()])
-            .output()
-            .ok()?;
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .next()?
-            .trim()
-            .parse()
-            .ok()
+        common::children(wrapper).first().copied()
     }
 
     fn pid_file(&self, path: &str) -> Option<u32> {
