@@ -170,18 +170,33 @@ struct PgCounters {
     cpu_secs: f64,
 }
 
-async fn pg_counters(conn: &mut sqlx::PgConnection, postmaster: u32) -> PgCounters {
-    let (blks_read, blks_hit, checkpoints, buffers_backend, wal_bytes) = sqlx::query_as(
-        "SELECT (SELECT sum(blks_read)::bigint FROM pg_stat_database) AS blks_read, \
-                (SELECT sum(blks_hit)::bigint FROM pg_stat_database) AS blks_hit, \
-                (checkpoints_timed + checkpoints_req)::bigint AS checkpoints, \
-                buffers_backend::bigint AS buffers_backend, \
-                pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0')::bigint AS wal_bytes \
-         FROM pg_stat_bgwriter",
-    )
-    .fetch_one(conn)
-    .await
-    .unwrap();
+/// The statement [`pg_counters`] runs on a server of `server_version_num`.
+/// PostgreSQL 17 moved the checkpoint counts from `pg_stat_bgwriter` to
+/// `pg_stat_checkpointer` (`num_timed`, `num_requested`) and dropped
+/// `buffers_backend`, whose count is then the client backends' writes in
+/// `pg_stat_io` (PostgreSQL commit 96f0526 and the 17 release notes; only
+/// the PostgreSQL 15 form has run here).
+fn pg_counters_sql(server_version_num: i32) -> &'static str {
+    if server_version_num >= 170_000 {
+        "SELECT (SELECT sum(blks_read)::bigint FROM pg_stat_database), \
+                (SELECT sum(blks_hit)::bigint FROM pg_stat_database), \
+                (SELECT (num_timed + num_requested)::bigint FROM pg_stat_checkpointer), \
+                (SELECT coalesce(sum(writes), 0)::bigint FROM pg_stat_io \
+                  WHERE backend_type = 'client backend'), \
+                pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0')::bigint"
+    } else {
+        "SELECT (SELECT sum(blks_read)::bigint FROM pg_stat_database), \
+                (SELECT sum(blks_hit)::bigint FROM pg_stat_database), \
+                (checkpoints_timed + checkpoints_req)::bigint, \
+                buffers_backend::bigint, \
+                pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0')::bigint \
+         FROM pg_stat_bgwriter"
+    }
+}
+
+async fn pg_counters(conn: &mut sqlx::PgConnection, sql: &str, postmaster: u32) -> PgCounters {
+    let (blks_read, blks_hit, checkpoints, buffers_backend, wal_bytes) =
+        sqlx::query_as(sql).fetch_one(conn).await.unwrap();
     PgCounters {
         blks_read,
         blks_hit,
@@ -579,12 +594,17 @@ async fn soak(name: &str, started: &Started, echo: &EchoClient, echo_rps: f64) -
     let target = started.target.as_ref();
     // On PostgreSQL, what the server does in each phase (pg_counters).
     let mut pg = match &started.postgres {
-        Some(p) => Some((
-            <sqlx::PgConnection as sqlx::Connection>::connect(&p.admin)
+        Some(p) => {
+            let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&p.admin)
                 .await
-                .unwrap(),
-            p.postmaster(),
-        )),
+                .unwrap();
+            let (version,): (i32,) =
+                sqlx::query_as("SELECT current_setting('server_version_num')::int")
+                    .fetch_one(&mut conn)
+                    .await
+                    .unwrap();
+            Some((conn, pg_counters_sql(version), p.postmaster()))
+        }
         None => None,
     };
     let orders: u64 = common::env_or("SOAK_ORDERS", 500_000);
@@ -608,14 +628,14 @@ async fn soak(name: &str, started: &Started, echo: &EchoClient, echo_rps: f64) -
         let cpu_before = group_cpu(&groups);
         let machine_before = machine_ticks();
         let pg_before = match pg.as_mut() {
-            Some((c, pid)) => Some(pg_counters(c, *pid).await),
+            Some((c, sql, pid)) => Some(pg_counters(c, sql, *pid).await),
             None => None,
         };
         let r = run_phase(&client, format!("{name}-{i}")).await;
         let machine = machine_split(machine_before, machine_ticks());
         let server = match (pg.as_mut(), pg_before) {
-            (Some((c, pid)), Some(before)) => {
-                pg_phase(before, pg_counters(c, *pid).await, r.completed)
+            (Some((c, sql, pid)), Some(before)) => {
+                pg_phase(before, pg_counters(c, sql, *pid).await, r.completed)
             }
             _ => String::new(),
         };
